@@ -1,0 +1,932 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/asynkron/protoactor-go/actor"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/meshflow/meshflow/internal/kernels"
+	"github.com/meshflow/meshflow/messages"
+	"github.com/meshflow/meshflow/messages/pb"
+	"github.com/meshflow/meshflow/persistence"
+	"github.com/meshflow/meshflow/persistence/memstore"
+)
+
+// Messages between the actors of a job (in-process only).
+type (
+	startMsg struct{}
+	// dataMsg carries one envelope on a channel. seq is the instance's input
+	// sequence number, assigned when first processed.
+	dataMsg struct {
+		key chanKey
+		env messages.Envelope
+		seq uint64
+	}
+	// creditMsg says the sender may send frames up to limit on channel key.
+	creditMsg struct {
+		key   chanKey
+		limit uint64
+	}
+	readResult struct {
+		gen uint64
+		rec arrow.RecordBatch
+		err error
+	}
+	tickMsg       struct{}
+	stopSourceMsg struct{}
+	drainedMsg    struct{ gen uint64 }
+	timerMsg      struct {
+		gen uint64
+		t   Timer
+	}
+)
+
+// chanKey names a channel from the point of view of one side: the edge
+// index in the graph and the instance index of the other side... except
+// that both sides address a channel by (edge, sender index) for inputs and
+// (edge, receiver index) for outputs, so each side can build the key the
+// other expects.
+type chanKey struct{ edge, peer int }
+
+type inChan struct {
+	key       chanKey // (edge, sender index)
+	from      InstanceID
+	remote    bool
+	subject   string // credit subject, remote channels
+	processed uint64
+	granted   uint64
+	lastTick  uint64
+	wm        messages.Watermark
+	eos       bool
+	barrier   uint64              // barrier this channel is aligned on, 0 if none
+	held      []messages.Envelope // envelopes behind the barrier
+}
+
+type outChan struct {
+	key     chanKey // (edge, receiver index)
+	rkey    chanKey // the receiver's key for this channel: (edge, sender index)
+	to      InstanceID
+	remote  bool
+	subject string // data subject, remote channels
+	enc     *messages.FrameEncoder
+	sent    uint64
+	limit   uint64
+	queue   []messages.Envelope
+}
+
+type outEdge struct {
+	idx     int
+	edge    Edge
+	targets []*outChan // by receiver index; nil where not connected
+	rr      int
+	schema  *arrow.Schema
+	keyCols []int
+}
+
+type instanceStats struct {
+	batchesIn, rowsIn, batchesOut, rowsOut, failures atomic.Int64
+}
+
+// instance is the runtime state of one operator instance. It outlives the
+// actor incarnations: on restart only the user operator is rebuilt.
+type instance struct {
+	part   *jobPart
+	v      *Vertex
+	id     InstanceID
+	log    *slog.Logger
+	mem    memory.Allocator
+	window uint64
+	state  persistence.Store
+
+	ins             []*inChan
+	inByKey         map[chanKey]*inChan
+	outs            []*outEdge
+	outByKey        map[chanKey]*outChan
+	hasRemoteInputs bool
+
+	self    *actor.PID
+	gen     uint64
+	started bool
+	op      Operator
+	src     Source
+	opened  bool
+	retry   *dataMsg
+	seq     uint64
+	wm      messages.Watermark
+	outWM   messages.Watermark
+	owe     bool
+	emitted []arrow.RecordBatch
+	timers  *timerService
+
+	finished     bool
+	doneReported bool
+
+	// Sources only.
+	reader     *reader
+	reading    bool
+	wantDemand bool
+	draining   bool
+
+	stats instanceStats
+}
+
+func newInstance(p *jobPart, v *Vertex, idx int) *instance {
+	id := InstanceID{v.Name, idx}
+	s := &instance{
+		part:     p,
+		v:        v,
+		id:       id,
+		log:      p.log.With("operator", v.Name, "instance", idx),
+		mem:      p.node.cfg.Allocator,
+		window:   uint64(p.node.cfg.Window),
+		inByKey:  map[chanKey]*inChan{},
+		outByKey: map[chanKey]*outChan{},
+		wm:       messages.MinWatermark,
+		outWM:    messages.MinWatermark,
+	}
+	ns := fmt.Sprintf("%s/%s/%d", p.g.Name, v.Name, idx)
+	if p.node.cfg.State != nil {
+		s.state = p.node.cfg.State.Namespace(ns)
+	} else {
+		s.state = memstore.New()
+	}
+	s.timers = newTimerService(s)
+	self := p.node.cfg.ID
+	g := p.g
+	for _, ei := range g.InEdges(v.Name) {
+		e := g.Edges[ei]
+		up := g.Vertex(e.From)
+		for i := 0; i < up.Parallelism; i++ {
+			if e.Partitioning == Forward && i != idx {
+				continue
+			}
+			from := InstanceID{e.From, i}
+			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark}
+			if p.placement[from] != self {
+				c.remote = true
+				c.subject = CreditSubject(g.Name, e.From, v.Name, i, idx)
+				s.hasRemoteInputs = true
+			} else {
+				c.granted = s.window
+			}
+			s.ins = append(s.ins, c)
+			s.inByKey[c.key] = c
+		}
+	}
+	for _, ei := range g.OutEdges(v.Name) {
+		e := g.Edges[ei]
+		down := g.Vertex(e.To)
+		oe := &outEdge{idx: ei, edge: e, targets: make([]*outChan, down.Parallelism)}
+		for j := 0; j < down.Parallelism; j++ {
+			if e.Partitioning == Forward && j != idx {
+				continue
+			}
+			to := InstanceID{e.To, j}
+			oc := &outChan{key: chanKey{ei, j}, rkey: chanKey{ei, idx}, to: to}
+			if p.placement[to] != self {
+				oc.remote = true
+				oc.subject = DataSubject(g.Name, v.Name, e.To, idx, j)
+				oc.enc = &messages.FrameEncoder{}
+			} else {
+				oc.limit = s.window
+			}
+			oe.targets[j] = oc
+			s.outByKey[oc.key] = oc
+		}
+		s.outs = append(s.outs, oe)
+	}
+	return s
+}
+
+// instanceActor is one incarnation of an instance.
+type instanceActor struct{ s *instance }
+
+func (a *instanceActor) Receive(c actor.Context) {
+	s := a.s
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		s.onStarted(c)
+	case *actor.Restarting:
+		s.shutdown(false)
+	case *actor.Stopping:
+		s.shutdown(true)
+	case *startMsg:
+		s.onStart(c)
+	case *dataMsg:
+		s.onData(c, m)
+	case *creditMsg:
+		s.onCredit(c, m)
+	case *readResult:
+		s.onRead(c, m)
+	case *timerMsg:
+		s.onProcessingTimer(c, m)
+	case *tickMsg:
+		s.onTick()
+	case *stopSourceMsg:
+		s.onStopSource(c)
+	case *drainedMsg:
+		if m.gen == s.gen {
+			s.finishSource(c)
+		}
+	}
+}
+
+// fail hands err to the supervisor: the actor is restarted or, after too
+// many failures, the job fails.
+func (s *instance) fail(err error) {
+	panic(&instanceFailure{id: s.id, err: err})
+}
+
+// call runs user code, turning a panic into a *PanicError.
+func (s *instance) call(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return f()
+}
+
+func (s *instance) onStarted(c actor.Context) {
+	s.self = c.Self()
+	s.gen++
+	if s.finished {
+		return
+	}
+	if err := s.open(); err != nil {
+		s.fail(err)
+	}
+	if !s.started {
+		return
+	}
+	// A restart: go on where the failed incarnation stopped.
+	s.flushAll(c)
+	if s.src != nil {
+		s.startReader()
+		s.demand()
+	}
+	if m := s.retry; m != nil {
+		s.retry = nil
+		s.onData(c, m)
+	}
+	if s.src == nil {
+		s.maybeFinish(c)
+	}
+	s.afterFlush(c)
+}
+
+func (s *instance) open() error {
+	s.timers.reset()
+	if s.v.NewSource != nil {
+		s.src = s.v.NewSource()
+		if err := s.call(func() error { return s.src.Open(s.part.ctx, s) }); err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+	} else {
+		s.op = s.v.NewOperator()
+		if err := s.call(func() error { return s.op.Open(s.part.ctx, s) }); err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+	}
+	s.opened = true
+	return nil
+}
+
+// shutdown closes the user operator of this incarnation. final is true when
+// the actor stops for good.
+func (s *instance) shutdown(final bool) {
+	s.stopReader()
+	s.timers.reset()
+	s.releaseEmitted()
+	if !s.opened {
+		return
+	}
+	s.opened = false
+	var err error
+	if s.src != nil {
+		err = s.call(func() error { return s.src.Close(s.part.ctx) })
+	} else if s.op != nil {
+		err = s.call(func() error { return s.op.Close(s.part.ctx) })
+	}
+	if err != nil {
+		// The instance is already failing or stopping; the close error
+		// cannot change the outcome, so it is reported here.
+		s.log.Warn("close failed", "error", err, "final", final)
+	}
+}
+
+func (s *instance) onStart(c actor.Context) {
+	s.started = true
+	if s.src != nil {
+		s.startReader()
+		s.demand()
+		return
+	}
+	for _, ch := range s.ins {
+		if ch.remote {
+			s.grant(c, ch)
+		}
+	}
+}
+
+// Emit implements Emitter for the operator's calls.
+func (s *instance) Emit(rec arrow.RecordBatch) {
+	if rec == nil {
+		return
+	}
+	if rec.NumRows() == 0 {
+		rec.Release()
+		return
+	}
+	s.emitted = append(s.emitted, rec)
+}
+
+func (s *instance) releaseEmitted() {
+	for _, r := range s.emitted {
+		r.Release()
+	}
+	s.emitted = s.emitted[:0]
+}
+
+func (s *instance) onData(c actor.Context, m *dataMsg) {
+	ch := s.inByKey[m.key]
+	if ch == nil {
+		m.env.Release()
+		s.fail(fmt.Errorf("envelope on unknown channel %v", m.key))
+	}
+	if ch.barrier != 0 && m.env.Kind != messages.KindEndOfStream {
+		ch.held = append(ch.held, m.env)
+		return
+	}
+	switch m.env.Kind {
+	case messages.KindBatch:
+		s.processBatch(c, ch, m)
+	case messages.KindWatermark:
+		if m.env.Watermark > ch.wm {
+			ch.wm = m.env.Watermark
+		}
+		s.processed(c, ch)
+		s.advanceWatermark(c)
+	case messages.KindBarrier:
+		s.processed(c, ch)
+		ch.barrier = m.env.Barrier.ID
+		s.align(c, m.env.Barrier)
+	case messages.KindEndOfStream:
+		ch.eos = true
+		for _, e := range ch.held {
+			e.Release()
+		}
+		ch.held = nil
+		ch.barrier = 0
+		s.advanceWatermark(c)
+		s.maybeFinish(c)
+	default:
+		m.env.Release()
+		s.fail(fmt.Errorf("unknown envelope kind %v", m.env.Kind))
+	}
+}
+
+func (s *instance) processBatch(c actor.Context, ch *inChan, m *dataMsg) {
+	if m.seq == 0 {
+		s.seq++
+		m.seq = s.seq
+	}
+	rows := m.env.Rows()
+	ctx := context.WithValue(s.part.ctx, inputSeqKey{}, m.seq)
+	err := s.call(func() error { return s.op.Process(ctx, m.env.Batch, s) })
+	if err != nil {
+		s.releaseEmitted()
+		s.retry = m
+		s.fail(fmt.Errorf("process batch %d: %w", m.seq, err))
+	}
+	m.env.Release()
+	s.stats.batchesIn.Add(1)
+	s.stats.rowsIn.Add(rows)
+	s.dispatch(c)
+	s.processed(c, ch)
+}
+
+// processed counts an envelope of ch as done and returns its credit, unless
+// an output is backed up: then the credit is owed until the outputs drain,
+// which is what slows the sender down.
+func (s *instance) processed(c actor.Context, ch *inChan) {
+	ch.processed++
+	if s.blocked() {
+		s.owe = true
+		return
+	}
+	s.grant(c, ch)
+}
+
+func (s *instance) grant(c actor.Context, ch *inChan) {
+	limit := ch.processed + s.window
+	if limit <= ch.granted && !(ch.remote && ch.granted == 0) {
+		return
+	}
+	ch.granted = max(limit, ch.granted)
+	s.sendCredit(c, ch)
+}
+
+func (s *instance) sendCredit(c actor.Context, ch *inChan) {
+	if !ch.remote {
+		if pid := s.part.pid(ch.from); pid != nil {
+			c.Send(pid, &creditMsg{key: chanKey{ch.key.edge, s.id.Index}, limit: ch.granted})
+		}
+		return
+	}
+	b, err := proto.Marshal(&pb.Credit{AckedSeq: ch.processed, Credits: uint32(ch.granted - ch.processed)})
+	if err == nil {
+		err = s.part.node.cfg.NATS.Publish(ch.subject, b)
+	}
+	if err != nil {
+		s.fail(fmt.Errorf("send credit on %s: %w", ch.subject, err))
+	}
+}
+
+func (s *instance) onTick() {
+	for _, ch := range s.ins {
+		if !ch.remote || ch.eos {
+			continue
+		}
+		if ch.processed == ch.lastTick && ch.granted > 0 {
+			b, err := proto.Marshal(&pb.Credit{AckedSeq: ch.processed, Credits: uint32(ch.granted - ch.processed)})
+			if err == nil {
+				err = s.part.node.cfg.NATS.Publish(ch.subject, b)
+			}
+			if err != nil {
+				s.log.Warn("repeat credit failed", "subject", ch.subject, "error", err)
+			}
+		}
+		ch.lastTick = ch.processed
+	}
+}
+
+func (s *instance) blocked() bool {
+	for _, e := range s.outs {
+		for _, oc := range e.targets {
+			if oc != nil && len(oc.queue) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (s *instance) onCredit(c actor.Context, m *creditMsg) {
+	oc := s.outByKey[m.key]
+	if oc == nil {
+		s.fail(fmt.Errorf("credit on unknown channel %v", m.key))
+	}
+	if m.limit > oc.limit {
+		oc.limit = m.limit
+	}
+	s.flush(c, oc)
+	s.afterFlush(c)
+}
+
+// afterFlush runs what waits for the outputs to drain: owed credits, source
+// demand, and the report that a finished instance is done.
+func (s *instance) afterFlush(c actor.Context) {
+	if s.blocked() {
+		return
+	}
+	if s.owe {
+		s.owe = false
+		for _, ch := range s.ins {
+			if !ch.eos {
+				s.grant(c, ch)
+			}
+		}
+	}
+	if s.wantDemand {
+		s.demand()
+	}
+	if s.finished && !s.doneReported {
+		s.doneReported = true
+		s.part.instanceDone(s.id)
+	}
+}
+
+// dispatch routes the batches emitted by the last call to the outputs.
+func (s *instance) dispatch(c actor.Context) {
+	if len(s.emitted) == 0 {
+		return
+	}
+	for i, rec := range s.emitted {
+		s.stats.batchesOut.Add(1)
+		s.stats.rowsOut.Add(rec.NumRows())
+		for _, e := range s.outs {
+			if err := s.route(c, e, rec); err != nil {
+				for _, r := range s.emitted[i:] {
+					r.Release()
+				}
+				s.emitted = s.emitted[:0]
+				s.fail(err)
+			}
+		}
+		rec.Release()
+	}
+	s.emitted = s.emitted[:0]
+}
+
+// route sends rec (borrowed) over one output edge.
+func (s *instance) route(c actor.Context, e *outEdge, rec arrow.RecordBatch) error {
+	switch e.edge.Partitioning {
+	case Forward:
+		rec.Retain()
+		s.enqueue(c, e.targets[s.id.Index], messages.BatchEnvelope(rec))
+	case Rebalance:
+		n := len(e.targets)
+		e.rr = (e.rr + 1) % n
+		rec.Retain()
+		s.enqueue(c, e.targets[e.rr], messages.BatchEnvelope(rec))
+	case Broadcast:
+		for _, oc := range e.targets {
+			rec.Retain()
+			s.enqueue(c, oc, messages.BatchEnvelope(rec))
+		}
+	case Hash:
+		if e.schema != rec.Schema() {
+			cols := make([]int, len(e.edge.KeyColumns))
+			for i, name := range e.edge.KeyColumns {
+				idx := rec.Schema().FieldIndices(name)
+				if len(idx) != 1 {
+					return fmt.Errorf("key column %q: not in the batch schema %s", name, rec.Schema())
+				}
+				cols[i] = idx[0]
+			}
+			e.schema, e.keyCols = rec.Schema(), cols
+		}
+		parts, err := kernels.Partition(s.mem, rec, e.keyCols, s.part.g.maxParallelism(), len(e.targets))
+		if err != nil {
+			return fmt.Errorf("partition by %v: %w", e.edge.KeyColumns, err)
+		}
+		for j, p := range parts {
+			if p != nil {
+				s.enqueue(c, e.targets[j], messages.BatchEnvelope(p))
+			}
+		}
+	}
+	return nil
+}
+
+// broadcast sends a control envelope on every output channel.
+func (s *instance) broadcast(c actor.Context, env messages.Envelope) {
+	for _, e := range s.outs {
+		for _, oc := range e.targets {
+			if oc != nil {
+				s.enqueue(c, oc, env)
+			}
+		}
+	}
+}
+
+func (s *instance) enqueue(c actor.Context, oc *outChan, env messages.Envelope) {
+	if oc.remote && env.Kind == messages.KindBatch {
+		parts, err := messages.SplitBatch(env.Batch, s.part.node.cfg.MaxPayload)
+		env.Release()
+		if err != nil {
+			s.fail(fmt.Errorf("channel %s: %w", oc.subject, err))
+		}
+		for _, p := range parts {
+			oc.queue = append(oc.queue, messages.BatchEnvelope(p))
+		}
+	} else {
+		oc.queue = append(oc.queue, env)
+	}
+	s.flush(c, oc)
+}
+
+func (s *instance) flushAll(c actor.Context) {
+	for _, e := range s.outs {
+		for _, oc := range e.targets {
+			if oc != nil {
+				s.flush(c, oc)
+			}
+		}
+	}
+}
+
+// flush sends what the channel's credit allows.
+func (s *instance) flush(c actor.Context, oc *outChan) {
+	n := 0
+	for n < len(oc.queue) && oc.sent < oc.limit {
+		env := oc.queue[n]
+		if oc.remote {
+			data, err := oc.enc.Encode(oc.sent+1, env)
+			if err == nil {
+				err = s.part.node.cfg.NATS.Publish(oc.subject, data)
+			}
+			if err != nil {
+				oc.queue = oc.queue[n:]
+				s.fail(fmt.Errorf("send on %s: %w", oc.subject, err))
+			}
+			env.Release()
+		} else {
+			pid := s.part.pid(oc.to)
+			if pid == nil {
+				break
+			}
+			c.Send(pid, &dataMsg{key: oc.rkey, env: env})
+		}
+		oc.queue[n] = messages.Envelope{}
+		oc.sent++
+		n++
+	}
+	if n > 0 {
+		rest := copy(oc.queue, oc.queue[n:])
+		clear(oc.queue[rest:])
+		oc.queue = oc.queue[:rest]
+	}
+}
+
+// releaseQueued releases what is still queued when the job ends.
+func (s *instance) releaseQueued() {
+	for _, e := range s.outs {
+		for _, oc := range e.targets {
+			if oc == nil {
+				continue
+			}
+			for i := range oc.queue {
+				oc.queue[i].Release()
+			}
+			oc.queue = nil
+		}
+	}
+	for _, ch := range s.ins {
+		for i := range ch.held {
+			ch.held[i].Release()
+		}
+		ch.held = nil
+	}
+	if s.retry != nil {
+		s.retry.env.Release()
+		s.retry = nil
+	}
+}
+
+// advanceWatermark recomputes the input watermark (the minimum over the
+// open inputs) and, when it moved, fires event-time timers, calls the
+// operator's hook and forwards the watermark.
+func (s *instance) advanceWatermark(c actor.Context) {
+	wm := messages.MaxWatermark
+	for _, ch := range s.ins {
+		if !ch.eos && ch.wm < wm {
+			wm = ch.wm
+		}
+	}
+	s.setWatermark(c, wm)
+}
+
+func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
+	if wm <= s.wm {
+		return
+	}
+	s.wm = wm
+	if s.op != nil {
+		if err := s.timers.fireEventTimers(wm); err != nil {
+			s.fail(err)
+		}
+		if h, ok := s.op.(WatermarkHandler); ok {
+			if err := s.call(func() error { return h.OnWatermark(s.part.ctx, wm, s) }); err != nil {
+				s.releaseEmitted()
+				s.fail(fmt.Errorf("watermark %d: %w", wm, err))
+			}
+		}
+		s.dispatch(c)
+	}
+	if wm > s.outWM {
+		s.outWM = wm
+		s.broadcast(c, messages.WatermarkEnvelope(wm))
+	}
+}
+
+// align forwards barrier b once every open input has delivered it, then
+// processes what was held behind it.
+func (s *instance) align(c actor.Context, b messages.Barrier) {
+	for _, ch := range s.ins {
+		if !ch.eos && ch.barrier != b.ID {
+			return
+		}
+	}
+	s.broadcast(c, messages.BarrierEnvelope(b))
+	var held []struct {
+		key chanKey
+		env messages.Envelope
+	}
+	for _, ch := range s.ins {
+		ch.barrier = 0
+		for _, e := range ch.held {
+			held = append(held, struct {
+				key chanKey
+				env messages.Envelope
+			}{ch.key, e})
+		}
+		ch.held = nil
+	}
+	for _, h := range held {
+		s.onData(c, &dataMsg{key: h.key, env: h.env})
+	}
+}
+
+func (s *instance) maybeFinish(c actor.Context) {
+	if s.finished {
+		return
+	}
+	for _, ch := range s.ins {
+		if !ch.eos {
+			return
+		}
+	}
+	if ch := s.pendingBarrier(); ch {
+		return
+	}
+	s.finished = true
+	s.setWatermark(c, messages.MaxWatermark)
+	if f, ok := s.op.(Finisher); ok {
+		if err := s.call(func() error { return f.Finish(s.part.ctx, s) }); err != nil {
+			s.releaseEmitted()
+			s.finished = false
+			s.fail(fmt.Errorf("finish: %w", err))
+		}
+		s.dispatch(c)
+	}
+	s.opened = false
+	if err := s.call(func() error { return s.op.Close(s.part.ctx) }); err != nil {
+		s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
+		return
+	}
+	s.broadcast(c, messages.EndOfStream())
+	s.afterFlush(c)
+}
+
+func (s *instance) pendingBarrier() bool {
+	for _, ch := range s.ins {
+		if ch.barrier != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// Sources.
+
+type reader struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	demand chan struct{}
+}
+
+func (s *instance) startReader() {
+	if s.reader != nil || s.finished || s.draining {
+		return
+	}
+	ctx, cancel := context.WithCancel(s.part.ctx)
+	r := &reader{cancel: cancel, demand: make(chan struct{}, 1)}
+	s.reader = r
+	s.reading = false
+	gen, src, pid, root := s.gen, s.src, s.self, s.part.node.system.Root
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-r.demand:
+			}
+			var rec arrow.RecordBatch
+			err := s.call(func() error {
+				var err error
+				rec, err = src.Read(ctx)
+				return err
+			})
+			if ctx.Err() != nil && err != nil && !errors.Is(err, io.EOF) {
+				return
+			}
+			root.Send(pid, &readResult{gen: gen, rec: rec, err: err})
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func (s *instance) stopReader() {
+	if s.reader == nil {
+		return
+	}
+	s.reader.cancel()
+	s.reader.wg.Wait()
+	s.reader = nil
+	s.reading = false
+}
+
+// demand lets the reader read one more batch, unless the outputs are
+// backed up: then it waits for them to drain.
+func (s *instance) demand() {
+	if s.reader == nil || s.reading {
+		return
+	}
+	if s.blocked() {
+		s.wantDemand = true
+		return
+	}
+	s.wantDemand = false
+	s.reading = true
+	s.reader.demand <- struct{}{}
+}
+
+func (s *instance) onRead(c actor.Context, m *readResult) {
+	if m.gen != s.gen || s.finished {
+		if m.rec != nil {
+			m.rec.Release()
+		}
+		return
+	}
+	s.reading = false
+	switch {
+	case errors.Is(m.err, io.EOF):
+		if m.rec != nil {
+			m.rec.Release()
+		}
+		s.finishSource(c)
+		return
+	case m.err != nil:
+		if m.rec != nil {
+			m.rec.Release()
+		}
+		s.fail(fmt.Errorf("read: %w", m.err))
+	case m.rec == nil:
+		s.demand()
+		return
+	}
+	s.seq++
+	s.stats.batchesIn.Add(1)
+	s.stats.rowsIn.Add(m.rec.NumRows())
+	wm, hasWM := s.eventTimeWatermark(m.rec)
+	s.Emit(m.rec)
+	s.dispatch(c)
+	if hasWM {
+		s.setWatermark(c, wm)
+	}
+	if cm, ok := s.src.(Committer); ok {
+		if err := s.call(func() error { return cm.Commit(s.part.ctx) }); err != nil {
+			s.fail(fmt.Errorf("commit: %w", err))
+		}
+	}
+	s.demand()
+}
+
+func (s *instance) onStopSource(c actor.Context) {
+	if s.src == nil || s.finished || s.draining {
+		return
+	}
+	s.draining = true
+	s.stopReader()
+	// Results the reader sent before it stopped are queued ahead of this.
+	c.Send(s.self, &drainedMsg{gen: s.gen})
+}
+
+// finishSource ends a source: commit, close, final watermark, end-of-stream.
+func (s *instance) finishSource(c actor.Context) {
+	if s.finished {
+		return
+	}
+	s.stopReader()
+	if cm, ok := s.src.(Committer); ok {
+		if err := s.call(func() error { return cm.Commit(s.part.ctx) }); err != nil {
+			s.fail(fmt.Errorf("commit: %w", err))
+		}
+	}
+	s.finished = true
+	s.opened = false
+	if err := s.call(func() error { return s.src.Close(s.part.ctx) }); err != nil {
+		s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
+		return
+	}
+	s.setWatermark(c, messages.MaxWatermark)
+	s.broadcast(c, messages.EndOfStream())
+	s.afterFlush(c)
+}
+
+// OperatorContext implementation.
+
+func (s *instance) Job() string                 { return s.part.g.Name }
+func (s *instance) Operator() string            { return s.id.Operator }
+func (s *instance) Instance() int               { return s.id.Index }
+func (s *instance) Parallelism() int            { return s.v.Parallelism }
+func (s *instance) Logger() *slog.Logger        { return s.log }
+func (s *instance) Allocator() memory.Allocator { return s.mem }
+func (s *instance) State() persistence.Store    { return s.state }
+func (s *instance) Timers() TimerService        { return s.timers }

@@ -1,0 +1,158 @@
+// Package actors is Meshflow's operator runtime: every operator instance runs
+// as a supervised Proto.Actor actor, exchanging Arrow record batches with its
+// neighbours in memory (same node) or over NATS (other nodes), under
+// Meshflow's own credit-based flow control.
+//
+// Pipeline authors do not use this package directly: the root package
+// meshflow builds a [JobGraph] and runs it. Custom operators implement
+// [Operator] (re-exported by the root package).
+//
+// # Arrow ownership
+//
+// The batch passed to [Operator.Process] is borrowed: the runtime releases it
+// after Process returns, so an operator that keeps it must Retain it. A batch
+// passed to [Emitter.Emit] is handed over: the runtime releases it once it has
+// been delivered, and the operator must not use it afterwards. Batches
+// returned by [Source.Read] are handed over likewise.
+//
+// # Failure
+//
+// A panic or error in Open, Process, a hook or Close fails the instance: its
+// supervisor restarts it with backoff (a fresh operator from the factory,
+// Open called again) and the failed input is processed again by the new
+// instance. Outputs emitted by a failed call are discarded, so a retried batch
+// is emitted once. After repeated failures the job fails with an
+// [*OperatorError] naming the operator; the process itself never crashes.
+package actors
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/meshflow/meshflow/messages"
+	"github.com/meshflow/meshflow/persistence"
+)
+
+// Operator is the contract of a user or built-in operator instance.
+type Operator interface {
+	// Open prepares the instance. It is called again on a fresh instance
+	// after every restart.
+	Open(ctx context.Context, oc OperatorContext) error
+	// Process handles one input batch. in is borrowed; anything passed to
+	// out.Emit is handed over.
+	Process(ctx context.Context, in arrow.RecordBatch, out Emitter) error
+	// Close releases the instance's resources. It is called at the end of
+	// the stream, on shutdown and before a restart.
+	Close(ctx context.Context) error
+}
+
+// WatermarkHandler is implemented by operators that react to event time.
+// The runtime forwards the watermark downstream after OnWatermark returns.
+type WatermarkHandler interface {
+	OnWatermark(ctx context.Context, wm messages.Watermark, out Emitter) error
+}
+
+// TimerHandler is implemented by operators that register timers through
+// [OperatorContext.Timers].
+type TimerHandler interface {
+	OnTimer(ctx context.Context, t Timer, out Emitter) error
+}
+
+// Finisher is implemented by operators that emit something when their input
+// ends (for example a bounded aggregation). Finish runs after the final
+// watermark and before Close.
+type Finisher interface {
+	Finish(ctx context.Context, out Emitter) error
+}
+
+// Emitter takes the batches an operator produces.
+type Emitter interface {
+	// Emit hands rec over to the runtime. Zero-row batches are released and
+	// dropped.
+	Emit(rec arrow.RecordBatch)
+}
+
+// OperatorContext is what the runtime offers an operator instance.
+type OperatorContext interface {
+	// Job is the job name.
+	Job() string
+	// Operator is the operator (vertex) name.
+	Operator() string
+	// Instance is this instance's index in [0, Parallelism()).
+	Instance() int
+	// Parallelism is the number of instances of this operator.
+	Parallelism() int
+	// Logger is a logger with job, operator and instance attributes.
+	Logger() *slog.Logger
+	// Allocator is the Arrow allocator for the batches the operator builds.
+	Allocator() memory.Allocator
+	// State is this instance's state namespace.
+	State() persistence.Store
+	// Timers registers timers delivered to [TimerHandler.OnTimer].
+	Timers() TimerService
+}
+
+// TimerKind tells event-time timers from processing-time timers.
+type TimerKind uint8
+
+const (
+	// EventTime timers fire when the watermark reaches their time.
+	EventTime TimerKind = iota + 1
+	// ProcessingTime timers fire when the wall clock reaches their time.
+	ProcessingTime
+)
+
+// Timer is a fired timer.
+type Timer struct {
+	Kind TimerKind
+	// Time is the timer's time in microseconds since the Unix epoch.
+	Time int64
+	// Tag is the value given when the timer was registered.
+	Tag string
+}
+
+// TimerService registers timers for one operator instance. Registering the
+// same (kind, time, tag) twice registers one timer.
+type TimerService interface {
+	// At registers an event-time timer.
+	At(t messages.Watermark, tag string)
+	// After registers a processing-time timer firing d from now.
+	After(d time.Duration, tag string)
+	// Watermark is the instance's current input watermark.
+	Watermark() messages.Watermark
+}
+
+// Source produces the batches that enter a job.
+type Source interface {
+	// Open prepares the source; called again after every restart.
+	Open(ctx context.Context, oc OperatorContext) error
+	// Read blocks until it has a batch, the input ends (io.EOF) or ctx is
+	// done. The batch is handed over. Read is called from a goroutine owned
+	// by the source's actor, never concurrently with the other methods.
+	Read(ctx context.Context) (arrow.RecordBatch, error)
+	// Close releases the source's resources.
+	Close(ctx context.Context) error
+}
+
+// Committer is implemented by sources that acknowledge their input once the
+// runtime has taken every batch returned by Read so far (for example by
+// acking JetStream messages). The runtime calls Commit between two Reads and
+// before Close on a clean end; never after a failed hand-over.
+type Committer interface {
+	Commit(ctx context.Context) error
+}
+
+type inputSeqKey struct{}
+
+// InputSeq returns the sequence number of the batch being processed: 1 for
+// an instance's first input batch, increasing by one per batch, and the same
+// when a failed batch is processed again after a restart. Sinks use it to
+// build idempotent message ids.
+func InputSeq(ctx context.Context) uint64 {
+	v, _ := ctx.Value(inputSeqKey{}).(uint64)
+	return v
+}

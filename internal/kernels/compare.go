@@ -1,0 +1,365 @@
+package kernels
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/arrow/scalar"
+)
+
+// number is the element type of the numeric fast paths.
+type number interface {
+	~int8 | ~int16 | ~int32 | ~int64 | ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~float32 | ~float64
+}
+
+// CmpOp is a comparison operator.
+type CmpOp uint8
+
+// The comparison operators. Floating-point comparisons follow IEEE 754: NaN
+// is unequal to everything, itself included.
+const (
+	Eq CmpOp = iota // =
+	Ne              // !=
+	Lt              // <
+	Le              // <=
+	Gt              // >
+	Ge              // >=
+)
+
+var cmpSymbols = [...]string{Eq: "=", Ne: "!=", Lt: "<", Le: "<=", Gt: ">", Ge: ">="}
+var cmpFuncs = [...]string{Eq: "equal", Ne: "not_equal", Lt: "less", Le: "less_equal", Gt: "greater", Ge: "greater_equal"}
+
+// String returns the operator's symbol.
+func (op CmpOp) String() string {
+	if int(op) < len(cmpSymbols) {
+		return cmpSymbols[op]
+	}
+	return fmt.Sprintf("CmpOp(%d)", op)
+}
+
+// Swap returns the operator with the operands exchanged: a op b is
+// b op.Swap() a.
+func (op CmpOp) Swap() CmpOp {
+	switch op {
+	case Lt:
+		return Gt
+	case Le:
+		return Ge
+	case Gt:
+		return Lt
+	case Ge:
+		return Le
+	}
+	return op
+}
+
+// Negate returns the operator giving the opposite result for ordered
+// (non-NaN) operands: !(a op b) is a op.Negate() b.
+func (op CmpOp) Negate() CmpOp {
+	return [...]CmpOp{Eq: Ne, Ne: Eq, Lt: Ge, Le: Gt, Gt: Le, Ge: Lt}[op]
+}
+
+func (op CmpOp) valid() bool { return op <= Ge }
+
+// resultMask has bit c+1 set when op holds for a three-way comparison
+// result c in {-1, 0, 1}.
+func (op CmpOp) resultMask() uint8 {
+	return [...]uint8{Eq: 0b010, Ne: 0b101, Lt: 0b001, Le: 0b011, Gt: 0b100, Ge: 0b110}[op]
+}
+
+// CompareTypes reports whether values of types left and right can be
+// compared, by the fast paths or by arrow compute.
+func CompareTypes(left, right arrow.DataType) error {
+	if arrow.TypeEqual(left, right) && (numericLayout(left.ID()) || binaryLayout(left.ID())) {
+		return nil
+	}
+	_, err := probeOutputType("equal", left, right)
+	if err != nil {
+		return fmt.Errorf("%w: cannot compare %s with %s", ErrUnsupportedType, left, right)
+	}
+	return nil
+}
+
+// Compare returns left op right, row by row. Both arrays must have the same
+// length. A null on either side gives null.
+func Compare(mem memory.Allocator, op CmpOp, left, right arrow.Array) (*array.Boolean, error) {
+	if !op.valid() {
+		return nil, fmt.Errorf("compare: %w: operator %d", ErrInvalidArgument, op)
+	}
+	if left.Len() != right.Len() {
+		return nil, fmt.Errorf("compare: %w: %d and %d rows", ErrLengthMismatch, left.Len(), right.Len())
+	}
+	if !arrow.TypeEqual(left.DataType(), right.DataType()) {
+		return compareCompute(mem, op, compute.NewDatumWithoutOwning(left), compute.NewDatumWithoutOwning(right))
+	}
+	ld, rd := left.Data(), right.Data()
+	n := ld.Len()
+	out := newBuffer(mem, int(bitutil.BytesForBits(int64(n))))
+	if !compareArrays(op, ld, rd, out.Bytes()) {
+		out.Release()
+		return compareCompute(mem, op, compute.NewDatumWithoutOwning(left), compute.NewDatumWithoutOwning(right))
+	}
+	valid, nulls := andValidity(mem, ld, rd)
+	return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, out}, nulls).(*array.Boolean), nil
+}
+
+// CompareScalar returns left op right for every row of left. A null scalar
+// gives an all-null result.
+func CompareScalar(mem memory.Allocator, op CmpOp, left arrow.Array, right scalar.Scalar) (*array.Boolean, error) {
+	if !op.valid() {
+		return nil, fmt.Errorf("compare: %w: operator %d", ErrInvalidArgument, op)
+	}
+	if right == nil {
+		return nil, fmt.Errorf("compare: %w: nil scalar", ErrInvalidArgument)
+	}
+	ld := left.Data()
+	n := ld.Len()
+	if !right.IsValid() {
+		valid, nulls := allNull(mem, n)
+		return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, newBitmap(mem, n)}, nulls).(*array.Boolean), nil
+	}
+	if arrow.TypeEqual(left.DataType(), right.DataType()) {
+		out := newBuffer(mem, int(bitutil.BytesForBits(int64(n))))
+		if compareWithScalar(op, ld, right, out.Bytes()) {
+			valid, nulls := copyValidity(mem, ld)
+			return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, out}, nulls).(*array.Boolean), nil
+		}
+		out.Release()
+	}
+	return compareCompute(mem, op, compute.NewDatumWithoutOwning(left), compute.NewDatumWithoutOwning(right))
+}
+
+func compareCompute(mem memory.Allocator, op CmpOp, left, right compute.Datum) (*array.Boolean, error) {
+	ctx := compute.WithAllocator(context.Background(), mem)
+	res, err := compute.CallFunction(ctx, cmpFuncs[op], nil, left, right)
+	if err != nil {
+		return nil, fmt.Errorf("compare %s %s %s: %w: %w", typeOf(left), op, typeOf(right), ErrUnsupportedType, err)
+	}
+	defer res.Release()
+	arr := res.(*compute.ArrayDatum).MakeArray()
+	b, ok := arr.(*array.Boolean)
+	if !ok {
+		arr.Release()
+		return nil, fmt.Errorf("compare: %w: %s result", ErrUnsupportedType, arr.DataType())
+	}
+	return b, nil
+}
+
+func typeOf(d compute.Datum) arrow.DataType {
+	if d, ok := d.(compute.ArrayLikeDatum); ok {
+		return d.Type()
+	}
+	return nil
+}
+
+// numericLayout reports whether values of type id are compared as plain
+// integers or floats by the fast paths.
+func numericLayout(id arrow.Type) bool {
+	switch id {
+	case arrow.INT8, arrow.INT16, arrow.INT32, arrow.INT64,
+		arrow.UINT8, arrow.UINT16, arrow.UINT32, arrow.UINT64,
+		arrow.FLOAT32, arrow.FLOAT64,
+		arrow.DATE32, arrow.DATE64, arrow.TIME32, arrow.TIME64, arrow.TIMESTAMP, arrow.DURATION:
+		return true
+	}
+	return false
+}
+
+func binaryLayout(id arrow.Type) bool {
+	switch id {
+	case arrow.STRING, arrow.BINARY, arrow.LARGE_STRING, arrow.LARGE_BINARY:
+		return true
+	}
+	return false
+}
+
+// compareArrays writes left op right into out for two arrays of the same
+// type; false when the type has no fast path.
+func compareArrays(op CmpOp, l, r arrow.ArrayData, out []byte) bool {
+	switch l.DataType().ID() {
+	case arrow.INT8:
+		cmpArrays(op, fixedValues[int8](l), fixedValues[int8](r), out)
+	case arrow.INT16:
+		cmpArrays(op, fixedValues[int16](l), fixedValues[int16](r), out)
+	case arrow.INT32, arrow.DATE32, arrow.TIME32:
+		cmpArrays(op, fixedValues[int32](l), fixedValues[int32](r), out)
+	case arrow.INT64, arrow.DATE64, arrow.TIME64, arrow.TIMESTAMP, arrow.DURATION:
+		cmpArrays(op, fixedValues[int64](l), fixedValues[int64](r), out)
+	case arrow.UINT8:
+		cmpArrays(op, fixedValues[uint8](l), fixedValues[uint8](r), out)
+	case arrow.UINT16:
+		cmpArrays(op, fixedValues[uint16](l), fixedValues[uint16](r), out)
+	case arrow.UINT32:
+		cmpArrays(op, fixedValues[uint32](l), fixedValues[uint32](r), out)
+	case arrow.UINT64:
+		cmpArrays(op, fixedValues[uint64](l), fixedValues[uint64](r), out)
+	case arrow.FLOAT32:
+		cmpArrays(op, fixedValues[float32](l), fixedValues[float32](r), out)
+	case arrow.FLOAT64:
+		cmpArrays(op, fixedValues[float64](l), fixedValues[float64](r), out)
+	case arrow.STRING, arrow.BINARY:
+		cmpBinaryArrays(op, binaryView[int32](l), binaryView[int32](r), out)
+	case arrow.LARGE_STRING, arrow.LARGE_BINARY:
+		cmpBinaryArrays(op, binaryView[int64](l), binaryView[int64](r), out)
+	default:
+		return false
+	}
+	return true
+}
+
+// compareWithScalar writes l op s into out for an array and a valid scalar
+// of the same type; false when the type has no fast path.
+func compareWithScalar(op CmpOp, l arrow.ArrayData, s scalar.Scalar, out []byte) bool {
+	switch l.DataType().ID() {
+	case arrow.INT8:
+		cmpScalar(op, fixedValues[int8](l), scalarValue[int8](s), out)
+	case arrow.INT16:
+		cmpScalar(op, fixedValues[int16](l), scalarValue[int16](s), out)
+	case arrow.INT32, arrow.DATE32, arrow.TIME32:
+		cmpScalar(op, fixedValues[int32](l), scalarValue[int32](s), out)
+	case arrow.INT64, arrow.DATE64, arrow.TIME64, arrow.TIMESTAMP, arrow.DURATION:
+		cmpScalar(op, fixedValues[int64](l), scalarValue[int64](s), out)
+	case arrow.UINT8:
+		cmpScalar(op, fixedValues[uint8](l), scalarValue[uint8](s), out)
+	case arrow.UINT16:
+		cmpScalar(op, fixedValues[uint16](l), scalarValue[uint16](s), out)
+	case arrow.UINT32:
+		cmpScalar(op, fixedValues[uint32](l), scalarValue[uint32](s), out)
+	case arrow.UINT64:
+		cmpScalar(op, fixedValues[uint64](l), scalarValue[uint64](s), out)
+	case arrow.FLOAT32:
+		cmpScalar(op, fixedValues[float32](l), scalarValue[float32](s), out)
+	case arrow.FLOAT64:
+		cmpScalar(op, fixedValues[float64](l), scalarValue[float64](s), out)
+	case arrow.STRING, arrow.BINARY:
+		cmpBinaryScalar(op, binaryView[int32](l), s.(scalar.BinaryScalar).Data(), out)
+	case arrow.LARGE_STRING, arrow.LARGE_BINARY:
+		cmpBinaryScalar(op, binaryView[int64](l), s.(scalar.BinaryScalar).Data(), out)
+	default:
+		return false
+	}
+	return true
+}
+
+// scalarValue returns the value of a primitive scalar whose values are
+// T-typed.
+func scalarValue[T number](s scalar.Scalar) T {
+	b := s.(scalar.PrimitiveScalar).Data()
+	return *(*T)(unsafe.Pointer(unsafe.SliceData(b)))
+}
+
+func cmpScalar[T number](op CmpOp, a []T, s T, out []byte) {
+	switch op {
+	case Eq:
+		eqScalar(a, s, out)
+	case Ne:
+		neScalar(a, s, out)
+	case Lt:
+		ltScalar(a, s, out)
+	case Le:
+		leScalar(a, s, out)
+	case Gt:
+		gtScalar(a, s, out)
+	case Ge:
+		geScalar(a, s, out)
+	}
+}
+
+func cmpArrays[T number](op CmpOp, a, b []T, out []byte) {
+	switch op {
+	case Eq:
+		eqArrays(a, b, out)
+	case Ne:
+		neArrays(a, b, out)
+	case Lt:
+		ltArrays(a, b, out)
+	case Le:
+		leArrays(a, b, out)
+	case Gt:
+		ltArrays(b, a, out)
+	case Ge:
+		leArrays(b, a, out)
+	}
+}
+
+// binaryValues is a string or binary array's offsets (array offset applied,
+// len = rows+1) and its whole data buffer.
+type binaryValues[O int32 | int64] struct {
+	offs []O
+	data []byte
+}
+
+func (v binaryValues[O]) len() int { return max(len(v.offs)-1, 0) }
+
+func (v binaryValues[O]) at(i int) []byte { return v.data[v.offs[i]:v.offs[i+1]] }
+
+func binaryView[O int32 | int64](d arrow.ArrayData) binaryValues[O] {
+	var v binaryValues[O]
+	if d.Len() == 0 {
+		return v
+	}
+	v.offs = castSlice[O](d.Buffers()[1].Bytes())[d.Offset() : d.Offset()+d.Len()+1]
+	if b := d.Buffers()[2]; b != nil {
+		v.data = b.Bytes()
+	}
+	return v
+}
+
+func cmpBinaryScalar[O int32 | int64](op CmpOp, a binaryValues[O], s []byte, out []byte) {
+	n := a.len()
+	var acc uint8
+	switch op {
+	case Eq, Ne:
+		want := op == Eq
+		for i := range n {
+			acc |= b2u(bytes.Equal(a.at(i), s) == want) << (i & 7)
+			if i&7 == 7 {
+				out[i>>3], acc = acc, 0
+			}
+		}
+	default:
+		m := op.resultMask()
+		for i := range n {
+			acc |= (m >> (bytes.Compare(a.at(i), s) + 1) & 1) << (i & 7)
+			if i&7 == 7 {
+				out[i>>3], acc = acc, 0
+			}
+		}
+	}
+	if n&7 != 0 {
+		out[n>>3] = acc
+	}
+}
+
+func cmpBinaryArrays[O int32 | int64](op CmpOp, a, b binaryValues[O], out []byte) {
+	n := a.len()
+	var acc uint8
+	switch op {
+	case Eq, Ne:
+		want := op == Eq
+		for i := range n {
+			acc |= b2u(bytes.Equal(a.at(i), b.at(i)) == want) << (i & 7)
+			if i&7 == 7 {
+				out[i>>3], acc = acc, 0
+			}
+		}
+	default:
+		m := op.resultMask()
+		for i := range n {
+			acc |= (m >> (bytes.Compare(a.at(i), b.at(i)) + 1) & 1) << (i & 7)
+			if i&7 == 7 {
+				out[i>>3], acc = acc, 0
+			}
+		}
+	}
+	if n&7 != 0 {
+		out[n>>3] = acc
+	}
+}

@@ -1,0 +1,156 @@
+// Package natsembed runs the NATS server every Meshflow node embeds by
+// default: JetStream on, its store in a data directory, its logs routed to
+// the node's slog logger, and an 8 MiB max payload so Arrow batches fit.
+package natsembed
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
+	"github.com/meshflow/meshflow/internal/logging"
+)
+
+// DefaultMaxPayload is the max message size of the embedded server.
+const DefaultMaxPayload = 8 << 20
+
+// User is a NATS user of the embedded server with the subjects it may
+// publish and subscribe to.
+type User struct {
+	Name, Password     string
+	Publish, Subscribe []string
+}
+
+// Config configures the embedded server.
+type Config struct {
+	// Name of the server. Default "meshflow".
+	Name string
+	// StoreDir holds the JetStream data. Required.
+	StoreDir string
+	// Host and Port clients connect to; Port -1 picks a free port, 0 is
+	// the NATS default 4222. Ignored with DontListen.
+	Host string
+	Port int
+	// DontListen: no TCP listener, in-process connections only.
+	DontListen bool
+	// MaxPayload in bytes. Default DefaultMaxPayload.
+	MaxPayload int32
+	// JetStream limits; 0 lets the server size them.
+	JetStreamMaxMemory, JetStreamMaxStore int64
+	// SyncAlways fsyncs every JetStream write.
+	SyncAlways bool
+	// Users, when set, require authentication and limit each user to its
+	// subjects.
+	Users []User
+	// Logger receives the server's logs. Default: discard.
+	Logger *slog.Logger
+}
+
+// Server is a running embedded NATS server.
+type Server struct {
+	ns  *server.Server
+	cfg Config
+}
+
+// Start starts the server and waits until it accepts connections (bounded
+// by ctx, and by 30 s when ctx has no deadline).
+func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("natsembed: StoreDir is required")
+	}
+	if cfg.Name == "" {
+		cfg.Name = "meshflow"
+	}
+	if cfg.MaxPayload == 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logging.Discard()
+	}
+	opts := &server.Options{
+		ServerName:             cfg.Name,
+		Host:                   cfg.Host,
+		Port:                   cfg.Port,
+		DontListen:             cfg.DontListen,
+		JetStream:              true,
+		StoreDir:               cfg.StoreDir,
+		JetStreamMaxMemory:     cfg.JetStreamMaxMemory,
+		JetStreamMaxStore:      cfg.JetStreamMaxStore,
+		MaxPayload:             cfg.MaxPayload,
+		SyncAlways:             cfg.SyncAlways,
+		NoSigs:                 true,
+		DisableJetStreamBanner: true,
+	}
+	for _, u := range cfg.Users {
+		opts.Users = append(opts.Users, &server.User{
+			Username: u.Name,
+			Password: u.Password,
+			Permissions: &server.Permissions{
+				Publish:   &server.SubjectPermission{Allow: u.Publish},
+				Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+			},
+		})
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: %w", err)
+	}
+	ns.SetLoggerV2(logging.NATSServerLogger(cfg.Logger), false, false, false)
+	go ns.Start()
+	wait := 30 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		wait = time.Until(dl)
+	}
+	if !ns.ReadyForConnections(wait) {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, fmt.Errorf("natsembed: server %s not ready within %v", cfg.Name, wait)
+	}
+	return &Server{ns: ns, cfg: cfg}, nil
+}
+
+// Connect opens an in-process connection (no TCP), which works whether or
+// not the server listens.
+func (s *Server) Connect(opts ...nats.Option) (*nats.Conn, error) {
+	nc, err := nats.Connect("", append([]nats.Option{nats.InProcessServer(s.ns)}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("natsembed: connect: %w", err)
+	}
+	return nc, nil
+}
+
+// ClientURL is the URL clients in other processes connect to, or "" when
+// the server does not listen.
+func (s *Server) ClientURL() string {
+	if s.cfg.DontListen {
+		return ""
+	}
+	return s.ns.ClientURL()
+}
+
+// NATSServer is the underlying server.
+func (s *Server) NATSServer() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits for it, bounded by ctx.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		s.ns.Shutdown()
+		s.ns.WaitForShutdown()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("natsembed: shutdown: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,145 @@
+package meshflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go"
+
+	"github.com/meshflow/meshflow/actors"
+	"github.com/meshflow/meshflow/cluster"
+	"github.com/meshflow/meshflow/internal/logging"
+	"github.com/meshflow/meshflow/internal/natsembed"
+	"github.com/meshflow/meshflow/persistence"
+	"github.com/meshflow/meshflow/persistence/badgerstore"
+)
+
+// RunOption configures [Run].
+type RunOption func(*runConfig)
+
+type runConfig struct {
+	nc        *nats.Conn
+	logger    *slog.Logger
+	dataDir   string
+	mem       memory.Allocator
+	restart   actors.RestartPolicy
+	state     persistence.Store
+	actorLogs bool
+	window    int
+}
+
+// WithNATS runs the pipeline over an existing connection (to an embedded
+// server or a NATS cluster) instead of starting an embedded server.
+func WithNATS(nc *nats.Conn) RunOption { return func(c *runConfig) { c.nc = nc } }
+
+// WithLogger sends the engine's logs (NATS, Badger and actor logs
+// included) to l. Default: discard.
+func WithLogger(l *slog.Logger) RunOption { return func(c *runConfig) { c.logger = l } }
+
+// WithDataDir sets where the embedded NATS server and the state store keep
+// their data (default ./.meshflow). Without WithNATS, Run starts an
+// embedded server there.
+func WithDataDir(dir string) RunOption { return func(c *runConfig) { c.dataDir = dir } }
+
+// WithAllocator sets the Arrow allocator of the engine's batches.
+func WithAllocator(mem memory.Allocator) RunOption { return func(c *runConfig) { c.mem = mem } }
+
+// WithRestartPolicy sets how failing operator instances are restarted.
+func WithRestartPolicy(p actors.RestartPolicy) RunOption {
+	return func(c *runConfig) { c.restart = p }
+}
+
+// WithState gives operators namespaces of store instead of the default
+// (Badger under the data directory with an embedded server, memory
+// otherwise).
+func WithState(store persistence.Store) RunOption { return func(c *runConfig) { c.state = store } }
+
+// WithActorLogs passes the actor system's informational logs through.
+func WithActorLogs() RunOption { return func(c *runConfig) { c.actorLogs = true } }
+
+// WithWindow sets how many envelopes may be in flight on one channel
+// between two operator instances (default 8): the engine's backpressure.
+func WithWindow(n int) RunOption { return func(c *runConfig) { c.window = n } }
+
+// RestartPolicy says how failing operator instances are restarted.
+type RestartPolicy = actors.RestartPolicy
+
+type runEnv struct {
+	nc *nats.Conn
+}
+
+// Run validates p and runs it on one node until its sources end and
+// everything is delivered (nil), an operator keeps failing (an error naming
+// it), or ctx is done: then the sources stop, in-flight data drains and Run
+// returns ctx's error.
+func Run(ctx context.Context, p *Pipeline, opts ...RunOption) (err error) {
+	cfg := runConfig{dataDir: ".meshflow"}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = logging.Discard()
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("meshflow: pipeline %q: %w", p.name, err)
+	}
+	if cfg.nc == nil {
+		srv, err := natsembed.Start(ctx, natsembed.Config{
+			Name:       "meshflow",
+			StoreDir:   filepath.Join(cfg.dataDir, "nats"),
+			DontListen: true,
+			Logger:     cfg.logger,
+		})
+		if err != nil {
+			return fmt.Errorf("meshflow: %w", err)
+		}
+		defer func() {
+			err = errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx)))
+		}()
+		nc, err := srv.Connect(nats.Name("meshflow-" + p.name))
+		if err != nil {
+			return fmt.Errorf("meshflow: %w", err)
+		}
+		defer nc.Close()
+		cfg.nc = nc
+		if cfg.state == nil {
+			store, err := badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(cfg.dataDir, "state"), Logger: cfg.logger})
+			if err != nil {
+				return fmt.Errorf("meshflow: %w", err)
+			}
+			defer func() { err = errors.Join(err, store.Close()) }()
+			cfg.state = store
+		}
+	}
+	return runOn(ctx, p, cfg)
+}
+
+func runOn(ctx context.Context, p *Pipeline, cfg runConfig) error {
+	node, err := actors.NewNode(actors.NodeConfig{
+		ID:        "local",
+		NATS:      cfg.nc,
+		Logger:    cfg.logger,
+		ActorLogs: cfg.actorLogs,
+		Allocator: cfg.mem,
+		State:     cfg.state,
+		Restart:   cfg.restart,
+		Window:    cfg.window,
+	})
+	if err != nil {
+		return fmt.Errorf("meshflow: %w", err)
+	}
+	defer node.Close()
+	g, err := p.graph(&runEnv{nc: cfg.nc})
+	if err != nil {
+		return fmt.Errorf("meshflow: %w", err)
+	}
+	pl, err := cluster.SingleNode{}.Place(g, []string{node.ID()})
+	if err != nil {
+		return fmt.Errorf("meshflow: %w", err)
+	}
+	return node.Run(ctx, g, pl)
+}
