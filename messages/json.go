@@ -120,7 +120,7 @@ type value struct {
 // strings; binary as base64 strings; timestamps as RFC 3339 strings or
 // integers in the column's unit; dates as "2006-01-02" or integers (days
 // for date32, milliseconds for date64). An empty string is null for every
-// type but string. Keys outside the schema are ignored; a missing key or a
+// type but string and binary. Keys outside the schema are ignored; a missing key or a
 // null is null, and an error for a non-nullable field.
 //
 // A JSONDecoder is not safe for concurrent use.
@@ -397,7 +397,7 @@ func (d *JSONDecoder) convert(c *jsonColumn, s slot, event []byte) (value, error
 	var t []byte
 	if s.kind == jsNumber || s.kind == jsString {
 		t = d.text(s, event)
-		if s.kind == jsString && len(t) == 0 && c.code != codeString {
+		if s.kind == jsString && len(t) == 0 && c.code != codeString && c.code != codeBinary {
 			return value{null: true}, nil
 		}
 	}

@@ -358,13 +358,23 @@ func (s *Source) decode(ctx context.Context, m jetstream.Msg) error {
 		if err == nil {
 			err = messages.CheckSchema(s.cfg.Schema, schema)
 		}
+		conformed := make([]arrow.RecordBatch, 0, len(recs))
+		for _, r := range recs {
+			if err == nil {
+				var c arrow.RecordBatch
+				if c, err = messages.Conform(s.cfg.Schema, r); err == nil {
+					conformed = append(conformed, c)
+				}
+			}
+			r.Release()
+		}
 		if err != nil {
-			for _, r := range recs {
-				r.Release()
+			for _, c := range conformed {
+				c.Release()
 			}
 			return s.deadLetter(ctx, m, m.Data(), err)
 		}
-		s.ready = append(s.ready, recs...)
+		s.ready = append(s.ready, conformed...)
 	default:
 		var dlqErr error
 		s.dec.AppendLines(m.Data(), func(line []byte, err error) {
