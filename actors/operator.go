@@ -100,10 +100,10 @@ type OperatorContext interface {
 type TimerKind uint8
 
 const (
-	// EventTime timers fire when the watermark reaches their time.
-	EventTime TimerKind = iota + 1
-	// ProcessingTime timers fire when the wall clock reaches their time.
-	ProcessingTime
+	// EventTimeTimer timers fire when the watermark reaches their time.
+	EventTimeTimer TimerKind = iota + 1
+	// ProcessingTimeTimer timers fire when the wall clock reaches their time.
+	ProcessingTimeTimer
 )
 
 // Timer is a fired timer.

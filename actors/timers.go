@@ -50,7 +50,7 @@ func newTimerService(s *instance) *timerService {
 }
 
 func (t *timerService) At(at messages.Watermark, tag string) {
-	k := timerKey{EventTime, int64(at), tag}
+	k := timerKey{EventTimeTimer, int64(at), tag}
 	if t.set[k] {
 		return
 	}
@@ -60,7 +60,7 @@ func (t *timerService) At(at messages.Watermark, tag string) {
 
 func (t *timerService) After(d time.Duration, tag string) {
 	at := time.Now().Add(d)
-	k := timerKey{ProcessingTime, at.UnixMicro(), tag}
+	k := timerKey{ProcessingTimeTimer, at.UnixMicro(), tag}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.wall[k] != nil {
@@ -73,7 +73,7 @@ func (t *timerService) After(d time.Duration, tag string) {
 		delete(t.wall, k)
 		t.mu.Unlock()
 		if live {
-			root.Send(pid, &timerMsg{gen: gen, t: Timer{Kind: ProcessingTime, Time: k.time, Tag: k.tag}})
+			root.Send(pid, &timerMsg{gen: gen, t: Timer{Kind: ProcessingTimeTimer, Time: k.time, Tag: k.tag}})
 		}
 	})
 }
@@ -103,7 +103,7 @@ func (t *timerService) fireEventTimers(wm messages.Watermark) error {
 		if !ok {
 			continue
 		}
-		tm := Timer{Kind: EventTime, Time: k.time, Tag: k.tag}
+		tm := Timer{Kind: EventTimeTimer, Time: k.time, Tag: k.tag}
 		if err := s.call(func() error { return h.OnTimer(s.part.ctx, tm, s) }); err != nil {
 			s.releaseEmitted()
 			return fmt.Errorf("event timer %d %q: %w", k.time, k.tag, err)

@@ -21,10 +21,10 @@ func TestSchedulers(t *testing.T) {
 		s    Scheduler
 		want map[actors.InstanceID]string
 	}{
-		{"single", SingleNode{}, map[actors.InstanceID]string{{"src", 0}: "a", {"op", 0}: "a", {"op", 1}: "a", {"op", 2}: "a"}},
-		{"spread", Spread{}, map[actors.InstanceID]string{{"src", 0}: "a", {"op", 0}: "a", {"op", 1}: "b", {"op", 2}: "a"}},
+		{"single", SingleNode{}, map[actors.InstanceID]string{{Operator: "src", Index: 0}: "a", {Operator: "op", Index: 0}: "a", {Operator: "op", Index: 1}: "a", {Operator: "op", Index: 2}: "a"}},
+		{"spread", Spread{}, map[actors.InstanceID]string{{Operator: "src", Index: 0}: "a", {Operator: "op", Index: 0}: "a", {Operator: "op", Index: 1}: "b", {Operator: "op", Index: 2}: "a"}},
 		{"pinned", Pinned{Operators: map[string]string{"op": "b"}, Default: "a"},
-			map[actors.InstanceID]string{{"src", 0}: "a", {"op", 0}: "b", {"op", 1}: "b", {"op", 2}: "b"}},
+			map[actors.InstanceID]string{{Operator: "src", Index: 0}: "a", {Operator: "op", Index: 0}: "b", {Operator: "op", Index: 1}: "b", {Operator: "op", Index: 2}: "b"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
