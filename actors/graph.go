@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -210,7 +211,8 @@ func (g *JobGraph) cycle() string {
 			m := g.Edges[i].To
 			switch color[m] {
 			case grey:
-				return strings.Join(append(path, m), " -> ")
+				start := slices.Index(path, m)
+				return strings.Join(append(slices.Clone(path[start:]), m), " -> ")
 			case white:
 				if c := visit(m); c != "" {
 					return c

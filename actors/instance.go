@@ -28,9 +28,10 @@ type (
 	// dataMsg carries one envelope on a channel. seq is the instance's input
 	// sequence number, assigned when first processed.
 	dataMsg struct {
-		key chanKey
-		env messages.Envelope
-		seq uint64
+		key  chanKey
+		env  messages.Envelope
+		seq  uint64
+		part *jobPart // tracks the message while it is in a mailbox
 	}
 	// creditMsg says the sender may send frames up to limit on channel key.
 	creditMsg struct {
@@ -38,9 +39,10 @@ type (
 		limit uint64
 	}
 	readResult struct {
-		gen uint64
-		rec arrow.RecordBatch
-		err error
+		gen  uint64
+		rec  arrow.RecordBatch
+		err  error
+		part *jobPart
 	}
 	tickMsg       struct{}
 	stopSourceMsg struct{}
@@ -223,10 +225,16 @@ func (a *instanceActor) Receive(c actor.Context) {
 	case *startMsg:
 		s.onStart(c)
 	case *dataMsg:
+		if !m.part.untrack(m) {
+			return // claimed by teardown
+		}
 		s.onData(c, m)
 	case *creditMsg:
 		s.onCredit(c, m)
 	case *readResult:
+		if !m.part.untrack(m) {
+			return
+		}
 		s.onRead(c, m)
 	case *timerMsg:
 		s.onProcessingTimer(c, m)
@@ -637,7 +645,7 @@ func (s *instance) flush(c actor.Context, oc *outChan) {
 			if pid == nil {
 				break
 			}
-			c.Send(pid, &dataMsg{key: oc.rkey, env: env})
+			c.Send(pid, s.part.track(&dataMsg{key: oc.rkey, env: env, part: s.part}))
 		}
 		oc.queue[n] = messages.Envelope{}
 		oc.sent++
@@ -814,7 +822,7 @@ func (s *instance) startReader() {
 			if ctx.Err() != nil && err != nil && !errors.Is(err, io.EOF) {
 				return
 			}
-			root.Send(pid, &readResult{gen: gen, rec: rec, err: err})
+			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, err: err, part: s.part}))
 			if err != nil {
 				return
 			}

@@ -46,6 +46,59 @@ type jobPart struct {
 	err       error
 
 	subs []*nats.Subscription
+
+	// inflight holds the data messages and read results sent to instance
+	// actors and not yet received. A stopped actor's mailbox is dropped
+	// without its messages being delivered anywhere, so teardown releases
+	// the batches of whatever is left here; messages sent to an actor
+	// already gone reach the dead-letter handler, which does the same.
+	inflightMu sync.Mutex
+	inflight   map[any]struct{}
+}
+
+// track records m as in a mailbox and returns it.
+func (p *jobPart) track(m any) any {
+	p.inflightMu.Lock()
+	if p.inflight == nil {
+		p.inflight = make(map[any]struct{})
+	}
+	p.inflight[m] = struct{}{}
+	p.inflightMu.Unlock()
+	return m
+}
+
+// untrack claims m for the caller; false when someone else claimed it.
+func (p *jobPart) untrack(m any) bool {
+	p.inflightMu.Lock()
+	defer p.inflightMu.Unlock()
+	if _, ok := p.inflight[m]; !ok {
+		return false
+	}
+	delete(p.inflight, m)
+	return true
+}
+
+// releaseInflight releases the batches of undelivered messages.
+func (p *jobPart) releaseInflight() {
+	p.inflightMu.Lock()
+	left := p.inflight
+	p.inflight = nil
+	p.inflightMu.Unlock()
+	for m := range left {
+		releaseMsg(m)
+	}
+}
+
+// releaseMsg releases the batch carried by a data message or read result.
+func releaseMsg(m any) {
+	switch m := m.(type) {
+	case *dataMsg:
+		m.env.Release()
+	case *readResult:
+		if m.rec != nil {
+			m.rec.Release()
+		}
+	}
 }
 
 func newJobPart(n *Node, g *JobGraph, p Placement) *jobPart {
@@ -175,6 +228,7 @@ func (p *jobPart) teardown() {
 	for _, s := range p.shells {
 		s.releaseQueued()
 	}
+	p.releaseInflight()
 }
 
 func (p *jobPart) pid(id InstanceID) *actor.PID {
@@ -271,7 +325,7 @@ func (p *jobPart) subscribe() error {
 					return
 				}
 				next++
-				p.node.system.Root.Send(p.pid(s.id), &dataMsg{key: c.key, env: env})
+				p.node.system.Root.Send(p.pid(s.id), p.track(&dataMsg{key: c.key, env: env, part: p}))
 			}, 4*w+16, (4*w+16)*p.node.cfg.MaxPayload)
 			if err != nil {
 				return err

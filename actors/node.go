@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/nats-io/nats.go"
 
 	"github.com/meshflow/meshflow/internal/logging"
@@ -61,6 +62,8 @@ type Node struct {
 	mu    sync.Mutex
 	parts map[string]*jobPart // by job name
 	subs  map[*nats.Subscription]*jobPart
+
+	deadLetters *eventstream.Subscription
 }
 
 // NewNode returns a node. It starts no goroutine of its own.
@@ -100,6 +103,24 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	n.system = actor.NewActorSystem(
 		actor.WithLoggerFactory(logging.ProtoactorLoggerFactory(log, cfg.ActorLogs)),
 	)
+	// Messages left in the mailbox of a stopped instance, or sent to it
+	// after it stopped, end here: release the batches they carry.
+	n.deadLetters = n.system.EventStream.Subscribe(func(evt any) {
+		dl, ok := evt.(*actor.DeadLetterEvent)
+		if !ok {
+			return
+		}
+		switch m := dl.Message.(type) {
+		case *dataMsg:
+			if m.part.untrack(m) {
+				releaseMsg(m)
+			}
+		case *readResult:
+			if m.part.untrack(m) {
+				releaseMsg(m)
+			}
+		}
+	})
 	prev := cfg.NATS.ErrorHandler()
 	cfg.NATS.SetErrorHandler(func(c *nats.Conn, sub *nats.Subscription, err error) {
 		if sub != nil {
@@ -172,6 +193,7 @@ func (n *Node) Stats(job string) []InstanceStats {
 // Close releases the node's actor system. Jobs still running are not
 // stopped: cancel their contexts first.
 func (n *Node) Close() {
+	n.system.EventStream.Unsubscribe(n.deadLetters)
 	n.system.Shutdown()
 }
 

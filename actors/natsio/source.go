@@ -280,8 +280,10 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			wait = max(s.cfg.Linger-time.Since(first), time.Millisecond)
 		}
 		n := min(s.cfg.BatchSize-rows, 4096)
-		batch, err := s.cons.Fetch(max(n, 1), jetstream.FetchMaxWait(wait), jetstream.FetchContext(ctx))
+		fctx, cancel := context.WithTimeout(ctx, wait)
+		batch, err := s.cons.Fetch(max(n, 1), jetstream.FetchContext(fctx))
 		if err != nil {
+			cancel()
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
 			}
@@ -294,9 +296,11 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 				first = time.Now()
 			}
 			if err := s.decode(ctx, m); err != nil {
+				cancel()
 				return nil, err
 			}
 		}
+		cancel()
 		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
