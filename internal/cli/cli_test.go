@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow/internal/natsembed"
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -459,5 +460,29 @@ func TestParseRate(t *testing.T) {
 		if _, err := parseRate(bad); err == nil {
 			t.Errorf("parseRate(%q) accepted", bad)
 		}
+	}
+}
+
+func TestTailDeadLetterReason(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, s)
+	js := natstest.JetStream(t, nc)
+	createStream(t, nc, "DLQ", "bids.in.dlq")
+	m := nats.NewMsg("bids.in.dlq")
+	m.Data = []byte(`{"auction":"x"}`)
+	m.Header.Set(natsio.HeaderError, `field "auction": "x" is not an int64`)
+	m.Header.Set(natsio.HeaderSourceSeq, "17")
+	if _, err := js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t.Context(), "", "tail", "bids.in.dlq", "-s", serverURL(s), "--jetstream", "-c", "1", "-o", "json")
+	if r.err != nil {
+		t.Fatalf("tail: %v", r.err)
+	}
+	if r.stdout != `{"auction":"x"}`+"\n" {
+		t.Errorf("stdout %q", r.stdout)
+	}
+	if !strings.Contains(r.stderr, `is not an int64`) || !strings.Contains(r.stderr, "source_seq=17") {
+		t.Errorf("stderr does not carry the reason: %s", r.stderr)
 	}
 }

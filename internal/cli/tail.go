@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/messages"
 )
 
@@ -42,6 +43,9 @@ By default tail subscribes with core NATS and sees new messages only. With
 --jetstream (the stream that captures SUBJECT) or --stream NAME it reads the
 stream through an ordered consumer, from the first message or only new ones
 (--from).
+
+A dead-lettered event (one carrying a Meshflow-Error header) is printed
+like any message, with the reason it was refused logged to stderr.
 
 tail stops after --count messages, or on Ctrl-C.`,
 		Example: `  meshflow tail bids.top
@@ -92,7 +96,7 @@ func runTail(ctx context.Context, env *Env, o *tailOptions, subject string, from
 		log:     env.Logger.With("subject", subject),
 		subject: subject,
 	}
-	var next func(context.Context) ([]byte, error)
+	var next func(context.Context) ([]byte, nats.Header, error)
 	if useJS {
 		next, err = jetStreamSource(ctx, env.Logger, nc, o, subject, deliver)
 	} else {
@@ -102,13 +106,21 @@ func runTail(ctx context.Context, env *Env, o *tailOptions, subject string, from
 		return fmt.Errorf("tail: %w", err)
 	}
 	for n := 0; o.count == 0 || n < o.count; n++ {
-		data, err := next(ctx)
+		data, hdr, err := next(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				// Interrupted: a normal way to stop.
 				return nil
 			}
 			return fmt.Errorf("tail: %w", err)
+		}
+		if reason := hdr.Get(natsio.HeaderError); reason != "" {
+			// A dead letter: its reason goes to the log (stderr), the
+			// refused event itself is printed like any message.
+			p.log.Warn("dead letter", "reason", reason,
+				"source_subject", hdr.Get(natsio.HeaderSourceSubject),
+				"source_seq", hdr.Get(natsio.HeaderSourceSeq),
+				"job", hdr.Get(natsio.HeaderJob), "operator", hdr.Get(natsio.HeaderOperator))
 		}
 		if err := p.print(data); err != nil {
 			return fmt.Errorf("tail: %w", err)
@@ -119,7 +131,7 @@ func runTail(ctx context.Context, env *Env, o *tailOptions, subject string, from
 
 // coreSource subscribes to subject with core NATS. It returns once the
 // server has registered the subscription.
-func coreSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, timeout time.Duration, subject string) (func(context.Context) ([]byte, error), error) {
+func coreSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, timeout time.Duration, subject string) (func(context.Context) ([]byte, nats.Header, error), error) {
 	sub, err := nc.SubscribeSync(subject)
 	if err != nil {
 		return nil, fmt.Errorf("subscribe to %q: %w", subject, err)
@@ -133,17 +145,17 @@ func coreSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, timeout ti
 		return nil, fmt.Errorf("subscribe to %q: %w", subject, err)
 	}
 	log.Info("tailing", "subject", subject)
-	return func(ctx context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, nats.Header, error) {
 		msg, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return msg.Data, nil
+		return msg.Data, msg.Header, nil
 	}, nil
 }
 
 // jetStreamSource reads subject from a stream with an ordered consumer.
-func jetStreamSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, o *tailOptions, subject string, deliver jetstream.DeliverPolicy) (func(context.Context) ([]byte, error), error) {
+func jetStreamSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, o *tailOptions, subject string, deliver jetstream.DeliverPolicy) (func(context.Context) ([]byte, nats.Header, error), error) {
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(o.nats.timeout))
 	if err != nil {
 		return nil, fmt.Errorf("jetstream: %w", err)
@@ -172,12 +184,12 @@ func jetStreamSource(ctx context.Context, log *slog.Logger, nc *nats.Conn, o *ta
 	// The iterator lives as long as the connection: closing the connection
 	// (deferred by the caller) stops it.
 	log.Info("tailing", "subject", subject, "stream", stream)
-	return func(ctx context.Context) ([]byte, error) {
+	return func(ctx context.Context) ([]byte, nats.Header, error) {
 		msg, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return msg.Data(), nil
+		return msg.Data(), msg.Headers(), nil
 	}, nil
 }
 
