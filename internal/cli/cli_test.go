@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/actors/natsio"
+	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/testutil"
