@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf16"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -578,55 +579,34 @@ func (c *jsonColumn) build(mem memory.Allocator, n int) arrow.Array {
 		vals := newBuffer(mem, n*c.bytes)
 		switch c.bytes {
 		case 1:
-			out := arrow.Int8Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.i64 {
-				out[i] = int8(v)
-			}
+			narrowInto[int8](vals.Bytes(), c.i64)
 		case 2:
-			out := arrow.Int16Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.i64 {
-				out[i] = int16(v)
-			}
+			narrowInto[int16](vals.Bytes(), c.i64)
 		case 4:
-			out := arrow.Int32Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.i64 {
-				out[i] = int32(v)
-			}
+			narrowInto[int32](vals.Bytes(), c.i64)
 		default:
-			copy(arrow.Int64Traits.CastFromBytes(vals.Bytes()), c.i64)
+			narrowInto[int64](vals.Bytes(), c.i64)
 		}
 		bufs = []*memory.Buffer{validity, vals}
 	case codeUint:
 		vals := newBuffer(mem, n*c.bytes)
 		switch c.bytes {
 		case 1:
-			out := arrow.Uint8Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.u64 {
-				out[i] = uint8(v)
-			}
+			narrowInto[uint8](vals.Bytes(), c.u64)
 		case 2:
-			out := arrow.Uint16Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.u64 {
-				out[i] = uint16(v)
-			}
+			narrowInto[uint16](vals.Bytes(), c.u64)
 		case 4:
-			out := arrow.Uint32Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.u64 {
-				out[i] = uint32(v)
-			}
+			narrowInto[uint32](vals.Bytes(), c.u64)
 		default:
-			copy(arrow.Uint64Traits.CastFromBytes(vals.Bytes()), c.u64)
+			narrowInto[uint64](vals.Bytes(), c.u64)
 		}
 		bufs = []*memory.Buffer{validity, vals}
 	case codeFloat:
 		vals := newBuffer(mem, n*c.bytes)
 		if c.bytes == 4 {
-			out := arrow.Float32Traits.CastFromBytes(vals.Bytes())
-			for i, v := range c.f64 {
-				out[i] = float32(v)
-			}
+			narrowInto[float32](vals.Bytes(), c.f64)
 		} else {
-			copy(arrow.Float64Traits.CastFromBytes(vals.Bytes()), c.f64)
+			narrowInto[float64](vals.Bytes(), c.f64)
 		}
 		bufs = []*memory.Buffer{validity, vals}
 	case codeBool:
@@ -667,6 +647,18 @@ func (c *jsonColumn) build(mem memory.Allocator, n int) arrow.Array {
 	arr := array.MakeFromData(data)
 	data.Release()
 	return arr
+}
+
+type fixedNumber interface {
+	~int8 | ~int16 | ~int32 | ~int64 | ~uint8 | ~uint16 | ~uint32 | ~uint64 | ~float32 | ~float64
+}
+
+// narrowInto converts src into the values buffer buf of element type D.
+func narrowInto[D, S fixedNumber](buf []byte, src []S) {
+	out := unsafe.Slice((*D)(unsafe.Pointer(unsafe.SliceData(buf))), len(src))
+	for i, v := range src {
+		out[i] = D(v)
+	}
 }
 
 func isLarge(t arrow.DataType) bool {
