@@ -1,21 +1,29 @@
 package badgerstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
-	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"testing"
-	"time"
 
 	"github.com/meshflow/meshflow/persistence"
 	"github.com/meshflow/meshflow/persistence/badgerstore"
 	"github.com/meshflow/meshflow/persistence/persistencetest"
 )
+
+// Small sizes keep the many stores of the suite cheap.
+func testOptions(o badgerstore.Options) badgerstore.Options {
+	o.MemTableSize = 4 << 20
+	o.BlockCacheSize = 4 << 20
+	return o
+}
 
 func open(t testing.TB, o badgerstore.Options) *badgerstore.Store {
 	t.Helper()
@@ -23,132 +31,232 @@ func open(t testing.TB, o badgerstore.Options) *badgerstore.Store {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
 	return s
 }
 
-func TestConformanceInMemory(t *testing.T) {
-	persistencetest.Run(t, func(t *testing.T) persistence.Store {
-		return open(t, badgerstore.Options{InMemory: true})
+func TestConformance(t *testing.T) {
+	t.Run("InMemory", func(t *testing.T) {
+		t.Parallel()
+		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+			return open(t, testOptions(badgerstore.Options{InMemory: true}))
+		})
+	})
+	t.Run("OnDisk", func(t *testing.T) {
+		t.Parallel()
+		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+			return open(t, testOptions(badgerstore.Options{Dir: t.TempDir()}))
+		})
+	})
+	t.Run("SmallTransactions", func(t *testing.T) {
+		t.Parallel()
+		// 1 MiB memtables: a transaction holds at most 150 KiB, so larger
+		// batches are split; everything but atomicity must still hold.
+		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+			return open(t, badgerstore.Options{InMemory: true, MemTableSize: 1 << 20, BlockCacheSize: 1 << 20})
+		})
 	})
 }
 
-func TestConformanceOnDisk(t *testing.T) {
-	persistencetest.Run(t, func(t *testing.T) persistence.Store {
-		return open(t, badgerstore.Options{Dir: t.TempDir()})
-	})
+// TestSplitBatch checks where Apply stops being one transaction: each
+// commit takes a new Badger version.
+func TestSplitBatch(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		memTable int64
+		puts     int
+		split    bool
+	}{
+		// Default 16 MiB memtable: 2.4 MiB per transaction, about 19 000
+		// puts of 16-byte keys and 100-byte values.
+		{0, 1024, false},
+		{0, 18000, false},
+		{0, 21000, true},
+		{1 << 20, 500, false}, // 150 KiB per transaction
+		{1 << 20, 5000, true},
+	} {
+		s := open(t, badgerstore.Options{InMemory: true, MemTableSize: tc.memTable, BlockCacheSize: 1 << 20})
+		var b persistence.Batch
+		val := bytes.Repeat([]byte("v"), 100)
+		for i := range tc.puts {
+			b.Put(fmt.Appendf(nil, "key%013d", i), val)
+		}
+		b.Delete(fmt.Appendf(nil, "key%013d", 0)) // the last write of a split batch still wins
+		before := s.DB().MaxVersion()
+		if err := s.Apply(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+		commits := s.DB().MaxVersion() - before
+		if (commits > 1) != tc.split {
+			t.Errorf("memtable %d, %d puts: %d commits", tc.memTable, tc.puts, commits)
+		}
+		if _, err := s.Get(ctx, fmt.Appendf(nil, "key%013d", 0)); !errors.Is(err, persistence.ErrNotFound) {
+			t.Errorf("memtable %d, %d puts: deleted key: %v", tc.memTable, tc.puts, err)
+		}
+		if v, err := s.Get(ctx, fmt.Appendf(nil, "key%013d", tc.puts-1)); err != nil || len(v) != 100 {
+			t.Errorf("memtable %d, %d puts: last key: %v", tc.memTable, tc.puts, err)
+		}
+	}
 }
 
 func TestReopen(t *testing.T) {
 	ctx := context.Background()
-	dir := filepath.Join(t.TempDir(), "state")
-	s, err := badgerstore.Open(ctx, badgerstore.Options{Dir: dir})
+	dir := filepath.Join(t.TempDir(), "state", "node-1") // created by Open
+	o := testOptions(badgerstore.Options{Dir: dir})
+
+	s, err := badgerstore.Open(ctx, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b persistence.Batch
-	b.Put([]byte("k"), []byte("v"))
-	if err := s.Namespace("op").Apply(ctx, &b); err != nil {
+	b.Put([]byte("root"), []byte("r"))
+	b.Put([]byte("gone"), []byte("g"))
+	if err := s.Apply(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	b.Delete([]byte("gone"))
+	if err := s.Apply(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	b.Reset()
+	for i := range 5000 {
+		b.Put(fmt.Appendf(nil, "k%04d", i), fmt.Appendf(nil, "v%d", i))
+	}
+	if err := s.Namespace("job").Namespace("op/0").Apply(ctx, &b); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s = open(t, badgerstore.Options{Dir: dir})
-	got, err := s.Namespace("op").Get(ctx, []byte("k"))
-	if err != nil || string(got) != "v" {
-		t.Fatalf("after reopen: %q, %v", got, err)
+
+	s = open(t, o)
+	if v, err := s.Get(ctx, []byte("root")); err != nil || string(v) != "r" {
+		t.Fatalf("after reopen: Get(root) = %q, %v", v, err)
+	}
+	if _, err := s.Get(ctx, []byte("gone")); !errors.Is(err, persistence.ErrNotFound) {
+		t.Fatalf("after reopen: deleted key: %v", err)
+	}
+	n := 0
+	err = s.Namespace("job").Namespace("op/0").Scan(ctx, nil, func(k, v []byte) error {
+		if want := fmt.Sprintf("k%04d", n); string(k) != want {
+			return fmt.Errorf("key %q, want %q", k, want)
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != 5000 {
+		t.Fatalf("after reopen: scan: %v after %d keys, want 5000", err, n)
 	}
 }
 
 func TestOpenErrors(t *testing.T) {
+	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "file")
-	if err := os.WriteFile(file, nil, 0o644); err != nil {
+	if err := os.WriteFile(file, []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range []badgerstore.Options{{}, {Dir: file}} {
-		if s, err := badgerstore.Open(context.Background(), o); err == nil {
-			s.Close()
-			t.Errorf("opened %+v", o)
-		}
+	_, err := badgerstore.Open(ctx, badgerstore.Options{Dir: file})
+	if err == nil || !strings.HasPrefix(err.Error(), "badgerstore: ") || !errors.Is(err, syscall.ENOTDIR) {
+		t.Errorf("Open(a file) = %v; want a badgerstore error wrapping ENOTDIR", err)
+	}
+	_, err = badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(file, "sub")})
+	if err == nil || !strings.HasPrefix(err.Error(), "badgerstore: ") {
+		t.Errorf("Open(below a file) = %v; want a badgerstore error", err)
+	}
+	if _, err := badgerstore.Open(ctx, badgerstore.Options{}); err == nil {
+		t.Error("Open without Dir or InMemory succeeded")
+	}
+	if _, err := badgerstore.Open(ctx, badgerstore.Options{InMemory: true, MemTableSize: -1}); err == nil {
+		t.Error("Open with a negative size succeeded")
+	}
+
+	// A directory is opened once: Badger locks it.
+	dir := t.TempDir()
+	open(t, testOptions(badgerstore.Options{Dir: dir}))
+	if s, err := badgerstore.Open(ctx, testOptions(badgerstore.Options{Dir: dir})); err == nil {
+		s.Close()
+		t.Error("opened a directory twice")
+	} else if !strings.HasPrefix(err.Error(), "badgerstore: open "+dir) {
+		t.Errorf("second Open: %v", err)
+	}
+
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := badgerstore.Open(cctx, badgerstore.Options{InMemory: true}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Open with a cancelled ctx: %v", err)
 	}
 }
 
-// TestRandomized applies random batches and checks the store against a map.
-func TestRandomized(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("MESHFLOW_SEED"); s != "" {
-		seed, _ = strconv.ParseUint(s, 10, 64)
+// TestLogger checks that Badger's logs reach the slog logger passed in.
+func TestLogger(t *testing.T) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	h := slog.NewTextHandler(&lockedWriter{mu: &mu, w: &buf}, &slog.HandlerOptions{Level: slog.LevelDebug})
+	s := open(t, testOptions(badgerstore.Options{Dir: t.TempDir(), Logger: slog.New(h)}))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
-	t.Logf("seed %d (rerun with MESHFLOW_SEED=%[1]d)", seed)
-	rng := rand.New(rand.NewPCG(seed, 2))
-	ctx := context.Background()
-	s := open(t, badgerstore.Options{InMemory: true})
-	ns := []persistence.Store{s.Namespace("a"), s.Namespace("ab"), s.Namespace("a").Namespace("b")}
-	model := make([]map[string]string, len(ns))
-	for i := range model {
-		model[i] = map[string]string{}
-	}
-	for round := range 200 {
-		i := rng.IntN(len(ns))
-		var b persistence.Batch
-		for range 1 + rng.IntN(20) {
-			k := fmt.Sprintf("k%02d", rng.IntN(40))
-			if rng.IntN(4) == 0 {
-				b.Delete([]byte(k))
-				delete(model[i], k)
-			} else {
-				v := strconv.Itoa(rng.Int())
-				b.Put([]byte(k), []byte(v))
-				model[i][k] = v
-			}
-		}
-		if err := ns[i].Apply(ctx, &b); err != nil {
-			t.Fatal(err)
-		}
-		// Check one namespace fully.
-		j := rng.IntN(len(ns))
-		var want []string
-		for k, v := range model[j] {
-			want = append(want, k+"="+v)
-		}
-		sort.Strings(want)
-		var got []string
-		err := ns[j].Scan(ctx, []byte("k"), func(k, v []byte) error {
-			got = append(got, string(k)+"="+string(v))
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if fmt.Sprint(got) != fmt.Sprint(want) {
-			t.Fatalf("round %d, namespace %d: scan %v, model %v", round, j, got, want)
-		}
-		for k, v := range model[j] {
-			if g, err := ns[j].Get(ctx, []byte(k)); err != nil || string(g) != v {
-				t.Fatalf("round %d: get %s = %q, %v; want %q", round, k, g, err, v)
-			}
-		}
-		if _, err := ns[j].Get(ctx, []byte("absent")); !errors.Is(err, persistence.ErrNotFound) {
-			t.Fatal(err)
-		}
+	mu.Lock()
+	defer mu.Unlock()
+	if !strings.Contains(buf.String(), "lib=badger") {
+		t.Fatalf("no Badger logs on the logger; got %q", buf.String())
 	}
 }
 
-func BenchmarkApply(b *testing.B) {
-	s := open(b, badgerstore.Options{Dir: b.TempDir()})
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// TestCloseWaits closes the store while a scan is running; fn calls the
+// store again, which must fail with ErrClosed rather than deadlock.
+func TestCloseWaits(t *testing.T) {
 	ctx := context.Background()
-	var batch persistence.Batch
-	val := make([]byte, 64)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		batch.Reset()
-		for j := range 1024 {
-			batch.Put([]byte(fmt.Sprintf("key-%d-%d", i, j)), val)
-		}
-		if err := s.Apply(ctx, &batch); err != nil {
-			b.Fatal(err)
-		}
+	s := open(t, testOptions(badgerstore.Options{InMemory: true}))
+	var b persistence.Batch
+	b.Put([]byte("a"), []byte("1"))
+	b.Put([]byte("b"), []byte("2"))
+	if err := s.Apply(ctx, &b); err != nil {
+		t.Fatal(err)
 	}
-	b.ReportMetric(float64(b.N*1024)/b.Elapsed().Seconds(), "writes/s")
+	closed := make(chan error)
+	var calls int
+	err := s.Scan(ctx, nil, func(k, v []byte) error {
+		calls++
+		if calls == 1 {
+			go func() { closed <- s.Close() }()
+			// Close soon waits for this scan; nested calls must then fail
+			// rather than block.
+			for {
+				_, err := s.Get(ctx, []byte("a"))
+				if errors.Is(err, persistence.ErrClosed) {
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if !s.DB().IsClosed() {
+		t.Fatal("DB not closed")
+	}
 }

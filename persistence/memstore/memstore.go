@@ -5,117 +5,177 @@ package memstore
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"slices"
+	"sort"
 	"sync"
 
 	"github.com/meshflow/meshflow/persistence"
 )
 
-// Store is an in-memory, goroutine-safe store. Keys are kept sorted.
+// Store is an in-memory store. It is safe for concurrent use; every Apply is
+// atomic, whatever its size.
 type Store struct {
-	mu     sync.RWMutex
-	keys   [][]byte // sorted
-	vals   map[string][]byte
-	closed bool
+	root persistence.Store
+	kv   *kv
 }
-
-// New returns an empty store.
-func New() *Store { return &Store{vals: make(map[string][]byte)} }
 
 var _ persistence.Store = (*Store)(nil)
 
-func (s *Store) check(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if s.closed {
-		return persistence.ErrClosed
-	}
-	return nil
+// New returns an empty store.
+func New() *Store {
+	kv := &kv{}
+	return &Store{root: persistence.NewStore(kv), kv: kv}
 }
 
-// Get implements persistence.Store.
+// Get implements [persistence.Store].
 func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
+	return s.root.Get(ctx, key)
+}
+
+// Scan implements [persistence.Store].
+func (s *Store) Scan(ctx context.Context, prefix []byte, fn func(key, value []byte) error) error {
+	return s.root.Scan(ctx, prefix, fn)
+}
+
+// Apply implements [persistence.Store].
+func (s *Store) Apply(ctx context.Context, b *persistence.Batch) error {
+	return s.root.Apply(ctx, b)
+}
+
+// Namespace implements [persistence.Store].
+func (s *Store) Namespace(name string) persistence.Store { return s.root.Namespace(name) }
+
+// Close implements [persistence.Store]. The data is dropped.
+func (s *Store) Close() error { return s.root.Close() }
+
+// Len is the number of keys stored, in all namespaces.
+func (s *Store) Len() int {
+	s.kv.mu.RLock()
+	defer s.kv.mu.RUnlock()
+	return s.kv.n
+}
+
+// kv is the backend: a sorted sequence of entries cut into blocks of at
+// most maxBlock entries, so that an insert or delete moves at most one
+// block and the slice of blocks, not the whole key space.
+type kv struct {
+	mu     sync.RWMutex
+	blocks [][]entry // each sorted and non-empty; blocks in key order
+	n      int
+	closed bool
+}
+
+type entry struct{ key, value []byte } // never modified once stored
+
+const maxBlock = 512
+
+func cmpEntry(e entry, key []byte) int { return bytes.Compare(e.key, key) }
+
+// search returns the position of key, or where it would be inserted.
+func (s *kv) search(key []byte) (bi, i int, found bool) {
+	bi = sort.Search(len(s.blocks), func(j int) bool {
+		b := s.blocks[j]
+		return bytes.Compare(b[len(b)-1].key, key) >= 0
+	})
+	if bi == len(s.blocks) { // after the last key
+		if bi == 0 {
+			return 0, 0, false
+		}
+		return bi - 1, len(s.blocks[bi-1]), false
+	}
+	i, found = slices.BinarySearchFunc(s.blocks[bi], key, cmpEntry)
+	return bi, i, found
+}
+
+func (s *kv) Get(_ context.Context, key []byte) ([]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if err := s.check(ctx); err != nil {
-		return nil, err
+	if s.closed {
+		return nil, persistence.ErrClosed
 	}
-	v, ok := s.vals[string(key)]
-	if !ok {
-		return nil, fmt.Errorf("memstore: get %q: %w", key, persistence.ErrNotFound)
+	bi, i, found := s.search(key)
+	if !found {
+		return nil, persistence.ErrNotFound
 	}
-	return bytes.Clone(v), nil
+	return bytes.Clone(s.blocks[bi][i].value), nil
 }
 
-// Scan implements persistence.Store. It works on a copy of the matching
-// entries, so fn may write to the store.
-func (s *Store) Scan(ctx context.Context, prefix []byte, fn func(key, value []byte) error) error {
+// Scan collects the matching entries under the read lock and calls fn
+// without it, so fn may write to the store.
+func (s *kv) Scan(_ context.Context, prefix []byte, fn func(key, value []byte) error) error {
 	s.mu.RLock()
-	if err := s.check(ctx); err != nil {
+	if s.closed {
 		s.mu.RUnlock()
-		return err
+		return persistence.ErrClosed
 	}
-	i, _ := slices.BinarySearchFunc(s.keys, prefix, bytes.Compare)
-	type kv struct{ k, v []byte }
-	var found []kv
-	for ; i < len(s.keys) && bytes.HasPrefix(s.keys[i], prefix); i++ {
-		found = append(found, kv{s.keys[i], s.vals[string(s.keys[i])]})
+	var found []entry
+	bi, i, _ := s.search(prefix)
+scan:
+	for ; bi < len(s.blocks); bi, i = bi+1, 0 {
+		for _, e := range s.blocks[bi][i:] {
+			if !bytes.HasPrefix(e.key, prefix) {
+				break scan
+			}
+			found = append(found, e)
+		}
 	}
 	s.mu.RUnlock()
 	for _, e := range found {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := fn(bytes.Clone(e.k), bytes.Clone(e.v)); err != nil {
+		if err := fn(bytes.Clone(e.key), bytes.Clone(e.value)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// Apply implements persistence.Store.
-func (s *Store) Apply(ctx context.Context, b *persistence.Batch) error {
+func (s *kv) Write(_ context.Context, ops []persistence.Op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.check(ctx); err != nil {
-		return err
+	if s.closed {
+		return persistence.ErrClosed
 	}
-	for _, op := range b.Ops() {
-		i, found := slices.BinarySearchFunc(s.keys, op.Key, bytes.Compare)
+	for _, op := range ops {
+		bi, i, found := s.search(op.Key)
 		switch {
 		case op.Delete && found:
-			s.keys = slices.Delete(s.keys, i, i+1)
-			delete(s.vals, string(op.Key))
+			s.blocks[bi] = slices.Delete(s.blocks[bi], i, i+1)
+			if len(s.blocks[bi]) == 0 {
+				s.blocks = slices.Delete(s.blocks, bi, bi+1)
+			}
+			s.n--
 		case op.Delete:
 		case found:
-			s.vals[string(op.Key)] = bytes.Clone(op.Value)
+			s.blocks[bi][i].value = bytes.Clone(op.Value)
 		default:
-			k := bytes.Clone(op.Key)
-			s.keys = slices.Insert(s.keys, i, k)
-			s.vals[string(k)] = bytes.Clone(op.Value)
+			s.insert(bi, i, entry{bytes.Clone(op.Key), bytes.Clone(op.Value)})
+			s.n++
 		}
 	}
 	return nil
 }
 
-// Namespace implements persistence.Store.
-func (s *Store) Namespace(name string) persistence.Store {
-	return &persistence.Prefixed{Root: s, Prefix: persistence.NamespacePrefix(name)}
+func (s *kv) insert(bi, i int, e entry) {
+	if len(s.blocks) == 0 {
+		s.blocks = [][]entry{{e}}
+		return
+	}
+	b := slices.Insert(s.blocks[bi], i, e)
+	if len(b) <= maxBlock {
+		s.blocks[bi] = b
+		return
+	}
+	half := len(b) / 2
+	left := slices.Clip(b[:half])
+	right := append(make([]entry, 0, maxBlock), b[half:]...)
+	clear(b[half:]) // the left half keeps b's array
+	s.blocks[bi] = left
+	s.blocks = slices.Insert(s.blocks, bi+1, right)
 }
 
-// Close implements persistence.Store.
-func (s *Store) Close() error {
+func (s *kv) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.blocks, s.n = nil, 0
 	return nil
-}
-
-// Len is the number of keys stored.
-func (s *Store) Len() int {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return len(s.keys)
 }

@@ -3,6 +3,7 @@ package memstore_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/meshflow/meshflow/persistence"
@@ -14,21 +15,46 @@ func TestConformance(t *testing.T) {
 	persistencetest.Run(t, func(t *testing.T) persistence.Store { return memstore.New() })
 }
 
-func Example() {
+// TestBlocks drives the block index through splits and merges.
+func TestBlocks(t *testing.T) {
 	ctx := context.Background()
-	store := memstore.New()
-	counts := store.Namespace("word-count") // an operator instance's state
-	var b persistence.Batch
-	b.Put([]byte("mesh"), []byte("3"))
-	b.Put([]byte("flow"), []byte("5"))
-	if err := counts.Apply(ctx, &b); err != nil {
-		panic(err)
+	s := memstore.New()
+	defer s.Close()
+	r := rand.New(rand.NewPCG(3, 4))
+	model := map[int]bool{}
+	for range 20 {
+		var b persistence.Batch
+		for range 500 {
+			k := r.IntN(5000)
+			if r.IntN(3) == 0 {
+				b.Delete(fmt.Appendf(nil, "%05d", k))
+				delete(model, k)
+			} else {
+				b.Put(fmt.Appendf(nil, "%05d", k), nil)
+				model[k] = true
+			}
+		}
+		if err := s.Apply(ctx, &b); err != nil {
+			t.Fatal(err)
+		}
+		prev, n := -1, 0
+		err := s.Scan(ctx, nil, func(k, _ []byte) error {
+			var i int
+			if _, err := fmt.Sscanf(string(k), "%d", &i); err != nil {
+				return err
+			}
+			if i <= prev || !model[i] {
+				return fmt.Errorf("scan: %d after %d, in model: %v", i, prev, model[i])
+			}
+			prev = i
+			n++
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != len(model) || s.Len() != len(model) {
+			t.Fatalf("scan saw %d keys, Len = %d, model has %d", n, s.Len(), len(model))
+		}
 	}
-	_ = counts.Scan(ctx, nil, func(k, v []byte) error {
-		fmt.Printf("%s=%s\n", k, v)
-		return nil
-	})
-	// Output:
-	// flow=5
-	// mesh=3
 }
