@@ -19,12 +19,18 @@ import (
 // ArithOp is an arithmetic operator.
 type ArithOp uint8
 
-// The arithmetic operators. On int64 they are checked: a result outside
-// the int64 range is ErrOverflow and an integer division by zero is
-// ErrDivideByZero; division truncates toward zero. On float64 they follow
-// IEEE 754 (x/0 is ±Inf or NaN). Mixing int64 and float64 computes in
-// float64. Other types go through arrow compute's checked kernels ("add",
-// "sub", "multiply", "divide"), whose result types arrow decides.
+// The arithmetic operators. On integers they are checked: a result outside
+// the result type's range is ErrOverflow and an integer division by zero is
+// ErrDivideByZero; division truncates toward zero. Two integer operands of
+// different types are first widened to arrow's common type (int32 and
+// int64 give int64, int8 and uint8 give int16; uint64 and a signed type give
+// int64, and a uint64 value above the int64 range is ErrOverflow). Faults
+// in null rows are ignored. On floats they follow IEEE 754 (x/0 is ±Inf or
+// NaN). Mixing int64 and float64 computes in float64. Other types go through
+// arrow compute ("add", "sub", "multiply", "divide"; the "_unchecked"
+// variants when an operand is a float), whose result types arrow decides;
+// timestamp and duration operands of different units are first cast to the
+// finer unit (timestamp[ms] + duration[us] is a timestamp[us]).
 const (
 	Add ArithOp = iota // +
 	Sub                // -
@@ -93,6 +99,9 @@ func Arith(mem memory.Allocator, op ArithOp, left, right arrow.Array) (arrow.Arr
 	if left.Len() != right.Len() {
 		return nil, fmt.Errorf("arith: %w: %d and %d rows", ErrLengthMismatch, left.Len(), right.Len())
 	}
+	if isInteger(left.DataType()) && isInteger(right.DataType()) && !bothInt64(left.DataType(), right.DataType()) {
+		return intArith(mem, op, left, right)
+	}
 	lk, rk := kindOf(left.DataType()), kindOf(right.DataType())
 	if lk == kindOther || rk == kindOther {
 		return arithCompute(mem, op, compute.NewDatumWithoutOwning(left), compute.NewDatumWithoutOwning(right))
@@ -149,6 +158,9 @@ func arithWithScalar(mem memory.Allocator, op ArithOp, arr arrow.Array, s scalar
 	if s == nil {
 		return nil, fmt.Errorf("arith: %w: nil scalar", ErrInvalidArgument)
 	}
+	if isInteger(arr.DataType()) && isInteger(s.DataType()) && !bothInt64(arr.DataType(), s.DataType()) {
+		return intArithScalar(mem, op, arr, s, scalarLeft)
+	}
 	ak, sk := kindOf(arr.DataType()), kindOf(s.DataType())
 	if ak == kindOther || sk == kindOther {
 		a, b := compute.NewDatumWithoutOwning(arr), compute.NewDatumWithoutOwning(s)
@@ -194,7 +206,21 @@ func arithWithScalar(mem memory.Allocator, op ArithOp, arr arrow.Array, s scalar
 
 func arithCompute(mem memory.Allocator, op ArithOp, left, right compute.Datum) (arrow.Array, error) {
 	ctx := compute.WithAllocator(context.Background(), mem)
-	res, err := compute.CallFunction(ctx, arithFuncs[op], nil, left, right)
+	fn := arithFuncs[op]
+	if isFloat(typeOf(left)) || isFloat(typeOf(right)) {
+		// The checked float kernels fail on x/0; IEEE 754 gives ±Inf or
+		// NaN, like the float64 fast path.
+		fn += "_unchecked"
+	}
+	left, right = privateDatum(left), privateDatum(right)
+	defer func() {
+		left.Release()
+		right.Release()
+	}()
+	if err := alignTemporalUnits(ctx, &left, &right); err != nil {
+		return nil, err
+	}
+	res, err := compute.CallFunction(ctx, fn, nil, left, right)
 	if err != nil {
 		msg := strings.ToLower(err.Error())
 		switch {

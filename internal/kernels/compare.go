@@ -75,16 +75,23 @@ func (op CmpOp) resultMask() uint8 {
 }
 
 // CompareTypes reports whether values of types left and right can be
-// compared, by the fast paths or by arrow compute.
+// compared with every CmpOp, by the fast paths or by arrow compute.
 func CompareTypes(left, right arrow.DataType) error {
-	if arrow.TypeEqual(left, right) && (numericLayout(left.ID()) || binaryLayout(left.ID())) {
+	if arrow.TypeEqual(left, right) && fastCompare(left.ID()) {
 		return nil
 	}
-	_, err := probeOutputType("equal", left, right)
-	if err != nil {
-		return fmt.Errorf("%w: cannot compare %s with %s", ErrUnsupportedType, left, right)
+	for _, fn := range []string{cmpFuncs[Eq], cmpFuncs[Lt]} {
+		if _, err := probeOutputType(fn, left, right); err != nil {
+			return fmt.Errorf("%w: cannot compare %s with %s", ErrUnsupportedType, left, right)
+		}
 	}
 	return nil
+}
+
+// fastCompare reports whether two arrays of the same type id have a
+// hand-written comparison.
+func fastCompare(id arrow.Type) bool {
+	return numericLayout(id) || binaryLayout(id) || id == arrow.BOOL || id == arrow.FIXED_SIZE_BINARY
 }
 
 // Compare returns left op right, row by row. Both arrays must have the same
@@ -208,6 +215,14 @@ func compareArrays(op CmpOp, l, r arrow.ArrayData, out []byte) bool {
 		cmpBinaryArrays(op, binaryView[int32](l), binaryView[int32](r), out)
 	case arrow.LARGE_STRING, arrow.LARGE_BINARY:
 		cmpBinaryArrays(op, binaryView[int64](l), binaryView[int64](r), out)
+	case arrow.FIXED_SIZE_BINARY:
+		// Not arrow compute: as of arrow-go v18.8.0 it ignores the offset
+		// of sliced fixed-size binary arrays.
+		lv, rv := fixedBinaryView(l), fixedBinaryView(r)
+		cmpBinary(op, lv.len(), lv.at, rv.at, out)
+	case arrow.BOOL:
+		// arrow compute only has equal and not_equal for booleans.
+		cmpBoolArrays(op, l, r, out)
 	default:
 		return false
 	}
@@ -242,6 +257,11 @@ func compareWithScalar(op CmpOp, l arrow.ArrayData, s scalar.Scalar, out []byte)
 		cmpBinaryScalar(op, binaryView[int32](l), s.(scalar.BinaryScalar).Data(), out)
 	case arrow.LARGE_STRING, arrow.LARGE_BINARY:
 		cmpBinaryScalar(op, binaryView[int64](l), s.(scalar.BinaryScalar).Data(), out)
+	case arrow.FIXED_SIZE_BINARY:
+		lv, sv := fixedBinaryView(l), s.(scalar.BinaryScalar).Data()
+		cmpBinary(op, lv.len(), lv.at, func(int) []byte { return sv }, out)
+	case arrow.BOOL:
+		cmpBoolScalar(op, l, s.(*scalar.Boolean).Value, out)
 	default:
 		return false
 	}
@@ -361,5 +381,87 @@ func cmpBinaryArrays[O int32 | int64](op CmpOp, a, b binaryValues[O], out []byte
 	}
 	if n&7 != 0 {
 		out[n>>3] = acc
+	}
+}
+
+// fixedBinaryValues is a fixed-size binary array's values, array offset
+// applied.
+type fixedBinaryValues struct {
+	data  []byte
+	width int
+	n     int
+}
+
+func (v fixedBinaryValues) len() int { return v.n }
+
+func (v fixedBinaryValues) at(i int) []byte { return v.data[i*v.width : (i+1)*v.width] }
+
+func fixedBinaryView(d arrow.ArrayData) fixedBinaryValues {
+	w := d.DataType().(*arrow.FixedSizeBinaryType).ByteWidth
+	v := fixedBinaryValues{width: w, n: d.Len()}
+	if b := d.Buffers()[1]; b != nil && d.Len() > 0 {
+		v.data = b.Bytes()[d.Offset()*w : (d.Offset()+d.Len())*w]
+	}
+	return v
+}
+
+// cmpBinary writes a(i) op b(i) for i < n into out.
+func cmpBinary(op CmpOp, n int, a, b func(int) []byte, out []byte) {
+	m := op.resultMask()
+	var acc uint8
+	for i := range n {
+		acc |= (m >> (bytes.Compare(a(i), b(i)) + 1) & 1) << (i & 7)
+		if i&7 == 7 {
+			out[i>>3], acc = acc, 0
+		}
+	}
+	if n&7 != 0 {
+		out[n>>3] = acc
+	}
+}
+
+// boolWord computes one output byte from bytes of the left and right
+// values (false < true).
+func boolWord(op CmpOp, a, b byte) byte {
+	switch op {
+	case Eq:
+		return ^(a ^ b)
+	case Ne:
+		return a ^ b
+	case Lt:
+		return ^a & b
+	case Le:
+		return ^a | b
+	case Gt:
+		return a &^ b
+	default:
+		return a | ^b
+	}
+}
+
+func cmpBoolArrays(op CmpOp, l, r arrow.ArrayData, out []byte) {
+	n := l.Len()
+	if n == 0 {
+		return
+	}
+	a := alignedBits(l.Buffers()[1].Bytes(), l.Offset(), n)
+	b := alignedBits(r.Buffers()[1].Bytes(), r.Offset(), n)
+	for i := range out[:bitutil.BytesForBits(int64(n))] {
+		out[i] = boolWord(op, a[i], b[i])
+	}
+}
+
+func cmpBoolScalar(op CmpOp, l arrow.ArrayData, s bool, out []byte) {
+	n := l.Len()
+	if n == 0 {
+		return
+	}
+	a := alignedBits(l.Buffers()[1].Bytes(), l.Offset(), n)
+	var b byte
+	if s {
+		b = 0xff
+	}
+	for i := range out[:bitutil.BytesForBits(int64(n))] {
+		out[i] = boolWord(op, a[i], b)
 	}
 }

@@ -275,6 +275,11 @@ func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxPa
 			return nil, fmt.Errorf("partition: %w: key column %d of %d", ErrIndexOutOfRange, c, rec.NumCols())
 		}
 		cols[i] = rec.Column(c)
+		// Checked up front so that an unsupported key type fails on every
+		// batch, also on those that need no hashing.
+		if !hashable(cols[i].DataType()) {
+			return nil, fmt.Errorf("partition: hash: %w: key type %s", ErrUnsupportedType, cols[i].DataType())
+		}
 	}
 	out := make([]arrow.RecordBatch, parallelism)
 	n := int(rec.NumRows())
@@ -282,11 +287,6 @@ func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxPa
 		return out, nil
 	}
 	if parallelism == 1 {
-		for _, c := range cols {
-			if !hashable(c.DataType()) {
-				return nil, fmt.Errorf("partition: hash: %w: key type %s", ErrUnsupportedType, c.DataType())
-			}
-		}
 		rec.Retain()
 		out[0] = rec
 		return out, nil
