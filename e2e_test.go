@@ -194,4 +194,3 @@ func readAll(t *testing.T, ctx context.Context, js jetstream.JetStream, subject 
 	}
 	return out
 }
-

@@ -277,4 +277,3 @@ func (s *slowSink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.E
 	}
 	return nil
 }
-

@@ -217,4 +217,3 @@ func TestSequenceGapFailsJob(t *testing.T) {
 	}
 	mem.AssertSize(t, 0)
 }
-

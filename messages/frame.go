@@ -134,4 +134,3 @@ func DecodeFrame(mem memory.Allocator, data []byte) (seq uint64, env Envelope, e
 		return 0, Envelope{}, fmt.Errorf("%w: unknown kind %d", ErrBadFrame, h.Kind)
 	}
 }
-

@@ -163,7 +163,7 @@ func TestEvalErrors(t *testing.T) {
 	defer rec.Release()
 	for _, e := range []expr.Expr{
 		expr.Col("i").Div(0),
-		expr.Col("i").Add(int64(1<<62)).Add(int64(1 << 62)),
+		expr.Col("i").Add(int64(1 << 62)).Add(int64(1 << 62)),
 	} {
 		b, err := expr.Bind(e, schema)
 		if err != nil {
