@@ -3,10 +3,13 @@ package meshflow_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/meshflow/meshflow"
 )
@@ -97,4 +100,32 @@ func ExampleStream_Process() {
 	}
 	// Output:
 	// {"auction":7,"price":1,"channel":"WEB"}
+}
+
+// Union merges streams of one schema; Apply runs a function on each batch.
+func ExampleUnion() {
+	dir, _ := os.MkdirTemp("", "meshflow-example")
+	defer os.RemoveAll(dir)
+
+	p := meshflow.NewPipeline("union")
+	web := p.Source("web", meshflow.FromJSON(exampleSchema, `{"auction":1,"price":10,"channel":"web"}`))
+	app := p.Source("app", meshflow.FromJSON(exampleSchema, `{"auction":2,"price":20,"channel":"app"}`))
+	var mu sync.Mutex
+	total := int64(0)
+	meshflow.Union("all", web, app).
+		Apply("sum", func(_ context.Context, _ memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, v := range in.Column(1).(*array.Int64).Int64Values() {
+				total += v
+			}
+			in.Retain()
+			return in, nil
+		}).
+		To("out", meshflow.Print(io.Discard, meshflow.JSONLines))
+	if err := meshflow.Run(context.Background(), p, meshflow.WithDataDir(dir)); err != nil {
+		fmt.Println(err)
+	}
+	fmt.Println("total price", total)
+	// Output: total price 30
 }
