@@ -57,8 +57,8 @@ func TestBoolean(t *testing.T) {
 					what := fmt.Sprintf("n=%d offsets=%v", n, off)
 					for _, c := range []struct {
 						name, fn string
-						kern func(mem memory.Allocator, a, b *array.Boolean) (*array.Boolean, error)
-						ref  func(a, b any) any
+						kern     func(mem memory.Allocator, a, b *array.Boolean) (*array.Boolean, error)
+						ref      func(a, b any) any
 					}{
 						{"and", "and_kleene", kernels.And, kleeneAnd},
 						{"or", "or_kleene", kernels.Or, kleeneOr},

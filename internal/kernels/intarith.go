@@ -318,4 +318,3 @@ func intArithScalar(mem memory.Allocator, op ArithOp, arr arrow.Array, s scalar.
 	valid, nulls := copyValidity(mem, d)
 	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
 }
-
