@@ -89,7 +89,7 @@ func TestEndToEnd(t *testing.T) {
 		} else if b.Price > 5000 {
 			want[outRow{b.Auction, b.Bidder, b.Price, float64(b.Price) * 0.01}]++
 		}
-		if _, err := js.PublishAsync("bids.in", data); err != nil {
+		if _, err := js.PublishAsync("bids.in", data, jetstream.WithStallWait(time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -274,18 +274,20 @@ func (s *instance) onStarted(c actor.Context) {
 	if err := s.open(); err != nil {
 		s.fail(err)
 	}
+	// A restart goes on where the failed incarnation stopped. Data may
+	// reach an operator before its start message, so a failed batch is
+	// retried whether or not the instance was started.
+	if m := s.retry; m != nil {
+		s.retry = nil
+		s.onData(c, m)
+	}
 	if !s.started {
 		return
 	}
-	// A restart: go on where the failed incarnation stopped.
 	s.flushAll(c)
 	if s.src != nil {
 		s.startReader()
 		s.demand()
-	}
-	if m := s.retry; m != nil {
-		s.retry = nil
-		s.onData(c, m)
 	}
 	if s.src == nil {
 		s.maybeFinish(c)

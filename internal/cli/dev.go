@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -183,7 +184,9 @@ func generate(ctx context.Context, js jetstream.JetStream, subject string, rate 
 		}
 		for i := 0; i < perTick; i++ {
 			buf = g.NextBidJSON(buf[:0])
-			if _, err := js.PublishAsync(subject, buf); err != nil {
+			// The message is kept for retries until acknowledged: hand
+			// over a copy, not the reused buffer.
+			if _, err := js.PublishAsync(subject, bytes.Clone(buf), jetstream.WithStallWait(10*time.Second)); err != nil {
 				return fmt.Errorf("generator: publish to %s: %w", subject, err)
 			}
 		}
