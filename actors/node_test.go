@@ -217,3 +217,45 @@ func TestSequenceGapFailsJob(t *testing.T) {
 	}
 	mem.AssertSize(t, 0)
 }
+
+// TestSlowConsumerFailsJob: a NATS slow-consumer report on a subscription
+// of a job fails the job on that node, and through the failure subject on
+// the other node too.
+func TestSlowConsumerFailsJob(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	ncA := natstest.Connect(t, srv)
+	ncB := natstest.Connect(t, srv)
+	g := &actors.JobGraph{
+		Name: "slow",
+		Vertices: []*actors.Vertex{
+			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &endless{mem: mem} }},
+			{Name: "sink", Parallelism: 1, NewOperator: func() actors.Operator { return &operators.Union{} }},
+		},
+		Edges: []actors.Edge{{From: "src", To: "sink", Partitioning: actors.Forward}},
+	}
+	pl, err := cluster.Pinned{Operators: map[string]string{"sink": "b"}, Default: "a"}.Place(g, []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA := newNode(t, "a", ncA, mem)
+	nodeB := newNode(t, "b", ncB, mem)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errA, errB := make(chan error, 1), make(chan error, 1)
+	go func() { errB <- nodeB.Run(ctx, g, pl) }()
+	go func() { errA <- nodeA.Run(ctx, g, pl) }()
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !actors.ReportSubscriptionError(nodeB, "slow", nats.ErrSlowConsumer) {
+			return errors.New("node b has no subscription yet")
+		}
+		return nil
+	})
+	if err := <-errB; !errors.Is(err, actors.ErrSlowConsumer) {
+		t.Fatalf("node b: %v, want ErrSlowConsumer", err)
+	}
+	if err := <-errA; !errors.Is(err, actors.ErrRemoteFailure) {
+		t.Fatalf("node a: %v, want ErrRemoteFailure", err)
+	}
+}

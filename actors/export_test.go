@@ -1,0 +1,24 @@
+package actors
+
+import "github.com/nats-io/nats.go"
+
+// ReportSubscriptionError hands err to the node's NATS error handler as if
+// the client had reported it for one of job's subscriptions (the client
+// reports a slow consumer this way). It reports whether such a
+// subscription exists yet.
+func ReportSubscriptionError(n *Node, job string, err error) bool {
+	n.mu.Lock()
+	var sub *nats.Subscription
+	for s, p := range n.subs {
+		if p.g.Name == job {
+			sub = s
+			break
+		}
+	}
+	n.mu.Unlock()
+	if sub == nil {
+		return false
+	}
+	n.cfg.NATS.ErrorHandler()(n.cfg.NATS, sub, err)
+	return true
+}
