@@ -78,7 +78,11 @@ type Edge struct {
 
 // JobGraph is the logical graph of a job: what runs, not where.
 type JobGraph struct {
-	Name           string
+	Name string
+	// Domain, when set, is the data-mesh domain owning the job: its
+	// data-plane subjects move under mf.<domain>.<job>, the domain's
+	// private namespace.
+	Domain         string
 	Vertices       []*Vertex
 	Edges          []Edge
 	MaxParallelism int // key groups of hash edges; DefaultMaxParallelism if 0
@@ -99,6 +103,9 @@ func (g *JobGraph) Validate() error {
 	}
 	if !nameRE.MatchString(g.Name) {
 		add("job name %q: use 1-64 letters, digits, '_' or '-'", g.Name)
+	}
+	if g.Domain != "" && !nameRE.MatchString(g.Domain) {
+		add("domain name %q: use 1-64 letters, digits, '_' or '-'", g.Domain)
 	}
 	if g.MaxParallelism < 0 || g.MaxParallelism > 1<<15 {
 		add("max parallelism %d out of range [1, 32768]", g.MaxParallelism)
@@ -160,6 +167,15 @@ func (g *JobGraph) maxParallelism() int {
 		return g.MaxParallelism
 	}
 	return DefaultMaxParallelism
+}
+
+// SubjectName is the job's part of its NATS subjects: its name, under its
+// domain when it has one ("orders.enrich").
+func (g *JobGraph) SubjectName() string {
+	if g.Domain == "" {
+		return g.Name
+	}
+	return g.Domain + "." + g.Name
 }
 
 // Vertex returns the vertex called name, or nil.

@@ -176,7 +176,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark}
 			if p.placement[from] != self {
 				c.remote = true
-				c.subject = CreditSubject(g.Name, e.From, v.Name, i, idx)
+				c.subject = CreditSubject(g.SubjectName(), e.From, v.Name, i, idx)
 				s.hasRemoteInputs = true
 			} else {
 				c.granted = s.window
@@ -197,7 +197,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 			oc := &outChan{key: chanKey{ei, j}, rkey: chanKey{ei, idx}, to: to}
 			if p.placement[to] != self {
 				oc.remote = true
-				oc.subject = DataSubject(g.Name, v.Name, e.To, idx, j)
+				oc.subject = DataSubject(g.SubjectName(), v.Name, e.To, idx, j)
 				oc.enc = &messages.FrameEncoder{}
 			} else {
 				oc.limit = s.window

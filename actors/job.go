@@ -265,7 +265,7 @@ func (p *jobPart) fail(err error) {
 			f.Operator, f.Instance = oe.Operator, int32(oe.Instance)
 		}
 		if b, merr := proto.Marshal(f); merr == nil {
-			if perr := p.node.cfg.NATS.Publish(FailureSubject(p.g.Name), b); perr != nil {
+			if perr := p.node.cfg.NATS.Publish(FailureSubject(p.g.SubjectName()), b); perr != nil {
 				p.log.Error("cannot report job failure to other nodes", "error", perr)
 			}
 		}
@@ -309,7 +309,7 @@ func (p *jobPart) subscribe() error {
 			c := c
 			s := s
 			var next uint64 = 1
-			subject := DataSubject(p.g.Name, c.from.Operator, s.id.Operator, c.from.Index, s.id.Index)
+			subject := DataSubject(p.g.SubjectName(), c.from.Operator, s.id.Operator, c.from.Index, s.id.Index)
 			mem := p.node.cfg.Allocator
 			// Credits bound what is in flight to the window: anything
 			// beyond 4x that is a protocol violation, reported loudly.
@@ -338,7 +338,7 @@ func (p *jobPart) subscribe() error {
 				}
 				oc := oc
 				s := s
-				subject := CreditSubject(p.g.Name, s.id.Operator, oc.to.Operator, s.id.Index, oc.to.Index)
+				subject := CreditSubject(p.g.SubjectName(), s.id.Operator, oc.to.Operator, s.id.Index, oc.to.Index)
 				err := add(subject, func(m *nats.Msg) {
 					var cr pb.Credit
 					if err := proto.Unmarshal(m.Data, &cr); err != nil {
@@ -357,7 +357,7 @@ func (p *jobPart) subscribe() error {
 	}
 	if p.multiNode {
 		self := p.node.cfg.ID
-		return add(FailureSubject(p.g.Name), func(m *nats.Msg) {
+		return add(FailureSubject(p.g.SubjectName()), func(m *nats.Msg) {
 			var f pb.JobFailure
 			if err := proto.Unmarshal(m.Data, &f); err != nil {
 				p.fail(fmt.Errorf("%w: undecodable failure report: %v", ErrRemoteFailure, err))

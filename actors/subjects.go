@@ -13,6 +13,9 @@ import "fmt"
 //	                                     to sender i
 //	mf.<job>.ctl.failure                 a node reports the job failed
 //
+// A job owned by a data-mesh domain has <domain>.<job> in place of <job>,
+// so all of a domain's internal edges live under mf.<domain>.>, a namespace
+// only the domain's NATS user may use.
 // Edges between instances on the same node do not use NATS at all.
 const subjectPrefix = "mf"
 
