@@ -22,3 +22,15 @@ func ReportSubscriptionError(n *Node, job string, err error) bool {
 	n.cfg.NATS.ErrorHandler()(n.cfg.NATS, sub, err)
 	return true
 }
+
+// Subscribed reports whether node n has subscribed to any subject of job.
+func Subscribed(n *Node, job string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.subs {
+		if p.g.Name == job {
+			return true
+		}
+	}
+	return false
+}

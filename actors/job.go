@@ -46,6 +46,10 @@ type jobPart struct {
 	err       error
 
 	subs []*nats.Subscription
+	// cbMu and cbClosed fence the subscription callbacks off at
+	// unsubscribe.
+	cbMu     sync.RWMutex
+	cbClosed bool
 
 	// inflight holds the data messages and read results sent to instance
 	// actors and not yet received. A stopped actor's mailbox is dropped
@@ -289,7 +293,16 @@ func (p *jobPart) subscribe() error {
 	nc := p.node.cfg.NATS
 	w := p.node.cfg.Window
 	add := func(subject string, cb nats.MsgHandler, pendingMsgs, pendingBytes int) error {
-		sub, err := nc.Subscribe(subject, cb)
+		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+			// Callbacks never run past unsubscribe, so nothing they
+			// allocate outlives the job.
+			p.cbMu.RLock()
+			defer p.cbMu.RUnlock()
+			if p.cbClosed {
+				return
+			}
+			cb(m)
+		})
 		if err != nil {
 			return fmt.Errorf("actors: subscribe %s: %w", subject, err)
 		}
@@ -357,7 +370,7 @@ func (p *jobPart) subscribe() error {
 	}
 	if p.multiNode {
 		self := p.node.cfg.ID
-		return add(FailureSubject(p.g.SubjectName()), func(m *nats.Msg) {
+		err := add(FailureSubject(p.g.SubjectName()), func(m *nats.Msg) {
 			var f pb.JobFailure
 			if err := proto.Unmarshal(m.Data, &f); err != nil {
 				p.fail(fmt.Errorf("%w: undecodable failure report: %v", ErrRemoteFailure, err))
@@ -368,11 +381,24 @@ func (p *jobPart) subscribe() error {
 			}
 			p.fail(fmt.Errorf("%w: node %s: %s", ErrRemoteFailure, f.Node, f.Error))
 		}, 1<<10, 1<<20)
+		if err != nil {
+			return err
+		}
+	}
+	// The server knows every subscription before the job starts, so no
+	// credit or failure report sent after that is missed.
+	fctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	if err := nc.FlushWithContext(fctx); err != nil {
+		return fmt.Errorf("actors: subscribe: %w", err)
 	}
 	return nil
 }
 
 func (p *jobPart) unsubscribe() {
+	p.cbMu.Lock() // waits for callbacks in progress
+	p.cbClosed = true
+	p.cbMu.Unlock()
 	for _, s := range p.subs {
 		_ = s.Unsubscribe()
 		p.node.trackSub(s, nil)

@@ -246,6 +246,14 @@ func TestSlowConsumerFailsJob(t *testing.T) {
 	errA, errB := make(chan error, 1), make(chan error, 1)
 	go func() { errB <- nodeB.Run(ctx, g, pl) }()
 	go func() { errA <- nodeA.Run(ctx, g, pl) }()
+	// Both nodes listen before b reports: a failure published before a
+	// node subscribes to the job's failure subject does not reach it.
+	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
+		if !actors.Subscribed(nodeA, "slow") || !actors.Subscribed(nodeB, "slow") {
+			return errors.New("nodes not subscribed yet")
+		}
+		return nil
+	})
 	testutil.CheckFor(t, 10*time.Second, 5*time.Millisecond, func() error {
 		if !actors.ReportSubscriptionError(nodeB, "slow", nats.ErrSlowConsumer) {
 			return errors.New("node b has no subscription yet")
