@@ -126,7 +126,8 @@ func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitt
 		n := int(in.NumRows())
 		for row := 0; row < n; row++ {
 			s.buf = s.enc.AppendRow(s.buf[:0], in, row)
-			// The client copies the payload into its write buffer.
+			// The client copies the payload into its write buffer; with
+			// retries off (see publish) it keeps no reference to it.
 			if err := s.publish(s.buf, idPrefix+strconv.Itoa(row)); err != nil {
 				return err
 			}
@@ -136,7 +137,11 @@ func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitt
 }
 
 func (s *Sink) publish(data []byte, id string) error {
-	f, err := s.js.PublishAsync(s.cfg.Subject, data, jetstream.WithMsgID(id), jetstream.WithStallWait(s.cfg.AckTimeout))
+	// No client-side retries: a retry would resend data, which the caller
+	// reuses. A failed publish fails the batch, which the runtime retries
+	// whole; the message ids make the stream drop what it already has.
+	f, err := s.js.PublishAsync(s.cfg.Subject, data, jetstream.WithMsgID(id),
+		jetstream.WithStallWait(s.cfg.AckTimeout), jetstream.WithRetryAttempts(0))
 	if err != nil {
 		return fmt.Errorf("natsio: publish to %s: %w", s.cfg.Subject, err)
 	}
