@@ -156,7 +156,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 		wm:       messages.MinWatermark,
 		outWM:    messages.MinWatermark,
 	}
-	ns := fmt.Sprintf("%s/%s/%d", p.g.Name, v.Name, idx)
+	ns := fmt.Sprintf("%s/%s/%d", p.g.SubjectName(), v.Name, idx)
 	if p.node.cfg.State != nil {
 		s.state = p.node.cfg.State.Namespace(ns)
 	} else {

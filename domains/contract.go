@@ -150,7 +150,8 @@ type Violation struct {
 
 // Check validates rec (borrowed) against the contract. A batch whose schema
 // differs is refused whole (an error naming the difference). Otherwise it
-// returns the rows that keep every rule as a new batch owned by the caller,
+// returns the rows that keep every rule as a new batch of the contract's
+// schema, owned by the caller,
 // and the rows that do not, with the rules they broke.
 func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) (arrow.RecordBatch, []Violation, error) {
 	if err := messages.CheckSchema(c.Schema, rec.Schema()); err != nil {
@@ -182,8 +183,7 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 		}
 	}
 	if bad == 0 {
-		rec.Retain()
-		return rec, nil, nil
+		return c.conform(rec), nil, nil
 	}
 	keep := memory.NewResizableBuffer(mem)
 	keep.Resize(int(bitutil.BytesForBits(int64(n))))
@@ -206,5 +206,16 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 	if err != nil {
 		return nil, nil, err
 	}
-	return good, violations, nil
+	defer good.Release()
+	return c.conform(good), violations, nil
+}
+
+// conform returns a new reference to rec under the contract's schema (the
+// rows were checked: not-null columns hold no nulls).
+func (c *Contract) conform(rec arrow.RecordBatch) arrow.RecordBatch {
+	if rec.Schema() == c.Schema {
+		rec.Retain()
+		return rec
+	}
+	return array.NewRecordBatch(c.Schema, rec.Columns(), rec.NumRows())
 }

@@ -26,7 +26,7 @@ func CheckEvolution(domain, port string, running, next Contract, consumers []str
 	}
 	refuse := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%w: %s.%s v%d -> v%d: %s (would break %s)",
-			append([]any{ErrIncompatible, domain, port, running.Version, next.Version, fmt.Sprintf(format, args...), who})...))
+			ErrIncompatible, domain, port, running.Version, next.Version, fmt.Sprintf(format, args...), who))
 	}
 	for _, old := range running.Schema.Fields() {
 		idx := next.Schema.FieldIndices(old.Name)
