@@ -77,6 +77,19 @@ type runEnv struct {
 // it), or ctx is done: then the sources stop, in-flight data drains and Run
 // returns ctx's error.
 func Run(ctx context.Context, p *Pipeline, opts ...RunOption) (err error) {
+	cfg := newRunConfig(opts)
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("meshflow: pipeline %q: %w", p.name, err)
+	}
+	closeEnv, err := cfg.open(ctx, "meshflow-"+p.name)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeEnv()) }()
+	return runOn(ctx, p, cfg)
+}
+
+func newRunConfig(opts []RunOption) runConfig {
 	cfg := runConfig{dataDir: ".meshflow"}
 	for _, o := range opts {
 		o(&cfg)
@@ -84,41 +97,56 @@ func Run(ctx context.Context, p *Pipeline, opts ...RunOption) (err error) {
 	if cfg.logger == nil {
 		cfg.logger = logging.Discard()
 	}
-	if err := p.Validate(); err != nil {
-		return fmt.Errorf("meshflow: pipeline %q: %w", p.name, err)
-	}
-	if cfg.nc == nil {
-		srv, err := natsembed.Start(ctx, natsembed.Config{
-			Name:       "meshflow",
-			StoreDir:   filepath.Join(cfg.dataDir, "nats"),
-			DontListen: true,
-			Logger:     cfg.logger,
-		})
-		if err != nil {
-			return fmt.Errorf("meshflow: %w", err)
-		}
-		defer func() {
-			err = errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx)))
-		}()
-		nc, err := srv.Connect(nats.Name("meshflow-" + p.name))
-		if err != nil {
-			return fmt.Errorf("meshflow: %w", err)
-		}
-		defer nc.Close()
-		cfg.nc = nc
-		if cfg.state == nil {
-			store, err := badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(cfg.dataDir, "state"), Logger: cfg.logger})
-			if err != nil {
-				return fmt.Errorf("meshflow: %w", err)
-			}
-			defer func() { err = errors.Join(err, store.Close()) }()
-			cfg.state = store
-		}
-	}
-	return runOn(ctx, p, cfg)
+	return cfg
 }
 
-func runOn(ctx context.Context, p *Pipeline, cfg runConfig) error {
+// open starts the embedded NATS server and the Badger store when no
+// connection was given, and returns what closes them.
+func (cfg *runConfig) open(ctx context.Context, connName string) (closeEnv func() error, err error) {
+	var closers []func() error
+	closeEnv = func() error {
+		var errs []error
+		for i := len(closers) - 1; i >= 0; i-- {
+			errs = append(errs, closers[i]())
+		}
+		return errors.Join(errs...)
+	}
+	if cfg.nc != nil {
+		return closeEnv, nil
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, closeEnv())
+		}
+	}()
+	srv, err := natsembed.Start(ctx, natsembed.Config{
+		Name:       "meshflow",
+		StoreDir:   filepath.Join(cfg.dataDir, "nats"),
+		DontListen: true,
+		Logger:     cfg.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("meshflow: %w", err)
+	}
+	closers = append(closers, func() error { return srv.Shutdown(context.WithoutCancel(ctx)) })
+	nc, err := srv.Connect(nats.Name(connName))
+	if err != nil {
+		return nil, fmt.Errorf("meshflow: %w", err)
+	}
+	closers = append(closers, func() error { nc.Close(); return nil })
+	cfg.nc = nc
+	if cfg.state == nil {
+		store, err := badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(cfg.dataDir, "state"), Logger: cfg.logger})
+		if err != nil {
+			return nil, fmt.Errorf("meshflow: %w", err)
+		}
+		closers = append(closers, store.Close)
+		cfg.state = store
+	}
+	return closeEnv, nil
+}
+
+func (cfg *runConfig) newNode() (*actors.Node, error) {
 	node, err := actors.NewNode(actors.NodeConfig{
 		ID:        "local",
 		NATS:      cfg.nc,
@@ -130,7 +158,15 @@ func runOn(ctx context.Context, p *Pipeline, cfg runConfig) error {
 		Window:    cfg.window,
 	})
 	if err != nil {
-		return fmt.Errorf("meshflow: %w", err)
+		return nil, fmt.Errorf("meshflow: %w", err)
+	}
+	return node, nil
+}
+
+func runOn(ctx context.Context, p *Pipeline, cfg runConfig) error {
+	node, err := cfg.newNode()
+	if err != nil {
+		return err
 	}
 	defer node.Close()
 	g, err := p.graph(&runEnv{nc: cfg.nc})

@@ -82,7 +82,9 @@ type JobGraph struct {
 	// Domain, when set, is the data-mesh domain owning the job: its
 	// data-plane subjects move under mf.<domain>.<job>, the domain's
 	// private namespace.
-	Domain         string
+	Domain string
+	// Restart, when set, replaces the node's restart policy for this job.
+	Restart        *RestartPolicy
 	Vertices       []*Vertex
 	Edges          []Edge
 	MaxParallelism int // key groups of hash edges; DefaultMaxParallelism if 0

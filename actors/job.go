@@ -110,7 +110,7 @@ func newJobPart(n *Node, g *JobGraph, p Placement) *jobPart {
 		node:      n,
 		g:         g,
 		placement: p,
-		log:       n.log.With("job", g.Name),
+		log:       n.log.With("job", g.SubjectName()),
 		multiNode: len(p.Nodes()) > 1,
 		byID:      map[InstanceID]*instance{},
 		pids:      map[InstanceID]*actor.PID{},
@@ -119,8 +119,12 @@ func newJobPart(n *Node, g *JobGraph, p Placement) *jobPart {
 		done:      make(chan struct{}),
 		failed:    make(chan struct{}),
 	}
+	policy := n.cfg.Restart
+	if g.Restart != nil {
+		policy = g.Restart.withDefaults()
+	}
 	part.sup = &supervisor{
-		policy: n.cfg.Restart,
+		policy: policy,
 		timers: map[*time.Timer]struct{}{},
 		giveUp: func(id InstanceID, failures int, err error) {
 			part.fail(&OperatorError{Job: g.Name, Operator: id.Operator, Instance: id.Index, Failures: failures, Err: err})
@@ -163,7 +167,7 @@ func (p *jobPart) run(ctx context.Context) error {
 
 	props := actor.PropsFromProducer(func() actor.Actor { return &jobActor{p: p} },
 		actor.WithSupervisor(p.sup))
-	pid, err := p.node.system.Root.SpawnNamed(props, "job-"+p.g.Name)
+	pid, err := p.node.system.Root.SpawnNamed(props, "job-"+p.g.SubjectName())
 	if err != nil {
 		return fmt.Errorf("actors: start job %q: %w", p.g.Name, err)
 	}

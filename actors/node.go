@@ -162,24 +162,26 @@ func (n *Node) Run(ctx context.Context, g *JobGraph, p Placement) error {
 			}
 		}
 	}
+	key := g.SubjectName()
 	n.mu.Lock()
-	if n.parts[g.Name] != nil {
+	if n.parts[key] != nil {
 		n.mu.Unlock()
-		return fmt.Errorf("actors: job %q already runs on node %s", g.Name, n.cfg.ID)
+		return fmt.Errorf("actors: job %q already runs on node %s", key, n.cfg.ID)
 	}
 	part := newJobPart(n, g, p)
-	n.parts[g.Name] = part
+	n.parts[key] = part
 	n.mu.Unlock()
 	defer func() {
 		n.mu.Lock()
-		delete(n.parts, g.Name)
+		delete(n.parts, key)
 		n.mu.Unlock()
 	}()
 	return part.run(ctx)
 }
 
-// Stats returns the counters of the local instances of job, or nil when the
-// job does not run here.
+// Stats returns the counters of the local instances of job (its subject
+// name: "<domain>.<job>" for a domain's job), or nil when the job does not
+// run here.
 func (n *Node) Stats(job string) []InstanceStats {
 	n.mu.Lock()
 	p := n.parts[job]

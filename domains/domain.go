@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/internal/natsembed"
 )
 
@@ -31,6 +32,8 @@ type Input struct {
 	// From is the data product read, as "<domain>.<port>"; empty for a port
 	// fed by producers on the domain's own subject mesh.<domain>.in.<port>.
 	From string
+	// Format of the messages: JSON (default) or Arrow IPC.
+	Format natsio.Format
 }
 
 // Output is an output port: a data product.
@@ -38,6 +41,8 @@ type Output struct {
 	Name        string
 	Description string
 	Contract    Contract
+	// Format of the messages published: JSON (default) or Arrow IPC.
+	Format natsio.Format
 }
 
 var domainNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)

@@ -1,0 +1,310 @@
+package meshflow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow/actors"
+	"github.com/meshflow/meshflow/actors/natsio"
+	"github.com/meshflow/meshflow/cluster"
+	"github.com/meshflow/meshflow/domains"
+)
+
+// Domain is a data-mesh domain: its declaration (owner, ports and their
+// contracts), its own restart policy, and its pipeline between its ports.
+type Domain struct {
+	domains.Domain
+	// Restart is the domain's restart policy; nil: the node's.
+	Restart *RestartPolicy
+	// Build declares the domain's pipeline on b, from b.Input streams to
+	// b.Output ports.
+	Build func(b *DomainPipeline)
+}
+
+// DomainPipeline is the pipeline of one domain. Its inputs arrive checked
+// against their contracts; its outputs are checked before they are
+// published as data products.
+type DomainPipeline struct {
+	*Pipeline
+	d      *Domain
+	m      *Mesh
+	inputs map[string]bool
+	errs   []error
+}
+
+// Input is the stream of input port name: read from its subject, rows that
+// break the port's contract dead-lettered.
+func (b *DomainPipeline) Input(name string, opts ...Option) *Stream {
+	i := slices.IndexFunc(b.d.Inputs, func(in domains.Input) bool { return in.Name == name })
+	if i < 0 {
+		b.errs = append(b.errs, fmt.Errorf("domain %s: no input port %q", b.d.Name, name))
+		return b.Source("in-"+name, FromBatches())
+	}
+	in := b.d.Inputs[i]
+	subject := b.d.InputSubjectOf(in)
+	src := b.Source("in-"+name, FromJetStream(JetStreamSource{
+		Subjects:   []string{subject},
+		Stream:     domains.StreamName(subject),
+		Consumer:   b.d.Name + "_" + name,
+		Schema:     in.Contract.Schema,
+		Format:     in.Format,
+		DeadLetter: domains.DeadLetterSubject(b.d.Name),
+	}), opts...)
+	return src.Process("check-"+name, b.boundary(name, in.Contract), OutputSchema(in.Contract.Schema))
+}
+
+// Output publishes s as output port name, after checking its contract.
+func (b *DomainPipeline) Output(name string, s *Stream) {
+	i := slices.IndexFunc(b.d.Outputs, func(out domains.Output) bool { return out.Name == name })
+	if i < 0 {
+		b.errs = append(b.errs, fmt.Errorf("domain %s: no output port %q", b.d.Name, name))
+		return
+	}
+	out := b.d.Outputs[i]
+	subject := domains.ProductSubject(b.d.Name, name)
+	s.Process("check-out-"+name, b.boundary("out."+name, out.Contract), OutputSchema(out.Contract.Schema)).
+		To("publish-"+name, ToJetStream(JetStreamSink{Subject: subject, Stream: domains.StreamName(subject), Format: out.Format}))
+}
+
+func (b *DomainPipeline) boundary(port string, c domains.Contract) func() Operator {
+	counts := b.m.counts(b.d.Name, port)
+	return func() Operator {
+		return &domains.Boundary{Domain: b.d.Name, Port: port, Contract: c, NATS: b.m.cfg.nc, Counts: counts}
+	}
+}
+
+// DomainState is where a domain is in its life.
+type DomainState string
+
+const (
+	DomainStarting DomainState = "starting"
+	DomainRunning  DomainState = "running"
+	DomainFinished DomainState = "finished"
+	DomainFailed   DomainState = "failed"
+)
+
+// PortStatus is the live view of one port.
+type PortStatus struct {
+	Name, Kind, Subject           string
+	Version                       int
+	RowsIn, RowsOut, DeadLettered int64
+}
+
+// DomainStatus is the live view of one domain.
+type DomainStatus struct {
+	Name, Owner, Description string
+	State                    DomainState
+	Error                    string
+	Ports                    []PortStatus
+}
+
+// Mesh runs several domains on one node, each as its own job under its own
+// supervisor, restart policy and state namespace: a domain that fails or
+// crash-loops is contained and reported, and the others go on.
+type Mesh struct {
+	cfg     runConfig
+	domains []*Domain
+
+	mu         sync.Mutex
+	state      map[string]DomainState
+	errs       map[string]error
+	portCounts map[string]*domains.Counts
+}
+
+// NewMesh checks the domains and their references to each other.
+func NewMesh(ds []*Domain, opts ...RunOption) (*Mesh, error) {
+	m := &Mesh{cfg: newRunConfig(opts), domains: ds, state: map[string]DomainState{},
+		errs: map[string]error{}, portCounts: map[string]*domains.Counts{}}
+	var errs []error
+	byName := map[string]*Domain{}
+	for _, d := range ds {
+		if err := d.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if byName[d.Name] != nil {
+			errs = append(errs, fmt.Errorf("domain %q declared twice", d.Name))
+		}
+		byName[d.Name] = d
+		if d.Build == nil {
+			errs = append(errs, fmt.Errorf("domain %q has no pipeline", d.Name))
+		}
+	}
+	for _, d := range ds {
+		for _, in := range d.Inputs {
+			if in.From == "" {
+				continue
+			}
+			dom, port, _ := cutDot(in.From)
+			src := byName[dom]
+			if src == nil {
+				errs = append(errs, fmt.Errorf("domain %s: input %q reads %s, but domain %q is not in the mesh", d.Name, in.Name, in.From, dom))
+				continue
+			}
+			i := slices.IndexFunc(src.Outputs, func(o domains.Output) bool { return o.Name == port })
+			if i < 0 {
+				errs = append(errs, fmt.Errorf("domain %s: input %q reads %s, which domain %s does not publish", d.Name, in.Name, in.From, dom))
+				continue
+			}
+			if err := src.Outputs[i].Contract.Schema; err != nil && !err.Equal(in.Contract.Schema) {
+				errs = append(errs, fmt.Errorf("domain %s: input %q expects a different schema than %s v%d publishes", d.Name, in.Name, in.From, src.Outputs[i].Contract.Version))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("meshflow: %w", errors.Join(errs...))
+	}
+	return m, nil
+}
+
+func cutDot(s string) (string, string, bool) {
+	for i := range len(s) {
+		if s[i] == '.' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return s, "", false
+}
+
+func (m *Mesh) counts(domain, port string) *domains.Counts {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := domain + "/" + port
+	if m.portCounts[k] == nil {
+		m.portCounts[k] = &domains.Counts{}
+	}
+	return m.portCounts[k]
+}
+
+func (m *Mesh) setState(d string, s DomainState, err error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.state[d] = s
+	if err != nil {
+		m.errs[d] = err
+	}
+}
+
+// Status returns the live status of every domain.
+func (m *Mesh) Status() []DomainStatus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []DomainStatus
+	for _, d := range m.domains {
+		st := DomainStatus{Name: d.Name, Owner: d.Owner, Description: d.Description, State: m.state[d.Name]}
+		if st.State == "" {
+			st.State = DomainStarting
+		}
+		if err := m.errs[d.Name]; err != nil {
+			st.Error = err.Error()
+		}
+		port := func(name, kind, subject string, version int, key string) {
+			ps := PortStatus{Name: name, Kind: kind, Subject: subject, Version: version}
+			if c := m.portCounts[d.Name+"/"+key]; c != nil {
+				ps.RowsIn, ps.RowsOut, ps.DeadLettered = c.RowsIn.Load(), c.RowsOut.Load(), c.DeadLettered.Load()
+			}
+			st.Ports = append(st.Ports, ps)
+		}
+		for _, in := range d.Inputs {
+			port(in.Name, "input", d.InputSubjectOf(in), in.Contract.Version, in.Name)
+		}
+		for _, o := range d.Outputs {
+			port(o.Name, "output", domains.ProductSubject(d.Name, o.Name), o.Contract.Version, "out."+o.Name)
+		}
+		out = append(out, st)
+	}
+	return out
+}
+
+// Run runs every domain until ctx is done (then each drains) or every
+// domain has finished or failed. A failing domain does not stop the
+// others; Run's error names every domain that failed.
+func (m *Mesh) Run(ctx context.Context) (err error) {
+	closeEnv, err := m.cfg.open(ctx, "meshflow-mesh")
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, closeEnv()) }()
+	// Output streams exist before any consumer looks for them.
+	js, err := jetstream.New(m.cfg.nc)
+	if err != nil {
+		return fmt.Errorf("meshflow: %w", err)
+	}
+	type job struct {
+		d *Domain
+		g *actors.JobGraph
+	}
+	var jobs []job
+	for _, d := range m.domains {
+		for _, s := range append(outputSubjects(d), inputSubjects(d)...) {
+			if _, err := natsio.EnsureStream(ctx, js, domains.StreamName(s), []string{s}); err != nil {
+				return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
+			}
+		}
+		b := &DomainPipeline{Pipeline: NewPipeline("pipeline"), d: d, m: m}
+		d.Build(b)
+		if err := errors.Join(append(b.errs, b.Validate())...); err != nil {
+			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
+		}
+		g, err := b.graph(&runEnv{nc: m.cfg.nc})
+		if err != nil {
+			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
+		}
+		g.Domain, g.Restart = d.Name, d.Restart
+		jobs = append(jobs, job{d, g})
+	}
+	node, err := m.cfg.newNode()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+	var wg sync.WaitGroup
+	errs := make([]error, len(jobs))
+	for i, j := range jobs {
+		pl, err := cluster.SingleNode{}.Place(j.g, []string{node.ID()})
+		if err != nil {
+			return fmt.Errorf("meshflow: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.setState(j.d.Name, DomainRunning, nil)
+			err := node.Run(ctx, j.g, pl)
+			switch {
+			case err == nil || (ctx.Err() != nil && errors.Is(err, ctx.Err())):
+				m.setState(j.d.Name, DomainFinished, nil)
+			default:
+				m.setState(j.d.Name, DomainFailed, err)
+				m.cfg.logger.Error("domain failed", "domain", j.d.Name, "error", err)
+				errs[i] = fmt.Errorf("domain %s: %w", j.d.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+func outputSubjects(d *Domain) []string {
+	var out []string
+	for _, o := range d.Outputs {
+		out = append(out, domains.ProductSubject(d.Name, o.Name))
+	}
+	return append(out, domains.DeadLetterSubject(d.Name))
+}
+
+func inputSubjects(d *Domain) []string {
+	var out []string
+	for _, in := range d.Inputs {
+		if in.From == "" {
+			out = append(out, d.InputSubjectOf(in))
+		}
+	}
+	return out
+}
