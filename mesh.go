@@ -228,7 +228,11 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeEnv()) }()
+	defer func() {
+		if cerr := closeEnv(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
 	// Output streams exist before any consumer looks for them.
 	js, err := jetstream.New(m.cfg.nc)
 	if err != nil {

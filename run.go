@@ -85,7 +85,11 @@ func Run(ctx context.Context, p *Pipeline, opts ...RunOption) (err error) {
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeEnv()) }()
+	defer func() {
+		if cerr := closeEnv(); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+	}()
 	return runOn(ctx, p, cfg)
 }
 
