@@ -2,11 +2,13 @@ package meshflow
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow/actors"
@@ -90,18 +92,40 @@ const (
 
 // PortStatus is the live view of one port.
 type PortStatus struct {
-	Name, Kind, Subject           string
-	Version                       int
-	RowsIn, RowsOut, DeadLettered int64
+	Name        string        `json:"name"`
+	Kind        string        `json:"kind"` // input or output
+	Subject     string        `json:"subject"`
+	From        string        `json:"from,omitempty"` // the data product an input reads
+	Description string        `json:"description,omitempty"`
+	Version     int           `json:"version"`
+	Schema      []FieldStatus `json:"schema"`
+	Rules       []string      `json:"rules,omitempty"`
+	// Counts at the port's boundary.
+	RowsIn       int64 `json:"rows_in"`
+	RowsOut      int64 `json:"rows_out"`
+	DeadLettered int64 `json:"dead_lettered"`
+}
+
+// FieldStatus is one column of a port's contract.
+type FieldStatus struct {
+	Name     string `json:"name"`
+	Type     string `json:"type"`
+	Nullable bool   `json:"nullable"`
 }
 
 // DomainStatus is the live view of one domain.
 type DomainStatus struct {
-	Name, Owner, Description string
-	State                    DomainState
-	Error                    string
-	Ports                    []PortStatus
+	Name        string       `json:"name"`
+	Owner       string       `json:"owner"`
+	Description string       `json:"description,omitempty"`
+	State       DomainState  `json:"state"`
+	Error       string       `json:"error,omitempty"`
+	Ports       []PortStatus `json:"ports"`
 }
+
+// CatalogSubject is where a running mesh answers requests with the JSON
+// of its Status: what `meshflow domains` reads.
+const CatalogSubject = "mf._catalog.domains"
 
 // Mesh runs several domains on one node, each as its own job under its own
 // supervisor, restart policy and state namespace: a domain that fails or
@@ -202,18 +226,24 @@ func (m *Mesh) Status() []DomainStatus {
 		if err := m.errs[d.Name]; err != nil {
 			st.Error = err.Error()
 		}
-		port := func(name, kind, subject string, version int, key string) {
-			ps := PortStatus{Name: name, Kind: kind, Subject: subject, Version: version}
+		port := func(ps PortStatus, c domains.Contract, key string) {
+			ps.Version = c.Version
+			for _, f := range c.Schema.Fields() {
+				ps.Schema = append(ps.Schema, FieldStatus{Name: f.Name, Type: f.Type.String(), Nullable: f.Nullable})
+			}
+			for _, r := range c.Rules {
+				ps.Rules = append(ps.Rules, r.Name)
+			}
 			if c := m.portCounts[d.Name+"/"+key]; c != nil {
 				ps.RowsIn, ps.RowsOut, ps.DeadLettered = c.RowsIn.Load(), c.RowsOut.Load(), c.DeadLettered.Load()
 			}
 			st.Ports = append(st.Ports, ps)
 		}
 		for _, in := range d.Inputs {
-			port(in.Name, "input", d.InputSubjectOf(in), in.Contract.Version, in.Name)
+			port(PortStatus{Name: in.Name, Kind: "input", Subject: d.InputSubjectOf(in), From: in.From}, in.Contract, in.Name)
 		}
 		for _, o := range d.Outputs {
-			port(o.Name, "output", domains.ProductSubject(d.Name, o.Name), o.Contract.Version, "out."+o.Name)
+			port(PortStatus{Name: o.Name, Kind: "output", Subject: domains.ProductSubject(d.Name, o.Name), Description: o.Description}, o.Contract, "out."+o.Name)
 		}
 		out = append(out, st)
 	}
@@ -233,6 +263,19 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 			err = errors.Join(err, cerr)
 		}
 	}()
+	catalog, err := m.cfg.nc.Subscribe(CatalogSubject, func(msg *nats.Msg) {
+		data, err := json.Marshal(m.Status())
+		if err == nil {
+			err = msg.Respond(data)
+		}
+		if err != nil {
+			m.cfg.logger.Warn("catalog request", "error", err)
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("meshflow: catalog: %w", err)
+	}
+	defer catalog.Unsubscribe()
 	// Output streams exist before any consumer looks for them.
 	js, err := jetstream.New(m.cfg.nc)
 	if err != nil {

@@ -31,6 +31,8 @@ type devOptions struct {
 	parallelism int
 	input       string
 	resultSubj  string
+	example     string
+	every       time.Duration
 }
 
 // newDevCmd builds `meshflow dev`: an embedded node running the bundled
@@ -39,15 +41,23 @@ func newDevCmd(env *Env) *cobra.Command {
 	o := devOptions{}
 	cmd := &cobra.Command{
 		Use:   "dev",
-		Short: "Run a node with an embedded NATS server and the example pipeline",
+		Short: "Run a node with an embedded NATS server and the example mesh",
 		Long: `Start a single Meshflow node with an embedded NATS server (JetStream on)
-and a Badger state store under --data-dir, run the bundled example pipeline
-(examples/bids) and print its results as they come.
+and a Badger state store under --data-dir, and run a bundled example.
 
-A built-in generator publishes Nexmark bids as JSON to the input subject;
-other producers can publish there too, e.g.
-  nats pub bids.in '{"auction":1001,"bidder":2001,"price":25000,...}'
-Ctrl-C stops the generator, drains the pipeline and stops the node.`,
+--example mesh (the default) runs examples/mesh: the domains orders,
+payments and analytics, where analytics consumes the data products of the
+other two. A built-in generator publishes checkout events and payment
+transactions (about one in fifty breaking a contract); the domains' status
+and row counts are printed every --every. Other producers can publish too:
+  nats pub mesh.orders.in.checkout '{"order_id":1,"customer_id":"c-1","amount":12.5,"currency":"EUR","placed_at":"2026-11-01T12:00:00Z"}'
+and 'meshflow tail mesh.analytics.big_orders', 'meshflow tail
+mesh.orders._dlq' and 'meshflow domains describe orders' show the rest.
+
+--example bids runs examples/bids on Nexmark bids and prints its results as
+they come; the generator publishes to --input.
+
+Ctrl-C stops the generator, drains the pipelines and stops the node.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDev(cmd.Context(), env, o)
@@ -62,6 +72,8 @@ Ctrl-C stops the generator, drains the pipeline and stops the node.`,
 	f.IntVar(&o.parallelism, "parallelism", 4, "instances of the keyed operator")
 	f.StringVar(&o.input, "input", "bids.in", "subject the pipeline reads bids from")
 	f.StringVar(&o.resultSubj, "results", "bids.top", "subject the pipeline publishes results to")
+	f.StringVar(&o.example, "example", "mesh", "what to run: mesh (three domains) or bids (one pipeline)")
+	f.DurationVar(&o.every, "every", 2*time.Second, "with --example mesh: how often the domains' status is printed")
 	return cmd
 }
 
@@ -77,6 +89,12 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	}
 	if o.rate <= 0 && o.generator {
 		return usageErrorf("invalid --rate %d: must be positive", o.rate)
+	}
+	if o.example != "mesh" && o.example != "bids" {
+		return usageErrorf("invalid --example %q: want mesh or bids", o.example)
+	}
+	if o.every <= 0 {
+		return usageErrorf("invalid --every %v: must be positive", o.every)
 	}
 	if o.parallelism < 1 {
 		return usageErrorf("invalid --parallelism %d: must be at least 1", o.parallelism)
@@ -118,6 +136,9 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	}
 	defer func() { err = errors.Join(err, store.Close()) }()
 
+	if o.example == "mesh" {
+		return runDevMesh(ctx, env, o, nc, store)
+	}
 	p := bids.Pipeline(bids.Config{
 		Input:       o.input,
 		Output:      o.resultSubj,

@@ -106,6 +106,7 @@ feeding a pipeline and watching what it produces.`,
 		newDevCmd,
 		newInjectCmd,
 		newTailCmd,
+		newDomainsCmd,
 		newVersionCmd,
 	} {
 		root.AddCommand(newCmd(env))

@@ -1,0 +1,115 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/domains"
+	"github.com/meshflow/meshflow/examples/mesh"
+	"github.com/meshflow/meshflow/persistence"
+)
+
+// runDevMesh runs the example mesh with its generator and prints the
+// domains' status every o.every until ctx is done.
+func runDevMesh(ctx context.Context, env *Env, o devOptions, nc *nats.Conn, store persistence.Store) error {
+	m, err := meshflow.NewMesh(mesh.Domains(), meshflow.WithNATS(nc), meshflow.WithState(store), meshflow.WithLogger(env.Logger))
+	if err != nil {
+		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	auxCtx, stopAux := context.WithCancel(ctx)
+	defer stopAux()
+	var wg sync.WaitGroup
+	var genErr error
+	if o.generator {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			genErr = generateMesh(auxCtx, js, o.rate)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(o.every)
+		defer t.Stop()
+		for {
+			select {
+			case <-auxCtx.Done():
+				return
+			case <-t.C:
+				fmt.Fprintln(env.Stdout, time.Now().Format(time.TimeOnly))
+				if err := listDomains(env.Stdout, m.Status()); err != nil {
+					return
+				}
+				fmt.Fprintln(env.Stdout)
+			}
+		}
+	}()
+	env.Logger.Info("running the example mesh", "domains", "orders, payments, analytics",
+		"inputs", domains.InputSubject("orders", "checkout")+", "+domains.InputSubject("payments", "transactions"))
+	runErr := m.Run(ctx)
+	stopAux()
+	wg.Wait()
+	if errors.Is(runErr, context.Canceled) && ctx.Err() != nil {
+		runErr = nil // Ctrl-C: drained and stopped cleanly
+	}
+	if errors.Is(genErr, context.Canceled) {
+		genErr = nil
+	}
+	return errors.Join(runErr, genErr)
+}
+
+// generateMesh publishes checkout events and payment transactions at rate
+// events per second (each) until ctx is done.
+func generateMesh(ctx context.Context, js jetstream.JetStream, rate int) error {
+	g := mesh.NewGenerator(uint64(time.Now().UnixNano()))
+	checkout := domains.InputSubject("orders", "checkout")
+	payments := domains.InputSubject("payments", "transactions")
+	const tick = 50 * time.Millisecond
+	perTick := max(1, rate*int(tick)/int(time.Second))
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for _, s := range []string{checkout, payments} {
+		for {
+			if _, err := js.StreamNameBySubject(ctx, s); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+		now := time.Now()
+		for range perTick {
+			for subject, data := range map[string][]byte{checkout: g.Checkout(now), payments: g.Transaction()} {
+				if _, err := js.PublishAsync(subject, data, jetstream.WithStallWait(10*time.Second)); err != nil {
+					return fmt.Errorf("generator: publish to %s: %w", subject, err)
+				}
+			}
+		}
+		select {
+		case <-js.PublishAsyncComplete():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
