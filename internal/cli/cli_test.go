@@ -16,7 +16,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meshflow/meshflow"
 	"github.com/meshflow/meshflow/actors/natsio"
+	"github.com/meshflow/meshflow/examples/mesh"
 	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/nexmark"
@@ -484,5 +486,52 @@ func TestTailDeadLetterReason(t *testing.T) {
 	}
 	if !strings.Contains(r.stderr, `is not an int64`) || !strings.Contains(r.stderr, "source_seq=17") {
 		t.Errorf("stderr does not carry the reason: %s", r.stderr)
+	}
+}
+
+func TestDomainsCatalog(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, s)
+	if r := run(t.Context(), "", "domains", "list", "-s", serverURL(s)); r.err == nil || !strings.Contains(r.err.Error(), "no mesh is running") {
+		t.Fatalf("without a mesh: %v", r.err)
+	}
+	m, err := meshflow.NewMesh(mesh.Domains(), meshflow.WithNATS(nc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { stop(); <-done }()
+	js := natstest.JetStream(t, nc)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		_, err := js.StreamNameBySubject(t.Context(), "mesh.orders.in.checkout")
+		return err
+	})
+	if _, err := js.Publish(t.Context(), "mesh.orders.in.checkout", []byte(`{"order_id":1,"customer_id":"c-1","amount":-3,"currency":"EUR","placed_at":"2026-11-01T12:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		r := run(t.Context(), "", "domains", "list", "-s", serverURL(s))
+		if r.err != nil {
+			return r.err
+		}
+		if !strings.Contains(r.stdout, "orders     team-checkout  running  checkout         placed                  1        0         1") {
+			return fmt.Errorf("list:\n%s", r.stdout)
+		}
+		return nil
+	})
+	r := run(t.Context(), "", "domains", "describe", "analytics", "-s", serverURL(s))
+	if r.err != nil || !strings.Contains(r.stdout, "reads:   orders.placed") || !strings.Contains(r.stdout, "rule: currency one of [EUR, USD, GBP]") {
+		t.Fatalf("describe: %v\n%s", r.err, r.stdout)
+	}
+	r = run(t.Context(), "", "domains", "describe", "orders", "-o", "json", "-s", serverURL(s))
+	var d meshflow.DomainStatus
+	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil || d.Owner != "team-checkout" || len(d.Ports) != 2 {
+		t.Fatalf("describe -o json: %v %+v", err, d)
+	}
+	r = run(t.Context(), "", "domains", "describe", "nope", "-s", serverURL(s))
+	if r.err == nil || !strings.Contains(r.err.Error(), `no domain "nope" (the mesh has: orders, payments, analytics)`) {
+		t.Fatalf("unknown domain: %v", r.err)
 	}
 }
