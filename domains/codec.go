@@ -299,3 +299,14 @@ func (c *Codec[T]) Compatible(s *arrow.Schema) error {
 	}
 	return nil
 }
+
+// ContractOf derives a contract from T: its schema, the given version and
+// rules, and the codec converting between []T and the port's batches. A
+// field type with no Arrow column type is an error here, at registration.
+func ContractOf[T any](version int, rules ...Rule) (Contract, *Codec[T], error) {
+	c, err := NewCodec[T]()
+	if err != nil {
+		return Contract{}, nil, err
+	}
+	return Contract{Schema: c.Schema(), Version: version, Rules: rules}, c, nil
+}

@@ -93,3 +93,17 @@ func TestCodecErrors(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestContractOf(t *testing.T) {
+	c, codec, err := domains.ContractOf[Order](3, domains.Range("amount", 0, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Version != 3 || !c.Schema.Equal(codec.Schema()) || len(c.Rules) != 1 {
+		t.Fatalf("contract %+v", c)
+	}
+	type bad struct{ F func() }
+	if _, _, err := domains.ContractOf[bad](1); err == nil || !strings.Contains(err.Error(), "field F") {
+		t.Fatalf("got %v", err)
+	}
+}
