@@ -33,10 +33,10 @@ type Domain struct {
 // published as data products.
 type DomainPipeline struct {
 	*Pipeline
-	d      *Domain
-	m      *Mesh
-	inputs map[string]bool
-	errs   []error
+	d    *Domain
+	m    *Mesh
+	nc   *nats.Conn
+	errs []error
 }
 
 // Input is the stream of input port name: read from its subject, rows that
@@ -76,7 +76,7 @@ func (b *DomainPipeline) Output(name string, s *Stream) {
 func (b *DomainPipeline) boundary(port string, c domains.Contract) func() Operator {
 	counts := b.m.counts(b.d.Name, port)
 	return func() Operator {
-		return &domains.Boundary{Domain: b.d.Name, Port: port, Contract: c, NATS: b.m.cfg.nc, Counts: counts}
+		return &domains.Boundary{Domain: b.d.Name, Port: port, Contract: c, NATS: b.nc, Counts: counts}
 	}
 }
 
@@ -126,6 +126,18 @@ type DomainStatus struct {
 // CatalogSubject is where a running mesh answers requests with the JSON
 // of its Status: what `meshflow domains` reads.
 const CatalogSubject = "mf._catalog.domains"
+
+// DomainConnect opens the NATS connection a domain's sources, sinks and
+// boundaries use, for example as the domain's own user (see
+// domains.Domain.User).
+type DomainConnect func(d *domains.Domain) (*nats.Conn, error)
+
+// WithDomainConnect makes each domain of a mesh do its NATS I/O over its
+// own connection, so the server's permissions hold it to its own subjects
+// and declared inputs. Without it, domains share the node's connection.
+func WithDomainConnect(f DomainConnect) RunOption {
+	return func(c *runConfig) { c.domainConnect = f }
+}
 
 // Mesh runs several domains on one node, each as its own job under its own
 // supervisor, restart policy and state namespace: a domain that fails or
@@ -292,12 +304,19 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 				return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
 			}
 		}
-		b := &DomainPipeline{Pipeline: NewPipeline("pipeline"), d: d, m: m}
+		nc := m.cfg.nc
+		if m.cfg.domainConnect != nil {
+			if nc, err = m.cfg.domainConnect(&d.Domain); err != nil {
+				return fmt.Errorf("meshflow: domain %s: connect: %w", d.Name, err)
+			}
+			defer nc.Close()
+		}
+		b := &DomainPipeline{Pipeline: NewPipeline("pipeline"), d: d, m: m, nc: nc}
 		d.Build(b)
 		if err := errors.Join(append(b.errs, b.Validate())...); err != nil {
 			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
 		}
-		g, err := b.graph(&runEnv{nc: m.cfg.nc})
+		g, err := b.graph(&runEnv{nc: nc})
 		if err != nil {
 			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
 		}

@@ -30,6 +30,8 @@ type runConfig struct {
 	state     persistence.Store
 	actorLogs bool
 	window    int
+
+	domainConnect DomainConnect
 }
 
 // WithNATS runs the pipeline over an existing connection (to an embedded

@@ -152,15 +152,34 @@ func (d *Domain) User(password string) natsembed.User {
 	}
 	pub := slices.Clone(own)
 	pub = append(pub, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")
+	consumers := func(st string) []string {
+		return []string{"$JS.API.CONSUMER.*." + st, "$JS.API.CONSUMER.*." + st + ".>",
+			"$JS.API.CONSUMER.DURABLE.CREATE." + st + ".>", "$JS.API.CONSUMER.MSG.NEXT." + st + ".>", "$JS.ACK." + st + ".>"}
+	}
 	for _, st := range ownStreams {
-		pub = append(pub, "$JS.API.STREAM.*."+st, "$JS.API.CONSUMER.*."+st, "$JS.API.CONSUMER.*."+st+".>",
-			"$JS.API.STREAM.MSG.GET."+st, "$JS.ACK."+st+".>")
+		pub = append(pub, "$JS.API.STREAM.*."+st, "$JS.API.STREAM.MSG.GET."+st)
+		pub = append(pub, consumers(st)...)
 	}
 	for _, st := range readStreams {
-		pub = append(pub, "$JS.API.STREAM.INFO."+st, "$JS.API.CONSUMER.*."+st, "$JS.API.CONSUMER.*."+st+".>",
-			"$JS.API.CONSUMER.MSG.NEXT."+st+".>", "$JS.ACK."+st+".>")
+		pub = append(pub, "$JS.API.STREAM.INFO."+st)
+		pub = append(pub, consumers(st)...)
 	}
 	sub := append(slices.Clone(own), read...)
 	sub = append(sub, "_INBOX.>")
 	return natsembed.User{Name: d.Name, Password: password, Publish: pub, Subscribe: sub}
+}
+
+// ProducerUser returns the NATS user of producers and operators on the
+// embedded server: it may publish events to the input ports fed by
+// producers, read every data product and dead-letter stream, and ask a
+// running mesh for its catalog; it cannot publish data products nor touch
+// private subjects.
+func ProducerUser(name, password string) natsembed.User {
+	return natsembed.User{Name: name, Password: password,
+		Publish: []string{"mesh.*.in.>", "mf._catalog.domains",
+			"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.>",
+			"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>",
+			"$JS.API.CONSUMER.MSG.NEXT.>", "$JS.ACK.>", "$JS.FC.>"},
+		Subscribe: []string{"mesh.>", "_INBOX.>"},
+	}
 }

@@ -47,6 +47,9 @@ type Config struct {
 	// Users, when set, require authentication and limit each user to its
 	// subjects.
 	Users []User
+	// NoAuthUser is the user (one of Users) a client connecting without
+	// credentials acts as; empty: such clients are refused.
+	NoAuthUser string
 	// Logger receives the server's logs. Default: discard.
 	Logger *slog.Logger
 }
@@ -99,6 +102,7 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			},
 		})
 	}
+	opts.NoAuthUser = cfg.NoAuthUser
 	ns, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
