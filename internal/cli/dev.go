@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"net"
@@ -16,7 +17,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/examples/bids"
+	"github.com/meshflow/meshflow/examples/mesh"
 	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/persistence/badgerstore"
@@ -104,6 +107,23 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 		StoreDir: filepath.Join(o.dataDir, "nats"),
 		Logger:   env.Logger,
 	}
+	// With the example mesh every domain is its own NATS user; the node
+	// has a user of its own, and clients without credentials (nats pub,
+	// meshflow inject/tail/domains) act as producers.
+	var nodeOpts []nats.Option
+	var domainPW map[string]string
+	if o.example == "mesh" {
+		nodePW := rand.Text()
+		cfg.Users = []natsembed.User{{Name: "node", Password: nodePW, Publish: []string{">"}, Subscribe: []string{">"}},
+			domains.ProducerUser("producer", rand.Text())}
+		cfg.NoAuthUser = "producer"
+		domainPW = map[string]string{}
+		for _, d := range mesh.Domains() {
+			domainPW[d.Name] = rand.Text()
+			cfg.Users = append(cfg.Users, d.User(domainPW[d.Name]))
+		}
+		nodeOpts = append(nodeOpts, nats.UserInfo("node", nodePW))
+	}
 	if o.listen == "" {
 		cfg.DontListen = true
 	} else {
@@ -125,7 +145,7 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	if url := srv.ClientURL(); url != "" {
 		env.Logger.Info("embedded NATS server ready", "url", url, "data_dir", o.dataDir)
 	}
-	nc, err := srv.Connect(nats.Name("meshflow-dev"))
+	nc, err := srv.Connect(append(nodeOpts, nats.Name("meshflow-dev"))...)
 	if err != nil {
 		return err
 	}
@@ -137,7 +157,13 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	defer func() { err = errors.Join(err, store.Close()) }()
 
 	if o.example == "mesh" {
-		return runDevMesh(ctx, env, o, nc, store)
+		connect := func(d *domains.Domain) (*nats.Conn, error) {
+			return srv.Connect(nats.UserInfo(d.Name, domainPW[d.Name]), nats.Name("meshflow-"+d.Name),
+				nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+					env.Logger.Error("domain NATS error", "domain", d.Name, "error", err)
+				}))
+		}
+		return runDevMesh(ctx, env, o, nc, store, connect)
 	}
 	p := bids.Pipeline(bids.Config{
 		Input:       o.input,
