@@ -262,7 +262,10 @@ func (m *Mesh) Status() []DomainStatus {
 	return out
 }
 
-// Run runs every domain until ctx is done (then each drains) or every
+// Run checks the mesh's output contracts against those of the previous
+// deployment on the same NATS server (see domains.CheckEvolution) and
+// refuses to start on an incompatible change. Then it runs every domain
+// until ctx is done (then each drains) or every
 // domain has finished or failed. A failing domain does not stop the
 // others; Run's error names every domain that failed.
 func (m *Mesh) Run(ctx context.Context) (err error) {
@@ -288,11 +291,14 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("meshflow: catalog: %w", err)
 	}
 	defer catalog.Unsubscribe()
-	// Output streams exist before any consumer looks for them.
 	js, err := jetstream.New(m.cfg.nc)
 	if err != nil {
 		return fmt.Errorf("meshflow: %w", err)
 	}
+	if err := m.checkDeployment(ctx, js); err != nil {
+		return fmt.Errorf("meshflow: deployment refused: %w", err)
+	}
+	// Output streams exist before any consumer looks for them.
 	type job struct {
 		d *Domain
 		g *actors.JobGraph
