@@ -207,21 +207,40 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 func generate(ctx context.Context, js jetstream.JetStream, subject string, rate int) error {
 	// Event time advances with the wall clock: bids are 46 of 50 events.
 	g := nexmark.NewGenerator(nexmark.Config{BaseTime: time.Now().UTC(), EventsPerSecond: float64(rate) * 50 / 46})
+	var buf []byte
+	return publishLoop(ctx, js, rate, []string{subject}, func(publish func(subject string, data []byte) error) error {
+		buf = g.NextBidJSON(buf[:0])
+		// The message is kept for retries until acknowledged: hand over
+		// a copy, not the reused buffer.
+		return publish(subject, bytes.Clone(buf))
+	})
+}
+
+// publishLoop waits until streams capture subjects, then calls next rate
+// times a second (in ticks of 50 ms) until ctx is done, waiting for the
+// acknowledgements of each tick.
+func publishLoop(ctx context.Context, js jetstream.JetStream, rate int, subjects []string, next func(publish func(subject string, data []byte) error) error) error {
 	const tick = 50 * time.Millisecond
 	perTick := max(1, rate*int(tick)/int(time.Second))
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	var buf []byte
-	// Wait until a stream captures the subject.
-	for {
-		if _, err := js.StreamNameBySubject(ctx, subject); err == nil {
-			break
+	for _, s := range subjects {
+		for {
+			if _, err := js.StreamNameBySubject(ctx, s); err == nil {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-t.C:
+			}
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
+	}
+	publish := func(subject string, data []byte) error {
+		if _, err := js.PublishAsync(subject, data, jetstream.WithStallWait(10*time.Second)); err != nil {
+			return fmt.Errorf("generator: publish to %s: %w", subject, err)
 		}
+		return nil
 	}
 	for {
 		select {
@@ -229,12 +248,9 @@ func generate(ctx context.Context, js jetstream.JetStream, subject string, rate 
 			return ctx.Err()
 		case <-t.C:
 		}
-		for i := 0; i < perTick; i++ {
-			buf = g.NextBidJSON(buf[:0])
-			// The message is kept for retries until acknowledged: hand
-			// over a copy, not the reused buffer.
-			if _, err := js.PublishAsync(subject, bytes.Clone(buf), jetstream.WithStallWait(10*time.Second)); err != nil {
-				return fmt.Errorf("generator: publish to %s: %w", subject, err)
+		for range perTick {
+			if err := next(publish); err != nil {
+				return err
 			}
 		}
 		select {

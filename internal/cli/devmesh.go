@@ -77,40 +77,10 @@ func generateMesh(ctx context.Context, js jetstream.JetStream, rate int) error {
 	g := mesh.NewGenerator(uint64(time.Now().UnixNano()))
 	checkout := domains.InputSubject("orders", "checkout")
 	payments := domains.InputSubject("payments", "transactions")
-	const tick = 50 * time.Millisecond
-	perTick := max(1, rate*int(tick)/int(time.Second))
-	t := time.NewTicker(tick)
-	defer t.Stop()
-	for _, s := range []string{checkout, payments} {
-		for {
-			if _, err := js.StreamNameBySubject(ctx, s); err == nil {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-t.C:
-			}
+	return publishLoop(ctx, js, rate, []string{checkout, payments}, func(publish func(string, []byte) error) error {
+		if err := publish(checkout, g.Checkout(time.Now())); err != nil {
+			return err
 		}
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-		now := time.Now()
-		for range perTick {
-			for subject, data := range map[string][]byte{checkout: g.Checkout(now), payments: g.Transaction()} {
-				if _, err := js.PublishAsync(subject, data, jetstream.WithStallWait(10*time.Second)); err != nil {
-					return fmt.Errorf("generator: publish to %s: %w", subject, err)
-				}
-			}
-		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+		return publish(payments, g.Transaction())
+	})
 }
