@@ -222,3 +222,60 @@ func TestMeshFailureContained(t *testing.T) {
 		t.Fatalf("mesh returned %v, want broken's failure only", err)
 	}
 }
+
+type blocking struct{ release <-chan struct{} }
+
+func (blocking) Open(context.Context, meshflow.OperatorContext) error { return nil }
+func (blocking) Close(context.Context) error                          { return nil }
+func (b blocking) Process(ctx context.Context, in arrow.RecordBatch, out meshflow.Emitter) error {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// TestMeshStallContained: a domain whose operator stalls holds up only
+// itself; the other domain processes all its rows meanwhile.
+func TestMeshStallContained(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	js := natstest.JetStream(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	release := make(chan struct{})
+	stalled := healthyDomain("stalled")
+	stalled.Build = func(b *meshflow.DomainPipeline) {
+		b.Output("clean", b.Input("events").Process("stuck", func() meshflow.Operator { return blocking{release} }))
+	}
+	m, err := meshflow.NewMesh([]*meshflow.Domain{healthyDomain("orders"), stalled},
+		meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithLogger(testutil.TestLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(runCtx) }()
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		_, err := js.StreamNameBySubject(ctx, domains.InputSubject("stalled", "events"))
+		return err
+	})
+	publishRows(t, ctx, js, domains.InputSubject("stalled", "events"), 100_000)
+	publishRows(t, ctx, js, domains.InputSubject("orders", "events"), 100_000)
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		if _, p := portStatus(m, "orders", "clean"); p.RowsOut != 100_000 {
+			return fmt.Errorf("orders published %d rows", p.RowsOut)
+		}
+		return nil
+	})
+	if _, p := portStatus(m, "stalled", "clean"); p.RowsOut != 0 {
+		t.Errorf("the stalled domain published %d rows", p.RowsOut)
+	}
+	close(release)
+	stop()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("mesh: %v", err)
+	}
+}
