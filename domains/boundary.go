@@ -53,6 +53,7 @@ type Boundary struct {
 	subject string
 	mem     memory.Allocator
 	id      string
+	job, op string
 	futures []jetstream.PubAckFuture
 }
 
@@ -67,6 +68,7 @@ func (b *Boundary) Open(ctx context.Context, oc actors.OperatorContext) error {
 		b.AckTimeout = 30 * time.Second
 	}
 	b.mem = oc.Allocator()
+	b.job, b.op = oc.Job(), oc.Operator()
 	b.id = fmt.Sprintf("%s.%s.%s.%d.", oc.Job(), oc.Operator(), b.Port, oc.Instance())
 	b.subject = DeadLetterSubject(b.Domain)
 	js, err := jetstream.New(b.NATS)
@@ -126,6 +128,8 @@ func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []V
 		m.Header.Set(HeaderDomain, b.Domain)
 		m.Header.Set(HeaderPort, b.Port)
 		m.Header.Set(HeaderVersion, version)
+		m.Header.Set(natsio.HeaderJob, b.job)
+		m.Header.Set(natsio.HeaderOperator, b.op)
 		f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(prefix+strconv.Itoa(v.Row)), jetstream.WithStallWait(b.AckTimeout))
 		if err != nil {
 			return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
