@@ -158,7 +158,7 @@ func TestEndToEnd(t *testing.T) {
 }
 
 // readAll reads every message of the stream holding subject.
-func readAll(t *testing.T, ctx context.Context, js jetstream.JetStream, subject string) []jetstream.Msg {
+func readAll(t testing.TB, ctx context.Context, js jetstream.JetStream, subject string) []jetstream.Msg {
 	t.Helper()
 	name, err := js.StreamNameBySubject(ctx, subject)
 	if err != nil {

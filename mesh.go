@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/nats-io/nats.go"
@@ -175,7 +176,7 @@ func NewMesh(ds []*Domain, opts ...RunOption) (*Mesh, error) {
 			if in.From == "" {
 				continue
 			}
-			dom, port, _ := cutDot(in.From)
+			dom, port, _ := strings.Cut(in.From, ".")
 			src := byName[dom]
 			if src == nil {
 				errs = append(errs, fmt.Errorf("domain %s: input %q reads %s, but domain %q is not in the mesh", d.Name, in.Name, in.From, dom))
@@ -186,7 +187,7 @@ func NewMesh(ds []*Domain, opts ...RunOption) (*Mesh, error) {
 				errs = append(errs, fmt.Errorf("domain %s: input %q reads %s, which domain %s does not publish", d.Name, in.Name, in.From, dom))
 				continue
 			}
-			if err := src.Outputs[i].Contract.Schema; err != nil && !err.Equal(in.Contract.Schema) {
+			if published := src.Outputs[i].Contract.Schema; published != nil && !published.Equal(in.Contract.Schema) {
 				errs = append(errs, fmt.Errorf("domain %s: input %q expects a different schema than %s v%d publishes", d.Name, in.Name, in.From, src.Outputs[i].Contract.Version))
 			}
 		}
@@ -195,15 +196,6 @@ func NewMesh(ds []*Domain, opts ...RunOption) (*Mesh, error) {
 		return nil, fmt.Errorf("meshflow: %w", errors.Join(errs...))
 	}
 	return m, nil
-}
-
-func cutDot(s string) (string, string, bool) {
-	for i := range len(s) {
-		if s[i] == '.' {
-			return s[:i], s[i+1:], true
-		}
-	}
-	return s, "", false
 }
 
 func (m *Mesh) counts(domain, port string) *domains.Counts {

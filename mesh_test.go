@@ -85,7 +85,7 @@ func publishRows(t testing.TB, ctx context.Context, js jetstream.JetStream, subj
 func productRows(t testing.TB, ctx context.Context, js jetstream.JetStream, subject string) map[int64]int {
 	t.Helper()
 	seen := map[int64]int{}
-	for _, m := range readAll(t.(*testing.T), ctx, js, subject) {
+	for _, m := range readAll(t, ctx, js, subject) {
 		recs, _, err := messages.DecodeIPC(memory.DefaultAllocator, m.Data())
 		if err != nil {
 			t.Fatal(err)

@@ -54,6 +54,8 @@ type Boundary struct {
 	mem     memory.Allocator
 	id      string
 	job, op string
+	enc     *messages.JSONRowEncoder
+	encFor  *arrow.Schema
 	futures []jetstream.PubAckFuture
 }
 
@@ -114,16 +116,19 @@ func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors
 }
 
 func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []Violation) error {
-	enc, err := messages.NewJSONRowEncoder(in.Schema())
-	if err != nil {
-		return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
+	if b.enc == nil || b.encFor != in.Schema() {
+		enc, err := messages.NewJSONRowEncoder(in.Schema())
+		if err != nil {
+			return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
+		}
+		b.enc, b.encFor = enc, in.Schema()
 	}
 	prefix := b.id + strconv.FormatUint(actors.InputSeq(ctx), 10) + "."
 	version := strconv.Itoa(b.Contract.Version)
 	b.futures = b.futures[:0]
 	for _, v := range bad {
 		m := nats.NewMsg(b.subject)
-		m.Data = enc.AppendRow(nil, in, v.Row)
+		m.Data = b.enc.AppendRow(nil, in, v.Row)
 		m.Header.Set(natsio.HeaderError, "contract broken: "+v.Rules)
 		m.Header.Set(HeaderDomain, b.Domain)
 		m.Header.Set(HeaderPort, b.Port)

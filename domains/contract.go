@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -111,13 +112,33 @@ func Check(name string, pred expr.Expr) Rule { return exprRule(name, pred, false
 // exprRule: with violating set, a true result of e is a violation;
 // otherwise a false one is. Null results pass.
 func exprRule(name string, e expr.Expr, violating bool) Rule {
-	return Rule{Name: name, violations: func(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) ([]bool, error) {
-		b, err := expr.Bind(e, rec.Schema())
+	// The expression is bound once per schema; boundary instances running
+	// in parallel share the rule, hence the lock.
+	var (
+		mu     sync.Mutex
+		schema *arrow.Schema
+		bound  expr.Bound
+	)
+	bind := func(s *arrow.Schema) (expr.Bound, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if bound != nil && (schema == s || schema.Equal(s)) {
+			return bound, nil
+		}
+		b, err := expr.Bind(e, s)
 		if err != nil {
 			return nil, err
 		}
 		if b.DataType().ID() != arrow.BOOL {
 			return nil, fmt.Errorf("%s is %s, not boolean", e, b.DataType())
+		}
+		schema, bound = s, b
+		return b, nil
+	}
+	return Rule{Name: name, violations: func(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) ([]bool, error) {
+		b, err := bind(rec.Schema())
+		if err != nil {
+			return nil, err
 		}
 		res, err := b.Eval(ctx, mem, rec)
 		if err != nil {

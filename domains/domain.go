@@ -116,9 +116,10 @@ func PrivateSubjects(domain string) string { return "mf." + domain + ".>" }
 
 // StreamName is the JetStream stream holding subject (a mesh subject).
 func StreamName(subject string) string {
-	s := strings.ToUpper(strings.NewReplacer(".", "_", "-", "_").Replace(subject))
-	return s
+	return strings.ToUpper(streamNameReplacer.Replace(subject))
 }
+
+var streamNameReplacer = strings.NewReplacer(".", "_", "-", "_")
 
 // InputSubjectOf is the subject an input port reads.
 func (d *Domain) InputSubjectOf(in Input) string {
