@@ -146,6 +146,20 @@ type Committer interface {
 	Commit(ctx context.Context) error
 }
 
+// Positioner is implemented by sources whose rows have positions in their
+// input that stay the same across runs, such as JetStream stream sequences
+// (see natsio.Position). The runtime calls Positions right after every Read
+// that returned a batch, from the same goroutine: pos[i] is the position of
+// row i, and the slice is handed over. Positions travel with the rows
+// through the job (see [EmitSameRows], [EmitSelected], [EmitTaken]), so a
+// sink can derive from them message ids that recognise a row published
+// again after a restart and never mistake a new row for an old one.
+//
+// Sources that are not Positioners get positions unique to the run.
+type Positioner interface {
+	Positions() []uint64
+}
+
 type inputSeqKey struct{}
 
 // InputSeq returns the sequence number of the batch being processed: 1 for

@@ -11,6 +11,9 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,4 +70,29 @@ func JetStream(t testing.TB, nc *nats.Conn) jetstream.JetStream {
 		t.Fatal(err)
 	}
 	return js
+}
+
+// Binary returns the path of a NATS binary ("nats-server" or "nats") for
+// tests that drive separate processes as users do: from PATH, else from
+// $(go env GOPATH)/bin, where scripts/install-nats.sh (run by .ci/run)
+// puts them. A missing binary fails the test with the command to install it.
+func Binary(t testing.TB, name string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	gopath := os.Getenv("GOPATH")
+	if gopath == "" {
+		if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+			gopath = strings.TrimSpace(string(out))
+		}
+	}
+	for _, dir := range filepath.SplitList(gopath) {
+		p := filepath.Join(dir, "bin", name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("%s not found on PATH or in $(go env GOPATH)/bin: run bash scripts/install-nats.sh", name)
+	return ""
 }
