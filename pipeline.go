@@ -466,6 +466,19 @@ func Col(name string) Expr { return expr.Col(name) }
 // nil.
 func Lit(v any) Expr { return expr.Lit(v) }
 
+// EmitSameRows emits rec whose row i is (derived from) row i of the batch
+// being processed, so each row keeps its input position: a sink downstream
+// then recognises the row when it is published again after a restart.
+// Plain out.Emit gives the emitted rows positions derived from the input
+// batch as a whole. Like Emit, it hands rec over.
+func EmitSameRows(out Emitter, rec arrow.RecordBatch) { actors.EmitSameRows(out, rec) }
+
+// EmitTaken emits rec whose row i is (derived from) row rows[i] of the
+// batch being processed; see [EmitSameRows].
+func EmitTaken(out Emitter, rec arrow.RecordBatch, rows []int32) {
+	actors.EmitTaken(out, rec, rows)
+}
+
 // InputSeq is the sequence number of the batch being processed by the
 // calling operator instance: stable when a batch is processed again after a
 // restart, so sinks can derive idempotent ids from it.

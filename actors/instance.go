@@ -2,17 +2,21 @@ package actors
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/zeebo/xxh3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/meshflow/meshflow/internal/kernels"
@@ -41,6 +45,7 @@ type (
 	readResult struct {
 		gen  uint64
 		rec  arrow.RecordBatch
+		pos  []uint64 // from a Positioner source
 		err  error
 		part *jobPart
 	}
@@ -130,6 +135,18 @@ type instance struct {
 	emitted []arrow.RecordBatch
 	timers  *timerService
 
+	// Lineage (see messages.Lineage): of the input being processed, of
+	// each emitted batch, and the count of batches emitted for that input.
+	inLin      *messages.Lineage
+	inRows     int
+	emittedLin []*messages.Lineage
+	emitN      int
+	// unplaced counts the batches emitted with no input to derive their
+	// lineage from (timers, watermarks, finish), and the rows read from a
+	// source that gives no positions.
+	unplaced uint64
+	run      string // random, unique to this run of the instance
+
 	finished     bool
 	doneReported bool
 
@@ -163,6 +180,9 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 		s.state = memstore.New()
 	}
 	s.timers = newTimerService(s)
+	var r [8]byte
+	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
+	s.run = strconv.FormatUint(binary.LittleEndian.Uint64(r[:]), 36)
 	self := p.node.cfg.ID
 	g := p.g
 	for _, ei := range g.InEdges(v.Name) {
@@ -349,8 +369,12 @@ func (s *instance) onStart(c actor.Context) {
 	}
 }
 
-// Emit implements Emitter for the operator's calls.
-func (s *instance) Emit(rec arrow.RecordBatch) {
+// Emit implements Emitter for the operator's calls: the rows of rec get a
+// lineage of their own, derived from the input batch as a whole.
+func (s *instance) Emit(rec arrow.RecordBatch) { s.emitLineage(rec, rowMap{}) }
+
+// emitLineage implements lineageEmitter.
+func (s *instance) emitLineage(rec arrow.RecordBatch, how rowMap) {
 	if rec == nil {
 		return
 	}
@@ -358,7 +382,9 @@ func (s *instance) Emit(rec arrow.RecordBatch) {
 		rec.Release()
 		return
 	}
+	s.emitN++
 	s.emitted = append(s.emitted, rec)
+	s.emittedLin = append(s.emittedLin, s.lineageOf(int(rec.NumRows()), how))
 }
 
 func (s *instance) releaseEmitted() {
@@ -366,6 +392,8 @@ func (s *instance) releaseEmitted() {
 		r.Release()
 	}
 	s.emitted = s.emitted[:0]
+	clear(s.emittedLin)
+	s.emittedLin = s.emittedLin[:0]
 }
 
 func (s *instance) onData(c actor.Context, m *dataMsg) {
@@ -412,8 +440,16 @@ func (s *instance) processBatch(c actor.Context, ch *inChan, m *dataMsg) {
 		m.seq = s.seq
 	}
 	rows := m.env.Rows()
+	lin := m.env.Lineage
+	if lin == nil {
+		lin = s.unplacedLineage(int(rows))
+		m.env.Lineage = lin
+	}
 	ctx := context.WithValue(s.part.ctx, inputSeqKey{}, m.seq)
+	ctx = context.WithValue(ctx, inputLineageKey{}, lin)
+	s.inLin, s.inRows, s.emitN = lin, int(rows), 0
 	err := s.call(func() error { return s.op.Process(ctx, m.env.Batch, s) })
+	s.inLin = nil
 	if err != nil {
 		s.releaseEmitted()
 		s.retry = m
@@ -535,8 +571,13 @@ func (s *instance) dispatch(c actor.Context) {
 	for i, rec := range s.emitted {
 		s.stats.batchesOut.Add(1)
 		s.stats.rowsOut.Add(rec.NumRows())
+		lin := s.emittedLin[i]
 		for _, e := range s.outs {
-			if err := s.route(c, e, rec); err != nil {
+			el := lin
+			if len(s.outs) > 1 {
+				el = lin.Branch(strconv.Itoa(e.idx))
+			}
+			if err := s.route(c, e, rec, el); err != nil {
 				for _, r := range s.emitted[i:] {
 					r.Release()
 				}
@@ -547,23 +588,26 @@ func (s *instance) dispatch(c actor.Context) {
 		rec.Release()
 	}
 	s.emitted = s.emitted[:0]
+	clear(s.emittedLin)
+	s.emittedLin = s.emittedLin[:0]
 }
 
-// route sends rec (borrowed) over one output edge.
-func (s *instance) route(c actor.Context, e *outEdge, rec arrow.RecordBatch) error {
+// route sends rec (borrowed), whose rows have lineage lin, over one output
+// edge.
+func (s *instance) route(c actor.Context, e *outEdge, rec arrow.RecordBatch, lin *messages.Lineage) error {
 	switch e.edge.Partitioning {
 	case Forward:
 		rec.Retain()
-		s.enqueue(c, e.targets[s.id.Index], messages.BatchEnvelope(rec))
+		s.enqueue(c, e.targets[s.id.Index], messages.LineageEnvelope(rec, lin))
 	case Rebalance:
 		n := len(e.targets)
 		e.rr = (e.rr + 1) % n
 		rec.Retain()
-		s.enqueue(c, e.targets[e.rr], messages.BatchEnvelope(rec))
+		s.enqueue(c, e.targets[e.rr], messages.LineageEnvelope(rec, lin))
 	case Broadcast:
-		for _, oc := range e.targets {
+		for j, oc := range e.targets {
 			rec.Retain()
-			s.enqueue(c, oc, messages.BatchEnvelope(rec))
+			s.enqueue(c, oc, messages.LineageEnvelope(rec, lin.Branch("b"+strconv.Itoa(j))))
 		}
 	case Hash:
 		if e.schema != rec.Schema() {
@@ -577,14 +621,19 @@ func (s *instance) route(c actor.Context, e *outEdge, rec arrow.RecordBatch) err
 			}
 			e.schema, e.keyCols = rec.Schema(), cols
 		}
-		parts, err := kernels.Partition(s.mem, rec, e.keyCols, s.part.g.maxParallelism(), len(e.targets))
+		parts, rows, err := kernels.PartitionRows(s.mem, rec, e.keyCols, s.part.g.maxParallelism(), len(e.targets))
 		if err != nil {
 			return fmt.Errorf("partition by %v: %w", e.edge.KeyColumns, err)
 		}
 		for j, p := range parts {
-			if p != nil {
-				s.enqueue(c, e.targets[j], messages.BatchEnvelope(p))
+			if p == nil {
+				continue
 			}
+			pl := lin
+			if rows[j] != nil {
+				pl = lin.Take(rows[j])
+			}
+			s.enqueue(c, e.targets[j], messages.LineageEnvelope(p, pl))
 		}
 	}
 	return nil
@@ -608,8 +657,15 @@ func (s *instance) enqueue(c actor.Context, oc *outChan, env messages.Envelope) 
 		if err != nil {
 			s.fail(fmt.Errorf("channel %s: %w", oc.subject, err))
 		}
+		lo := 0
 		for _, p := range parts {
-			oc.queue = append(oc.queue, messages.BatchEnvelope(p))
+			hi := lo + int(p.NumRows())
+			var pl *messages.Lineage
+			if env.Lineage != nil {
+				pl = env.Lineage.Slice(lo, hi)
+			}
+			oc.queue = append(oc.queue, messages.LineageEnvelope(p, pl))
+			lo = hi
 		}
 	} else {
 		oc.queue = append(oc.queue, env)
@@ -816,15 +872,19 @@ func (s *instance) startReader() {
 			case <-r.demand:
 			}
 			var rec arrow.RecordBatch
+			var pos []uint64
 			err := s.call(func() error {
 				var err error
 				rec, err = src.Read(ctx)
+				if p, ok := src.(Positioner); ok && rec != nil && err == nil {
+					pos = p.Positions()
+				}
 				return err
 			})
 			if ctx.Err() != nil && err != nil && !errors.Is(err, io.EOF) {
 				return
 			}
-			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, err: err, part: s.part}))
+			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, pos: pos, err: err, part: s.part}))
 			if err != nil {
 				return
 			}
@@ -885,7 +945,23 @@ func (s *instance) onRead(c actor.Context, m *readResult) {
 	s.stats.batchesIn.Add(1)
 	s.stats.rowsIn.Add(m.rec.NumRows())
 	wm, hasWM := s.eventTimeWatermark(m.rec)
-	s.Emit(m.rec)
+	rows := int(m.rec.NumRows())
+	var lin *messages.Lineage
+	switch {
+	case m.pos == nil:
+		lin = s.unplacedLineage(rows)
+	case len(m.pos) != rows:
+		m.rec.Release()
+		s.fail(fmt.Errorf("read: source gave %d positions for %d rows", len(m.pos), rows))
+	default:
+		lin = &messages.Lineage{Origin: s.id.Operator, Pos: m.pos}
+	}
+	if rows > 0 {
+		s.emitted = append(s.emitted, m.rec)
+		s.emittedLin = append(s.emittedLin, lin)
+	} else {
+		m.rec.Release()
+	}
 	s.dispatch(c)
 	if hasWM {
 		s.setWatermark(c, wm)
@@ -940,3 +1016,65 @@ func (s *instance) Logger() *slog.Logger        { return s.log }
 func (s *instance) Allocator() memory.Allocator { return s.mem }
 func (s *instance) State() persistence.Store    { return s.state }
 func (s *instance) Timers() TimerService        { return s.timers }
+
+// lineageOf returns the lineage of a batch of n rows emitted for the input
+// being processed, as how derives them from the input's rows. An emit that
+// does not say how (plain Emit), or says it wrongly, gets an origin of its
+// own, derived from the input's origin, first and last positions and the
+// emit's index: the same input batch processed again gives the same
+// lineage, as long as the operator emits the same batches.
+func (s *instance) lineageOf(n int, how rowMap) *messages.Lineage {
+	in := s.inLin
+	if in == nil {
+		// Emitted from a timer, a watermark or Finish.
+		return s.unplacedLineage(n)
+	}
+	switch {
+	case how.same && n == s.inRows:
+		return in
+	case how.mask != nil && how.mask.Len() == s.inRows:
+		pos := make([]uint64, 0, n)
+		for i := 0; i < s.inRows; i++ {
+			if how.mask.IsValid(i) && how.mask.Value(i) {
+				pos = append(pos, in.At(i))
+			}
+		}
+		if len(pos) == n {
+			return &messages.Lineage{Origin: in.Origin, Pos: pos}
+		}
+	case how.rows != nil && len(how.rows) == n:
+		ok := true
+		for _, r := range how.rows {
+			if r < 0 || int(r) >= s.inRows {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return in.Take(how.rows)
+		}
+	}
+	var h [40]byte
+	first, last := uint64(0), uint64(0)
+	if s.inRows > 0 {
+		first, last = in.At(0), in.At(s.inRows-1)
+	}
+	binary.LittleEndian.PutUint64(h[0:], first)
+	binary.LittleEndian.PutUint64(h[8:], last)
+	binary.LittleEndian.PutUint64(h[16:], uint64(s.inRows))
+	binary.LittleEndian.PutUint64(h[24:], uint64(s.emitN))
+	binary.LittleEndian.PutUint64(h[32:], in.Base)
+	d := xxh3.HashString128(in.Origin + "\x00" + string(h[:]))
+	return &messages.Lineage{Origin: s.id.Operator + "#" + strconv.FormatUint(d.Hi^d.Lo, 36)}
+}
+
+// unplacedLineage returns a lineage unique to this run for n rows that have
+// no input position: rows of a source that gives none, and batches emitted
+// with no input (timers, watermarks, Finish).
+func (s *instance) unplacedLineage(n int) *messages.Lineage {
+	l := &messages.Lineage{Origin: s.unplacedOrigin(), Base: s.unplaced}
+	s.unplaced += uint64(n)
+	return l
+}
+
+func (s *instance) unplacedOrigin() string { return s.id.Operator + "~" + s.run }

@@ -160,7 +160,18 @@ type Positioner interface {
 	Positions() []uint64
 }
 
-type inputSeqKey struct{}
+type (
+	inputSeqKey     struct{}
+	inputLineageKey struct{}
+)
+
+// InputLineage returns the lineage of the rows of the batch being processed
+// (see [Positioner]): sinks derive their message ids from it, and domain
+// boundaries the ids of their dead letters. Never nil inside Process.
+func InputLineage(ctx context.Context) *messages.Lineage {
+	l, _ := ctx.Value(inputLineageKey{}).(*messages.Lineage)
+	return l
+}
 
 // InputSeq returns the sequence number of the batch being processed: 1 for
 // an instance's first input batch, increasing by one per batch, and the same

@@ -76,11 +76,19 @@ type Envelope struct {
 	Batch     arrow.RecordBatch // KindBatch only; owned by the envelope
 	Watermark Watermark         // KindWatermark only
 	Barrier   Barrier           // KindBarrier only
+	// Lineage of the batch's rows (KindBatch; nil when unknown).
+	Lineage *Lineage
 }
 
 // BatchEnvelope wraps rec, taking over the caller's reference.
 func BatchEnvelope(rec arrow.RecordBatch) Envelope {
 	return Envelope{Kind: KindBatch, Batch: rec}
+}
+
+// LineageEnvelope wraps rec with the lineage of its rows, taking over the
+// caller's reference to rec.
+func LineageEnvelope(rec arrow.RecordBatch, l *Lineage) Envelope {
+	return Envelope{Kind: KindBatch, Batch: rec, Lineage: l}
 }
 
 // WatermarkEnvelope returns a watermark envelope.

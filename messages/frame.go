@@ -22,8 +22,9 @@ const (
 	frameMagic0  = 'M'
 	frameMagic1  = 'F'
 	frameVersion = 1
-	// maxHeaderLen bounds the protobuf header; real headers are < 64 bytes.
-	maxHeaderLen = 1 << 10
+	// maxHeaderLen bounds the protobuf header: a few dozen bytes plus the
+	// batch's lineage, about 1-3 bytes per row.
+	maxHeaderLen = 16 << 20
 )
 
 // ErrBadFrame is returned (wrapped) for bytes that are not a valid frame.
@@ -36,6 +37,7 @@ type FrameEncoder struct {
 	buf    bytes.Buffer
 	hdr    []byte
 	header pb.Frame
+	deltas []int64
 }
 
 // Encode encodes env as the frame with sequence number seq. env is borrowed.
@@ -48,6 +50,18 @@ func (e *FrameEncoder) Encode(seq uint64, env Envelope) ([]byte, error) {
 			return nil, fmt.Errorf("messages: encode frame %d: batch envelope without a batch", seq)
 		}
 		h.Kind, h.Rows = pb.Kind_KIND_BATCH, env.Batch.NumRows()
+		if l := env.Lineage; l != nil {
+			h.LineageOrigin, h.LineageBase = l.Origin, l.Base
+			if l.Pos != nil {
+				h.LineageDeltas = e.deltas[:0]
+				prev := uint64(0)
+				for _, p := range l.Pos {
+					h.LineageDeltas = append(h.LineageDeltas, int64(p-prev))
+					prev = p
+				}
+				e.deltas = h.LineageDeltas
+			}
+		}
 	case KindWatermark:
 		h.Kind, h.WatermarkUs = pb.Kind_KIND_WATERMARK, int64(env.Watermark)
 	case KindBarrier:
@@ -123,7 +137,27 @@ func DecodeFrame(mem memory.Allocator, data []byte) (seq uint64, env Envelope, e
 			}
 			return 0, Envelope{}, fmt.Errorf("%w: header says one batch of %d rows, body has %d batches of %d rows", ErrBadFrame, h.Rows, len(recs), rows)
 		}
-		return h.Seq, BatchEnvelope(recs[0]), nil
+		env := BatchEnvelope(recs[0])
+		if h.LineageOrigin != "" {
+			l := &Lineage{Origin: h.LineageOrigin, Base: h.LineageBase}
+			if len(h.LineageDeltas) > 0 {
+				if int64(len(h.LineageDeltas)) != h.Rows {
+					env.Release()
+					return 0, Envelope{}, fmt.Errorf("%w: %d lineage positions for %d rows", ErrBadFrame, len(h.LineageDeltas), h.Rows)
+				}
+				l.Pos = make([]uint64, len(h.LineageDeltas))
+				prev := uint64(0)
+				for i, d := range h.LineageDeltas {
+					prev += uint64(d)
+					l.Pos[i] = prev
+				}
+			}
+			env.Lineage = l
+		} else if len(h.LineageDeltas) > 0 {
+			env.Release()
+			return 0, Envelope{}, fmt.Errorf("%w: lineage positions without an origin", ErrBadFrame)
+		}
+		return h.Seq, env, nil
 	case pb.Kind_KIND_WATERMARK:
 		return h.Seq, WatermarkEnvelope(Watermark(h.WatermarkUs)), nil
 	case pb.Kind_KIND_BARRIER:

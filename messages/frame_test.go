@@ -54,6 +54,20 @@ func newMem(t testing.TB) *memory.CheckedAllocator {
 	return mem
 }
 
+// positions returns n positions as a JetStream source makes them: stream
+// sequences (shifted) with gaps and several rows of one message.
+func positions(n int) []uint64 {
+	pos := make([]uint64, n)
+	seq := uint64(1000)
+	for i := range pos {
+		if i%3 == 0 {
+			seq += uint64(1 + i%7)
+		}
+		pos[i] = seq<<24 | uint64(i%3)
+	}
+	return pos
+}
+
 func TestFrameRoundTrip(t *testing.T) {
 	mem := newMem(t)
 	full := testBatch(mem, 100)
@@ -70,6 +84,8 @@ func TestFrameRoundTrip(t *testing.T) {
 		{"batch", messages.Envelope{Kind: messages.KindBatch, Batch: full}},
 		{"sliced batch", messages.Envelope{Kind: messages.KindBatch, Batch: sliced}},
 		{"empty batch", messages.Envelope{Kind: messages.KindBatch, Batch: empty}},
+		{"batch with positions", messages.LineageEnvelope(sliced, &messages.Lineage{Origin: "in", Pos: positions(46)})},
+		{"batch with base", messages.LineageEnvelope(full, &messages.Lineage{Origin: "gen~ab12.0", Base: 1 << 40})},
 		{"watermark", messages.WatermarkEnvelope(1_700_000_000_123_456)},
 		{"min watermark", messages.WatermarkEnvelope(messages.MinWatermark)},
 		{"barrier", messages.BarrierEnvelope(messages.Barrier{ID: 42, TimestampUs: 99})},
@@ -93,6 +109,18 @@ func TestFrameRoundTrip(t *testing.T) {
 			}
 			if tc.env.Kind == messages.KindBatch && !array.RecordEqual(got.Batch, tc.env.Batch) {
 				t.Fatalf("batch differs after the round trip")
+			}
+			if want := tc.env.Lineage; want != nil {
+				if got.Lineage == nil || got.Lineage.Origin != want.Origin {
+					t.Fatalf("lineage %+v, want %+v", got.Lineage, want)
+				}
+				for r := 0; r < int(tc.env.Rows()); r++ {
+					if got.Lineage.At(r) != want.At(r) {
+						t.Fatalf("row %d at position %d, want %d", r, got.Lineage.At(r), want.At(r))
+					}
+				}
+			} else if got.Lineage != nil {
+				t.Fatalf("lineage %+v appeared", got.Lineage)
 			}
 		})
 	}

@@ -13,6 +13,10 @@ func frameOverhead(s *arrow.Schema) int {
 	return 512 + 160*s.NumFields()
 }
 
+// lineageBytesPerRow bounds what a row's position adds to a frame header: a
+// zigzag varint of at most 10 bytes.
+const lineageBytesPerRow = 10
+
 // SplitBatch cuts rec into slices whose frames stay under maxBytes, so that
 // no NATS message exceeds the server's max payload. The slices are
 // zero-copy views; each is a new reference the caller owns. rec is
@@ -26,7 +30,7 @@ func SplitBatch(rec arrow.RecordBatch, maxBytes int) ([]arrow.RecordBatch, error
 	var out []arrow.RecordBatch
 	var split func(lo, hi int64) error
 	split = func(lo, hi int64) error {
-		size := encodedSize(rec, lo, hi)
+		size := encodedSize(rec, lo, hi) + lineageBytesPerRow*int(hi-lo)
 		if size <= budget {
 			if lo == 0 && hi == rec.NumRows() {
 				rec.Retain()

@@ -94,7 +94,7 @@ func (f *Filter) Process(ctx context.Context, in arrow.RecordBatch, out actors.E
 	if err != nil {
 		return fmt.Errorf("filter %s: %w", f.pred.e, err)
 	}
-	out.Emit(res)
+	actors.EmitSelected(out, res, mask)
 	return nil
 }
 
@@ -143,7 +143,7 @@ func (p *Project) Process(_ context.Context, in arrow.RecordBatch, out actors.Em
 	if err != nil {
 		return err
 	}
-	out.Emit(rec)
+	actors.EmitSameRows(out, rec)
 	return nil
 }
 
@@ -214,7 +214,7 @@ func (m *Map) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emit
 	for i, t := range m.target {
 		cols[t] = vals[i]
 	}
-	out.Emit(array.NewRecordBatch(m.out, cols, in.NumRows()))
+	actors.EmitSameRows(out, array.NewRecordBatch(m.out, cols, in.NumRows()))
 	return nil
 }
 
@@ -257,6 +257,6 @@ func (u *Union) Process(_ context.Context, in arrow.RecordBatch, out actors.Emit
 		return fmt.Errorf("union: input schema %s differs from %s", in.Schema(), u.schema)
 	}
 	in.Retain()
-	out.Emit(in)
+	actors.EmitSameRows(out, in)
 	return nil
 }

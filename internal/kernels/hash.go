@@ -263,33 +263,49 @@ func routeTable(maxParallelism, parallelism int) []uint16 {
 // when no row goes to instance j. When all rows go to one instance, its
 // entry is rec itself, retained.
 func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxParallelism, parallelism int) ([]arrow.RecordBatch, error) {
+	parts, _, err := partition(mem, rec, keyCols, maxParallelism, parallelism, false)
+	return parts, err
+}
+
+// PartitionRows is [Partition] that also returns, for every part, which
+// rows of rec it holds, in order: rows[t] is nil when part t is rec whole
+// (or empty).
+func PartitionRows(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxParallelism, parallelism int) ([]arrow.RecordBatch, [][]int32, error) {
+	return partition(mem, rec, keyCols, maxParallelism, parallelism, true)
+}
+
+func partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxParallelism, parallelism int, wantRows bool) ([]arrow.RecordBatch, [][]int32, error) {
 	if maxParallelism < 1 || parallelism < 1 || parallelism > maxParallelism || parallelism > math.MaxUint16 {
-		return nil, fmt.Errorf("partition: %w: parallelism %d, max parallelism %d", ErrInvalidArgument, parallelism, maxParallelism)
+		return nil, nil, fmt.Errorf("partition: %w: parallelism %d, max parallelism %d", ErrInvalidArgument, parallelism, maxParallelism)
 	}
 	if len(keyCols) == 0 {
-		return nil, fmt.Errorf("partition: %w: no key columns", ErrInvalidArgument)
+		return nil, nil, fmt.Errorf("partition: %w: no key columns", ErrInvalidArgument)
 	}
 	cols := make([]arrow.Array, len(keyCols))
 	for i, c := range keyCols {
 		if c < 0 || c >= int(rec.NumCols()) {
-			return nil, fmt.Errorf("partition: %w: key column %d of %d", ErrIndexOutOfRange, c, rec.NumCols())
+			return nil, nil, fmt.Errorf("partition: %w: key column %d of %d", ErrIndexOutOfRange, c, rec.NumCols())
 		}
 		cols[i] = rec.Column(c)
 		// Checked up front so that an unsupported key type fails on every
 		// batch, also on those that need no hashing.
 		if !hashable(cols[i].DataType()) {
-			return nil, fmt.Errorf("partition: hash: %w: key type %s", ErrUnsupportedType, cols[i].DataType())
+			return nil, nil, fmt.Errorf("partition: hash: %w: key type %s", ErrUnsupportedType, cols[i].DataType())
 		}
 	}
 	out := make([]arrow.RecordBatch, parallelism)
+	var rows [][]int32
+	if wantRows {
+		rows = make([][]int32, parallelism)
+	}
 	n := int(rec.NumRows())
 	if n == 0 {
-		return out, nil
+		return out, rows, nil
 	}
 	if parallelism == 1 {
 		rec.Retain()
 		out[0] = rec
-		return out, nil
+		return out, rows, nil
 	}
 	hp := hashPool.Get().(*[]uint64)
 	defer hashPool.Put(hp)
@@ -298,7 +314,7 @@ func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxPa
 	}
 	hashes := (*hp)[:n]
 	if err := HashColumns(cols, hashes); err != nil {
-		return nil, fmt.Errorf("partition: %w", err)
+		return nil, nil, fmt.Errorf("partition: %w", err)
 	}
 
 	counts := make([]int32, parallelism+1) // counts[t+1]: rows for instance t
@@ -335,7 +351,7 @@ func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxPa
 		if int(c) == n {
 			rec.Retain()
 			out[t] = rec
-			return out, nil
+			return out, rows, nil
 		}
 	}
 	for t := 1; t <= parallelism; t++ {
@@ -361,9 +377,12 @@ func Partition(mem memory.Allocator, rec arrow.RecordBatch, keyCols []int, maxPa
 					p.Release()
 				}
 			}
-			return nil, fmt.Errorf("partition: %w", err)
+			return nil, nil, fmt.Errorf("partition: %w", err)
 		}
 		out[t] = part
+		if wantRows {
+			rows[t] = append([]int32(nil), idx[start:end]...)
+		}
 	}
-	return out, nil
+	return out, rows, nil
 }

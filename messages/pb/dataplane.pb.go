@@ -103,7 +103,14 @@ type Frame struct {
 	BarrierId          uint64 `protobuf:"varint,4,opt,name=barrier_id,json=barrierId,proto3" json:"barrier_id,omitempty"`
 	BarrierTimestampUs int64  `protobuf:"varint,5,opt,name=barrier_timestamp_us,json=barrierTimestampUs,proto3" json:"barrier_timestamp_us,omitempty"`
 	// KIND_BATCH: number of rows in the batch that follows.
-	Rows          int64 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	Rows int64 `protobuf:"varint,6,opt,name=rows,proto3" json:"rows,omitempty"`
+	// KIND_BATCH: lineage of the rows (see messages.Lineage): the origin they
+	// come from, and either one position per row, each given as its
+	// difference to the previous one (the first to 0), or, when
+	// lineage_deltas is empty, lineage_base + row index.
+	LineageOrigin string  `protobuf:"bytes,7,opt,name=lineage_origin,json=lineageOrigin,proto3" json:"lineage_origin,omitempty"`
+	LineageDeltas []int64 `protobuf:"zigzag64,8,rep,packed,name=lineage_deltas,json=lineageDeltas,proto3" json:"lineage_deltas,omitempty"`
+	LineageBase   uint64  `protobuf:"varint,9,opt,name=lineage_base,json=lineageBase,proto3" json:"lineage_base,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -176,6 +183,27 @@ func (x *Frame) GetBarrierTimestampUs() int64 {
 func (x *Frame) GetRows() int64 {
 	if x != nil {
 		return x.Rows
+	}
+	return 0
+}
+
+func (x *Frame) GetLineageOrigin() string {
+	if x != nil {
+		return x.LineageOrigin
+	}
+	return ""
+}
+
+func (x *Frame) GetLineageDeltas() []int64 {
+	if x != nil {
+		return x.LineageDeltas
+	}
+	return nil
+}
+
+func (x *Frame) GetLineageBase() uint64 {
+	if x != nil {
+		return x.LineageBase
 	}
 	return 0
 }
@@ -319,7 +347,7 @@ var File_meshflow_v1_dataplane_proto protoreflect.FileDescriptor
 
 const file_meshflow_v1_dataplane_proto_rawDesc = "" +
 	"\n" +
-	"\x1bmeshflow/v1/dataplane.proto\x12\vmeshflow.v1\"\xc8\x01\n" +
+	"\x1bmeshflow/v1/dataplane.proto\x12\vmeshflow.v1\"\xb9\x02\n" +
 	"\x05Frame\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12%\n" +
 	"\x04kind\x18\x02 \x01(\x0e2\x11.meshflow.v1.KindR\x04kind\x12!\n" +
@@ -327,7 +355,10 @@ const file_meshflow_v1_dataplane_proto_rawDesc = "" +
 	"\n" +
 	"barrier_id\x18\x04 \x01(\x04R\tbarrierId\x120\n" +
 	"\x14barrier_timestamp_us\x18\x05 \x01(\x03R\x12barrierTimestampUs\x12\x12\n" +
-	"\x04rows\x18\x06 \x01(\x03R\x04rows\"?\n" +
+	"\x04rows\x18\x06 \x01(\x03R\x04rows\x12%\n" +
+	"\x0elineage_origin\x18\a \x01(\tR\rlineageOrigin\x12%\n" +
+	"\x0elineage_deltas\x18\b \x03(\x12R\rlineageDeltas\x12!\n" +
+	"\flineage_base\x18\t \x01(\x04R\vlineageBase\"?\n" +
 	"\x06Credit\x12\x1b\n" +
 	"\tacked_seq\x18\x01 \x01(\x04R\backedSeq\x12\x18\n" +
 	"\acredits\x18\x02 \x01(\rR\acredits\"\x80\x01\n" +
