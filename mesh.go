@@ -71,13 +71,18 @@ func (b *DomainPipeline) Output(name string, s *Stream) {
 	out := b.d.Outputs[i]
 	subject := domains.ProductSubject(b.d.Name, name)
 	s.Process("check-out-"+name, b.boundary("out."+name, out.Contract), OutputSchema(out.Contract.Schema)).
-		To("publish-"+name, ToJetStream(JetStreamSink{Subject: subject, Stream: domains.StreamName(subject), Format: out.Format}))
+		To("publish-"+name, ToJetStream(JetStreamSink{Subject: subject, Stream: domains.StreamName(subject), Format: out.Format,
+			DeadLetter: domains.DeadLetterSubject(b.d.Name)}))
 }
 
 func (b *DomainPipeline) boundary(port string, c domains.Contract) func() Operator {
 	counts := b.m.counts(b.d.Name, port)
+	sources := map[string]string{}
+	for _, in := range b.d.Inputs {
+		sources["in-"+in.Name] = b.d.InputSubjectOf(in)
+	}
 	return func() Operator {
-		return &domains.Boundary{Domain: b.d.Name, Port: port, Contract: c, NATS: b.nc, Counts: counts}
+		return &domains.Boundary{Domain: b.d.Name, Port: port, Contract: c, NATS: b.nc, Counts: counts, Sources: sources}
 	}
 }
 

@@ -30,7 +30,7 @@ type positioned struct {
 }
 
 func (p *positioned) Open(context.Context, actors.OperatorContext) error { return nil }
-func (p *positioned) Close(context.Context) error                      { return nil }
+func (p *positioned) Close(context.Context) error                        { return nil }
 func (p *positioned) Read(context.Context) (arrow.RecordBatch, error) {
 	if p.next == len(p.recs) {
 		return nil, io.EOF
@@ -61,7 +61,7 @@ type lineageSink struct {
 }
 
 func (s lineageSink) Open(context.Context, actors.OperatorContext) error { return nil }
-func (s lineageSink) Close(context.Context) error                      { return nil }
+func (s lineageSink) Close(context.Context) error                        { return nil }
 func (s lineageSink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitter) error {
 	l := actors.InputLineage(ctx)
 	s.mu.Lock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,25 +39,28 @@ type Counts struct {
 // silently. A batch whose schema differs from the contract is dead-lettered
 // whole.
 //
-// Dead letters carry message ids derived from the input batch, so a batch
-// processed again after a restart is not dead-lettered twice.
+// Dead letters carry message ids derived from their rows' input positions
+// (see messages.Lineage), so a row processed again after a restart is not
+// dead-lettered twice, and name the subject and stream sequence of the
+// event a row came from when it came straight from a port's source.
 type Boundary struct {
 	Domain   string
 	Port     string
 	Contract Contract
 	NATS     *nats.Conn
 	Counts   *Counts
+	// Sources maps the names of the job's JetStream sources to the subjects
+	// they read, to name the event behind a dead letter.
+	Sources map[string]string
 	// AckTimeout bounds the wait for the dead-letter stream. Default 30 s.
 	AckTimeout time.Duration
 
-	js      jetstream.JetStream
 	subject string
 	mem     memory.Allocator
-	id      string
-	job, op string
+	prefix  string
 	enc     *messages.JSONRowEncoder
 	encFor  *arrow.Schema
-	futures []jetstream.PubAckFuture
+	dlq     *natsio.DeadLetters
 }
 
 var _ actors.Operator = (*Boundary)(nil)
@@ -70,15 +74,18 @@ func (b *Boundary) Open(ctx context.Context, oc actors.OperatorContext) error {
 		b.AckTimeout = 30 * time.Second
 	}
 	b.mem = oc.Allocator()
-	b.job, b.op = oc.Job(), oc.Operator()
-	b.id = fmt.Sprintf("%s.%s.%s.%d.", oc.Job(), oc.Operator(), b.Port, oc.Instance())
+	b.prefix = oc.Job() + "." + oc.Operator() + ".dlq."
 	b.subject = DeadLetterSubject(b.Domain)
 	js, err := jetstream.New(b.NATS)
 	if err != nil {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
-	b.js = js
 	if _, err := natsio.EnsureStream(ctx, js, StreamName(b.subject), []string{b.subject}); err != nil {
+		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
+	}
+	b.dlq, err = natsio.NewDeadLetters(b.NATS, natsio.DeadLettersConfig{Subject: b.subject,
+		Job: oc.Job(), Operator: oc.Operator(), AckTimeout: b.AckTimeout})
+	if err != nil {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
 	return nil
@@ -108,10 +115,24 @@ func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors
 	}
 	b.Counts.RowsIn.Add(n)
 	b.Counts.DeadLettered.Add(int64(len(bad)))
-	if good != nil {
-		b.Counts.RowsOut.Add(good.NumRows())
-		out.Emit(good)
+	if good == nil {
+		return nil
 	}
+	b.Counts.RowsOut.Add(good.NumRows())
+	if len(bad) == 0 {
+		actors.EmitSameRows(out, good)
+		return nil
+	}
+	rows := make([]int32, 0, good.NumRows())
+	next := 0
+	for i := 0; i < int(n); i++ {
+		if next < len(bad) && bad[next].Row == i {
+			next++
+			continue
+		}
+		rows = append(rows, int32(i))
+	}
+	actors.EmitTaken(out, good, rows)
 	return nil
 }
 
@@ -123,36 +144,38 @@ func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []V
 		}
 		b.enc, b.encFor = enc, in.Schema()
 	}
-	prefix := b.id + strconv.FormatUint(actors.InputSeq(ctx), 10) + "."
-	version := strconv.Itoa(b.Contract.Version)
-	b.futures = b.futures[:0]
-	for _, v := range bad {
-		m := nats.NewMsg(b.subject)
-		m.Data = b.enc.AppendRow(nil, in, v.Row)
-		m.Header.Set(natsio.HeaderError, "contract broken: "+v.Rules)
-		m.Header.Set(HeaderDomain, b.Domain)
-		m.Header.Set(HeaderPort, b.Port)
-		m.Header.Set(HeaderVersion, version)
-		m.Header.Set(natsio.HeaderJob, b.job)
-		m.Header.Set(natsio.HeaderOperator, b.op)
-		f, err := b.js.PublishMsgAsync(m, jetstream.WithMsgID(prefix+strconv.Itoa(v.Row)), jetstream.WithStallWait(b.AckTimeout))
-		if err != nil {
-			return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
-		}
-		b.futures = append(b.futures, f)
+	lin := actors.InputLineage(ctx)
+	if lin == nil {
+		lin = &messages.Lineage{Origin: "seq" + strconv.FormatUint(actors.InputSeq(ctx), 36)}
 	}
-	timer := time.NewTimer(b.AckTimeout)
-	defer timer.Stop()
-	for _, f := range b.futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
-		case <-timer.C:
-			return fmt.Errorf("boundary %s.%s: dead letter not acknowledged within %v", b.Domain, b.Port, b.AckTimeout)
-		case <-ctx.Done():
-			return ctx.Err()
+	srcSubject := b.Sources[strings.SplitN(lin.Origin, "/", 2)[0]]
+	version := strconv.Itoa(b.Contract.Version)
+	var buf []byte
+	next := 0
+	err := lin.RowIDs(b.prefix, int(in.NumRows()), func(row int, id []byte) error {
+		if next == len(bad) || bad[next].Row != row {
+			return nil
 		}
+		v := bad[next]
+		next++
+		buf = b.enc.AppendRow(buf[:0], in, v.Row)
+		h := nats.Header{}
+		h.Set(HeaderDomain, b.Domain)
+		h.Set(HeaderPort, b.Port)
+		h.Set(HeaderVersion, version)
+		dl := natsio.DeadLetter{ID: string(id), Payload: buf, Reason: "contract broken: " + v.Rules,
+			Class: natsio.ClassContract, Header: h}
+		if srcSubject != "" {
+			dl.SourceSubject = srcSubject
+			dl.SourceSeq, _ = natsio.SplitPosition(lin.At(row))
+		}
+		return b.dlq.Add(ctx, dl)
+	})
+	if err == nil {
+		err = b.dlq.Wait(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
 	}
 	return nil
 }

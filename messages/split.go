@@ -22,14 +22,40 @@ const lineageBytesPerRow = 10
 // zero-copy views; each is a new reference the caller owns. rec is
 // borrowed. A single row larger than maxBytes is an error.
 func SplitBatch(rec arrow.RecordBatch, maxBytes int) ([]arrow.RecordBatch, error) {
+	parts, oversize, err := SplitBatchOversize(rec, maxBytes)
+	if err == nil && len(oversize) > 0 {
+		for _, r := range parts {
+			r.Release()
+		}
+		err = fmt.Errorf("messages: row %d takes more than the %d bytes a frame may carry (raise the NATS max payload)", oversize[0], maxBytes)
+		return nil, err
+	}
+	return parts, err
+}
+
+// SplitBatchOversize is [SplitBatch] that leaves out the rows too large for
+// any frame and returns their indexes instead of failing, so the caller can
+// dead-letter them and still send every other row. The parts hold the
+// remaining rows in order.
+func SplitBatchOversize(rec arrow.RecordBatch, maxBytes int) (parts []arrow.RecordBatch, oversize []int, err error) {
+	parts, _, oversize, err = splitBatch(rec, maxBytes)
+	return parts, oversize, err
+}
+
+// SplitBatchAt is [SplitBatchOversize] that also returns where each part
+// starts in rec.
+func SplitBatchAt(rec arrow.RecordBatch, maxBytes int) (parts []arrow.RecordBatch, partStart []int, oversize []int, err error) {
+	return splitBatch(rec, maxBytes)
+}
+
+func splitBatch(rec arrow.RecordBatch, maxBytes int) (out []arrow.RecordBatch, starts []int, oversize []int, err error) {
 	overhead := frameOverhead(rec.Schema())
 	budget := maxBytes - overhead
 	if budget <= 0 {
-		return nil, fmt.Errorf("messages: max payload %d is below the %d-byte frame overhead of schema %s", maxBytes, overhead, rec.Schema())
+		return nil, nil, nil, fmt.Errorf("messages: max payload %d is below the %d-byte frame overhead of schema %s", maxBytes, overhead, rec.Schema())
 	}
-	var out []arrow.RecordBatch
-	var split func(lo, hi int64) error
-	split = func(lo, hi int64) error {
+	var split func(lo, hi int64)
+	split = func(lo, hi int64) {
 		size := encodedSize(rec, lo, hi) + lineageBytesPerRow*int(hi-lo)
 		if size <= budget {
 			if lo == 0 && hi == rec.NumRows() {
@@ -38,33 +64,27 @@ func SplitBatch(rec arrow.RecordBatch, maxBytes int) ([]arrow.RecordBatch, error
 			} else {
 				out = append(out, rec.NewSlice(lo, hi))
 			}
-			return nil
+			starts = append(starts, int(lo))
+			return
 		}
 		if hi-lo == 1 {
-			return fmt.Errorf("messages: row %d takes %d bytes, above the %d bytes a frame may carry (raise the NATS max payload)", lo, size, budget)
+			oversize = append(oversize, int(lo))
+			return
 		}
 		// Cut into as many even parts as the estimate asks for, then check
 		// each: skewed variable-length columns split further.
 		parts := int64(size/budget) + 1
 		step := max((hi-lo)/parts, 1)
 		for a := lo; a < hi; a += step {
-			if err := split(a, min(a+step, hi)); err != nil {
-				return err
-			}
+			split(a, min(a+step, hi))
 		}
-		return nil
 	}
 	if rec.NumRows() == 0 {
 		rec.Retain()
-		return []arrow.RecordBatch{rec}, nil
+		return []arrow.RecordBatch{rec}, []int{0}, nil, nil
 	}
-	if err := split(0, rec.NumRows()); err != nil {
-		for _, r := range out {
-			r.Release()
-		}
-		return nil, err
-	}
-	return out, nil
+	split(0, rec.NumRows())
+	return out, starts, oversize, nil
 }
 
 // encodedSize estimates the IPC body size of rows [lo, hi) of rec: each

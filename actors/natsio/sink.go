@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -26,36 +28,90 @@ type SinkConfig struct {
 	// ArrowIPC (one Arrow IPC stream per batch, split to fit the server's
 	// max payload).
 	Format Format
-	// MaxPending bounds the asynchronous publishes awaiting acknowledgement.
+	// MaxPending bounds the publishes awaiting the stream's acknowledgement.
 	// Default 4096.
 	MaxPending int
-	// AckTimeout bounds the wait for the stream's acknowledgements of one
-	// batch. Default 30 s.
+	// MaxPendingBytes bounds the bytes of the publishes awaiting the
+	// stream's acknowledgement. Default 16 MiB (and at least twice the
+	// server's max payload).
+	MaxPendingBytes int
+	// AckTimeout bounds the wait for one acknowledgement; a publish not
+	// acknowledged in time is sent again (its message id makes the stream
+	// keep one copy). Default 10 s.
 	AckTimeout time.Duration
+	// DeadLetter is the subject for rows too large to publish. Default
+	// "<subject>.dlq". A stream is created for it when none covers it.
+	DeadLetter string
 }
 
 // Validate checks the configuration.
 func (c *SinkConfig) Validate() error {
+	var errs []error
 	if c.Subject == "" {
-		return errors.New("natsio: sink needs a subject")
+		errs = append(errs, errors.New("natsio: sink needs a subject"))
 	}
-	return nil
+	if c.MaxPending < 0 || c.MaxPendingBytes < 0 || c.AckTimeout < 0 {
+		errs = append(errs, errors.New("natsio: sink limits must not be negative"))
+	}
+	return errors.Join(errs...)
 }
 
-// Sink publishes batches to a JetStream subject. Every message carries a
-// Nats-Msg-Id derived from (job, operator, instance, input sequence, part),
-// so a batch processed again after a restart is deduplicated by the stream.
+// publishAttempts is how many times a publish is sent before its batch
+// fails; every attempt carries the same message id.
+const publishAttempts = 4
+
+// jsErrCodeMessageSizeExceedsMaximum is the JetStream API error of a
+// message larger than its stream's max message size.
+const jsErrCodeMessageSizeExceedsMaximum jetstream.ErrorCode = 10054
+
+// msgIDOverhead bounds what the headers of a sink message add to its data:
+// the header preamble and the Nats-Msg-Id line around the id.
+const msgIDOverhead = 64
+
+// Sink publishes batches to a JetStream subject.
+//
+// Publishing is pipelined: the messages of a batch go out asynchronously,
+// at most MaxPending messages and MaxPendingBytes bytes awaiting the
+// stream's acknowledgement, and Process returns once every message of its
+// batch is acknowledged, so a batch counts as processed only when what it
+// produced is durable.
+//
+// Every message carries a Nats-Msg-Id derived from the input positions of
+// its rows (see [actors.Positioner] and messages.Lineage): a row read and
+// published again after a restart gets the id it had, and the stream
+// keeps one copy within its duplicate window; a new row never gets an old
+// id. JSON messages (one row each) are identified by the row's position;
+// Arrow IPC messages by the positions of their first and last rows.
+//
+// A row too large for the subject (more than the server's max payload, or
+// the stream's max message size) is dead-lettered with its size and hash,
+// not a failure: the other rows of its batch are published.
 type Sink struct {
 	cfg SinkConfig
 	nc  *nats.Conn
 
-	job, op  string
-	instance int
-	js       jetstream.JetStream
-	enc      *messages.JSONRowEncoder
-	schema   *arrow.Schema
-	buf      []byte
-	futures  []jetstream.PubAckFuture
+	prefix string
+	js     jetstream.JetStream
+	dlq    *DeadLetters
+	enc    *messages.JSONRowEncoder
+	schema *arrow.Schema
+	arena  []byte
+	queue  []pendingPub
+	head   int
+	bytes  int
+
+	published, duplicates, deadLettered atomic.Int64
+	lastSeq                             atomic.Uint64
+}
+
+// pendingPub is a publish awaiting its acknowledgement. data is the
+// sink's own copy, kept to send it again.
+type pendingPub struct {
+	f        jetstream.PubAckFuture
+	data     []byte
+	id       string
+	row      int // first input row
+	attempts int
 }
 
 // NewSink returns a sink publishing through nc. cfg must be valid.
@@ -66,106 +122,264 @@ func NewSink(nc *nats.Conn, cfg SinkConfig) *Sink {
 	if cfg.MaxPending <= 0 {
 		cfg.MaxPending = 4096
 	}
+	if cfg.MaxPendingBytes <= 0 {
+		cfg.MaxPendingBytes = 16 << 20
+	}
+	cfg.MaxPendingBytes = max(cfg.MaxPendingBytes, 2*int(nc.MaxPayload()))
 	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = 30 * time.Second
+		cfg.AckTimeout = 10 * time.Second
 	}
 	if cfg.Stream == "" {
 		cfg.Stream = streamName(cfg.Subject)
 	}
+	if cfg.DeadLetter == "" {
+		cfg.DeadLetter = cfg.Subject + ".dlq"
+	}
 	return &Sink{cfg: cfg, nc: nc}
 }
 
-// Open makes sure a stream captures the subject.
+// SinkStats says what a sink published.
+type SinkStats struct {
+	// Published counts the messages the stream acknowledged as new;
+	// Duplicates those it recognised by their message id and did not
+	// store again; DeadLettered the rows too large to publish.
+	Published, Duplicates, DeadLettered int64
+	// LastSequence is the stream sequence of the last message stored.
+	LastSequence uint64
+}
+
+// Stats returns what the sink has published so far.
+func (s *Sink) Stats() SinkStats {
+	return SinkStats{Published: s.published.Load(), Duplicates: s.duplicates.Load(),
+		DeadLettered: s.deadLettered.Load(), LastSequence: s.lastSeq.Load()}
+}
+
+// Open makes sure streams capture the subject and the dead-letter subject.
 func (s *Sink) Open(ctx context.Context, oc actors.OperatorContext) error {
-	s.job, s.op, s.instance = oc.Job(), oc.Operator(), oc.Instance()
-	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending))
+	s.prefix = oc.Job() + "." + oc.Operator() + "."
+	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending+1))
 	if err != nil {
 		return fmt.Errorf("natsio: %w", err)
 	}
 	s.js = js
-	_, err = EnsureStream(ctx, js, s.cfg.Stream, []string{s.cfg.Subject})
+	if _, err = EnsureStream(ctx, js, s.cfg.Stream, []string{s.cfg.Subject}); err != nil {
+		return err
+	}
+	if _, err = EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
+		return err
+	}
+	s.dlq, err = NewDeadLetters(s.nc, DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator()})
 	return err
 }
 
-// Process publishes in and waits until the stream has acknowledged every
+// Process publishes in and returns once the stream has acknowledged every
 // message of it.
 func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitter) error {
-	seq := actors.InputSeq(ctx)
-	idPrefix := s.job + "." + s.op + "." + strconv.Itoa(s.instance) + "." + strconv.FormatUint(seq, 10) + "."
-	s.futures = s.futures[:0]
+	lin := actors.InputLineage(ctx)
+	if lin == nil {
+		// Outside the runtime: positions unique to the batch's sequence.
+		lin = &messages.Lineage{Origin: "seq" + strconv.FormatUint(actors.InputSeq(ctx), 36)}
+	}
+	s.arena = s.arena[:0]
+	var err error
 	switch s.cfg.Format {
 	case ArrowIPC:
-		parts, err := messages.SplitBatch(in, int(s.nc.MaxPayload())-1024)
-		if err != nil {
-			return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
-		}
-		for i, p := range parts {
-			data, err := messages.EncodeIPC(p)
-			p.Release()
-			if err != nil {
-				for _, q := range parts[i+1:] {
-					q.Release()
-				}
-				return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
-			}
-			if err := s.publish(data, idPrefix+strconv.Itoa(i)); err != nil {
-				for _, q := range parts[i+1:] {
-					q.Release()
-				}
-				return err
-			}
-		}
+		err = s.publishIPC(ctx, in, lin)
 	default:
-		if s.enc == nil || s.schema != in.Schema() {
-			enc, err := messages.NewJSONRowEncoder(in.Schema())
-			if err != nil {
-				return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
-			}
-			s.enc, s.schema = enc, in.Schema()
-		}
-		n := int(in.NumRows())
-		for row := 0; row < n; row++ {
-			s.buf = s.enc.AppendRow(s.buf[:0], in, row)
-			// The client copies the payload into its write buffer; with
-			// retries off (see publish) it keeps no reference to it.
-			if err := s.publish(s.buf, idPrefix+strconv.Itoa(row)); err != nil {
-				return err
-			}
-		}
+		err = s.publishJSON(ctx, in, lin)
 	}
-	return s.await(ctx)
-}
-
-func (s *Sink) publish(data []byte, id string) error {
-	// No client-side retries: a retry would resend data, which the caller
-	// reuses. A failed publish fails the batch, which the runtime retries
-	// whole; the message ids make the stream drop what it already has.
-	f, err := s.js.PublishAsync(s.cfg.Subject, data, jetstream.WithMsgID(id),
-		jetstream.WithStallWait(s.cfg.AckTimeout), jetstream.WithRetryAttempts(0))
+	if err == nil {
+		err = s.drain(ctx, 0, 0)
+	}
+	if err == nil {
+		err = s.dlq.Wait(ctx)
+	}
 	if err != nil {
-		return fmt.Errorf("natsio: publish to %s: %w", s.cfg.Subject, err)
+		s.abandon()
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
 	}
-	s.futures = append(s.futures, f)
 	return nil
 }
 
-func (s *Sink) await(ctx context.Context) error {
-	timer := time.NewTimer(s.cfg.AckTimeout)
-	defer timer.Stop()
-	for _, f := range s.futures {
+func (s *Sink) publishJSON(ctx context.Context, in arrow.RecordBatch, lin *messages.Lineage) error {
+	if s.enc == nil || s.schema != in.Schema() {
+		enc, err := messages.NewJSONRowEncoder(in.Schema())
+		if err != nil {
+			return err
+		}
+		s.enc, s.schema = enc, in.Schema()
+	}
+	limit := int(s.nc.MaxPayload())
+	return lin.RowIDs(s.prefix, int(in.NumRows()), func(row int, id []byte) error {
+		// The arena is not reused before every publish of the batch is
+		// acknowledged: a publish sent again sends the same bytes.
+		start := len(s.arena)
+		s.arena = s.enc.AppendRow(s.arena, in, row)
+		data := s.arena[start:len(s.arena):len(s.arena)]
+		if len(data)+len(id)+msgIDOverhead > limit {
+			return s.oversize(ctx, data, row, lin, fmt.Sprintf("row of %d bytes is above the %d-byte max payload of %s", len(data), limit, s.cfg.Subject))
+		}
+		return s.publish(ctx, data, string(id), row)
+	})
+}
+
+func (s *Sink) publishIPC(ctx context.Context, in arrow.RecordBatch, lin *messages.Lineage) error {
+	limit := int(s.nc.MaxPayload())
+	parts, starts, oversize, err := messages.SplitBatchAt(in, limit-1024)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, p := range parts {
+			p.Release()
+		}
+	}()
+	for _, row := range oversize {
+		one := in.NewSlice(int64(row), int64(row)+1)
+		data, err := messages.EncodeIPC(one)
+		one.Release()
+		if err != nil {
+			return err
+		}
+		if err := s.oversize(ctx, data, row, lin, fmt.Sprintf("row takes %d bytes as Arrow IPC, above the %d-byte max payload of %s", len(data), limit, s.cfg.Subject)); err != nil {
+			return err
+		}
+	}
+	for i, p := range parts {
+		data, err := messages.EncodeIPC(p)
+		if err != nil {
+			return err
+		}
+		first, n := starts[i], int(p.NumRows())
+		id := s.prefix + lin.Origin + ":" + strconv.FormatUint(lin.At(first), 36) + "-" +
+			strconv.FormatUint(lin.At(first+n-1), 36) + "." + strconv.Itoa(n)
+		if err := s.publish(ctx, data, id, first); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// oversize dead-letters one row too large for the subject.
+func (s *Sink) oversize(ctx context.Context, data []byte, row int, lin *messages.Lineage, reason string) error {
+	s.deadLettered.Add(1)
+	return s.dlq.Add(ctx, DeadLetter{
+		ID:      s.prefix + "dlq." + lin.Origin + ":" + strconv.FormatUint(lin.At(row), 36) + "." + strconv.Itoa(row),
+		Payload: data,
+		Reason:  reason,
+		Class:   ClassOversize,
+	})
+}
+
+// publish sends data asynchronously, first waiting for acknowledgements
+// while the pending messages or bytes are at their bounds.
+func (s *Sink) publish(ctx context.Context, data []byte, id string, row int) error {
+	if err := s.drain(ctx, s.cfg.MaxPending-1, s.cfg.MaxPendingBytes-len(data)); err != nil {
+		return err
+	}
+	p := pendingPub{data: data, id: id, row: row}
+	if err := s.send(&p); err != nil {
+		return err
+	}
+	s.queue = append(s.queue, p)
+	s.bytes += len(data)
+	return nil
+}
+
+func (s *Sink) send(p *pendingPub) error {
+	p.attempts++
+	// No client-side retries: the sink sends again itself, with the same
+	// id, and dead-letters what the stream refuses for its size.
+	f, err := s.js.PublishAsync(s.cfg.Subject, p.data, jetstream.WithMsgID(p.id),
+		jetstream.WithStallWait(s.cfg.AckTimeout), jetstream.WithRetryAttempts(0))
+	if err != nil {
+		return fmt.Errorf("publish: %w", err)
+	}
+	p.f = f
+	return nil
+}
+
+// drain waits for acknowledgements, oldest first, until at most maxMsgs
+// publishes and maxBytes bytes are pending. A publish that fails or is not
+// acknowledged in time is sent again; one the stream refuses for its size
+// is dead-lettered.
+func (s *Sink) drain(ctx context.Context, maxMsgs, maxBytes int) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(s.queue)-s.head > max(maxMsgs, 0) || (s.bytes > max(maxBytes, 0) && len(s.queue) > s.head) {
+		p := &s.queue[s.head]
+		if timer == nil {
+			timer = time.NewTimer(s.cfg.AckTimeout)
+		} else {
+			timer.Reset(s.cfg.AckTimeout)
+		}
 		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			return fmt.Errorf("natsio: publish to %s: %w", s.cfg.Subject, err)
+		case ack := <-p.f.Ok():
+			if ack.Duplicate {
+				s.duplicates.Add(1)
+			} else {
+				s.published.Add(1)
+				s.lastSeq.Store(ack.Sequence)
+			}
+		case err := <-p.f.Err():
+			if tooLarge(err) {
+				s.deadLettered.Add(1)
+				if err := s.dlq.Add(ctx, DeadLetter{ID: p.id + ".dlq", Payload: p.data, Class: ClassOversize,
+					Reason: fmt.Sprintf("the stream refused %d bytes: %v", len(p.data), err)}); err != nil {
+					return err
+				}
+				break
+			}
+			if p.attempts >= publishAttempts {
+				return fmt.Errorf("publish row %d (id %s), %d attempts: %w", p.row, p.id, p.attempts, err)
+			}
+			if err := s.send(p); err != nil {
+				return err
+			}
+			continue
 		case <-timer.C:
-			return fmt.Errorf("natsio: publish to %s: no acknowledgement within %v", s.cfg.Subject, s.cfg.AckTimeout)
+			if p.attempts >= publishAttempts {
+				return fmt.Errorf("publish row %d (id %s): no acknowledgement in %d attempts of %v", p.row, p.id, p.attempts, s.cfg.AckTimeout)
+			}
+			if err := s.send(p); err != nil {
+				return err
+			}
+			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		s.bytes -= len(p.data)
+		*p = pendingPub{}
+		s.head++
 	}
-	clear(s.futures)
-	s.futures = s.futures[:0]
+	if s.head == len(s.queue) {
+		s.queue, s.head = s.queue[:0], 0
+	}
 	return nil
+}
+
+// abandon forgets the pending publishes of a failed batch: the batch is
+// processed again, and its messages keep their ids.
+func (s *Sink) abandon() {
+	clear(s.queue)
+	s.queue, s.head, s.bytes = s.queue[:0], 0, 0
+}
+
+// tooLarge reports whether err says a message is too large for the server
+// or the stream.
+func tooLarge(err error) bool {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeMessageSizeExceedsMaximum {
+		return true
+	}
+	return strings.Contains(err.Error(), "maximum payload") || strings.Contains(err.Error(), "message size exceeds maximum")
 }
 
 // Close has nothing to flush: Process returns only once its batch is
