@@ -12,11 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,6 +69,12 @@ const (
 )
 
 // SourceConfig configures a JetStream source.
+//
+// The defaults serve a trickle and a burst alike: messages are pulled ahead
+// continuously (up to Prefetch messages and PrefetchBytes bytes), and a
+// batch is handed over as soon as it is full (BatchSize rows or BatchBytes
+// bytes) or nothing more is waiting, so a lone event goes out at once and
+// a burst, which keeps the prefetch buffer non-empty, fills whole batches.
 type SourceConfig struct {
 	// Subjects the source reads. Required.
 	Subjects []string
@@ -83,9 +90,24 @@ type SourceConfig struct {
 	Format Format
 	// BatchSize is the most rows per batch. Default 8192.
 	BatchSize int
-	// Linger is how long a batch may wait for more rows once it has one.
-	// Default 100 ms.
+	// BatchBytes cuts a batch once the messages it holds reach this many
+	// payload bytes. Default 8 MiB.
+	BatchBytes int
+	// Linger is how long a batch may wait for more rows, counted from its
+	// first row, when no more messages are waiting. Default 0: a batch is
+	// cut as soon as nothing more is waiting. Whatever its value, a batch
+	// is cut once it is full.
 	Linger time.Duration
+	// Prefetch is the most messages pulled ahead of Read. Default
+	// BatchSize. The consumer's MaxAckPending is set to
+	// Parallelism × (BatchSize + Prefetch), so a full batch and a full
+	// prefetch buffer fit in it.
+	Prefetch int
+	// PrefetchBytes is the most bytes pulled ahead of Read (the pull
+	// requests' max_bytes, and the source's own buffer). Default: twice the
+	// server's max payload, at least 4 MiB and at most 48 MiB, and never
+	// less than one max-size message.
+	PrefetchBytes int
 	// DeadLetter is the subject for events that cannot be decoded. Default
 	// "<first subject without wildcards>.dlq". A stream is created for it
 	// when none covers it.
@@ -111,22 +133,30 @@ func (c *SourceConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("natsio: source schema: %w", err))
 		}
 	}
-	if c.BatchSize < 0 || c.Linger < 0 {
-		errs = append(errs, errors.New("natsio: batch size and linger must not be negative"))
+	if c.BatchSize < 0 || c.BatchBytes < 0 || c.Linger < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.AckWait < 0 {
+		errs = append(errs, errors.New("natsio: batch size, batch bytes, linger, prefetch and ack wait must not be negative"))
 	}
 	return errors.Join(errs...)
 }
 
-func (c SourceConfig) withDefaults(job, op string) SourceConfig {
+func (c SourceConfig) withDefaults(job, op string, maxPayload int) SourceConfig {
 	if c.Format == 0 {
 		c.Format = JSON
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 8192
 	}
-	if c.Linger == 0 {
-		c.Linger = 100 * time.Millisecond
+	if c.BatchBytes == 0 {
+		c.BatchBytes = 8 << 20
 	}
+	if c.Prefetch == 0 {
+		c.Prefetch = c.BatchSize
+	}
+	if c.PrefetchBytes == 0 {
+		c.PrefetchBytes = min(max(2*maxPayload, 4<<20), 48<<20)
+	}
+	// A pull request must be able to carry one message of max size.
+	c.PrefetchBytes = max(c.PrefetchBytes, maxPayload+64<<10)
 	if c.Consumer == "" {
 		c.Consumer = job + "-" + op
 	}
@@ -142,8 +172,37 @@ func (c SourceConfig) withDefaults(job, op string) SourceConfig {
 	return c
 }
 
+// MaxLines is the most events (JSON) or rows (Arrow IPC) one message may
+// hold: a row's position keeps its index within the message in 24 bits
+// (see [Position]). A larger message is dead-lettered whole.
+const MaxLines = 1 << 24
+
+// maxLines is MaxLines, lowered by tests.
+var maxLines = MaxLines
+
+// Position is the position of the line-th event (JSON: the index of the
+// event in its message, counting bad ones; Arrow IPC: the index of the row
+// in its message) of the message at stream sequence streamSeq. Positions
+// are the same every time the stream is read, and increase with the
+// stream sequence and the line.
+func Position(streamSeq uint64, line int) uint64 {
+	return streamSeq<<24 | uint64(line)&(MaxLines-1)
+}
+
+// SplitPosition returns the stream sequence and line of a [Position].
+func SplitPosition(pos uint64) (streamSeq uint64, line int) {
+	return pos >> 24, int(pos & (MaxLines - 1))
+}
+
 // Source reads a JetStream stream through a durable pull consumer shared by
 // all instances of the source operator.
+//
+// Messages are pulled continuously by a goroutine the source owns (started
+// in Open, stopped in Close) into a buffer bounded in messages and bytes;
+// Read decodes from that buffer. Messages are acknowledged only by Commit,
+// after the dead letters of their bad events are stored; Close negatively
+// acknowledges every message read or prefetched but not committed, so
+// JetStream redelivers them at once.
 type Source struct {
 	cfg SourceConfig
 	nc  *nats.Conn
@@ -152,28 +211,59 @@ type Source struct {
 	mem     memory.Allocator
 	js      jetstream.JetStream
 	cons    jetstream.Consumer
+	iter    jetstream.MessagesContext
+	q       *prefetch
+	pumpWG  sync.WaitGroup
 	dec     *messages.JSONDecoder
+	dl      *DeadLetters
 
-	// msgs whose rows are in the batch being built; handed over with it.
+	// local holds messages taken from q and not yet decoded.
+	local []jetstream.Msg
+	// building holds the messages whose rows are in the batch being built;
+	// handed over with it.
 	building []jetstream.Msg
-	// msgs of batches handed to the runtime, acknowledged on Commit.
+	// pos are the positions of the rows of the batch being built.
+	pos []uint64
+	// bytes is the payload size of the messages in building.
+	bytes int
+	// handed holds the messages of batches handed over, acked by Commit.
 	handed []jetstream.Msg
 	// ready holds decoded Arrow IPC batches not yet returned.
-	ready []arrow.RecordBatch
+	ready []readyBatch
+	// lastPos are the positions of the batch the last Read returned.
+	lastPos []uint64
+	// lastPending is the consumer's pending count after the last message
+	// read (-1: none read yet).
+	lastPending int64
+	bads        []badEvent
+}
+
+type readyBatch struct {
+	rec arrow.RecordBatch
+	pos []uint64
+}
+
+type badEvent struct {
+	line  int
+	event []byte
+	err   error
 }
 
 // NewSource returns a source reading through nc. cfg must be valid.
 func NewSource(nc *nats.Conn, cfg SourceConfig) *Source {
-	return &Source{cfg: cfg, nc: nc}
+	return &Source{cfg: cfg, nc: nc, lastPending: -1}
 }
 
-var _ actors.Committer = (*Source)(nil)
+var (
+	_ actors.Committer  = (*Source)(nil)
+	_ actors.Positioner = (*Source)(nil)
+)
 
 // Open creates (or binds to) the stream, the dead-letter stream and the
-// durable consumer.
+// durable consumer, and starts pulling.
 func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.job, s.op, s.mem = oc.Job(), oc.Operator(), oc.Allocator()
-	s.cfg = s.cfg.withDefaults(s.job, s.op)
+	s.cfg = s.cfg.withDefaults(s.job, s.op, int(s.nc.MaxPayload()))
 	js, err := jetstream.New(s.nc)
 	if err != nil {
 		return fmt.Errorf("natsio: %w", err)
@@ -183,14 +273,27 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return err
 	}
-	if _, err := EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
+	dlStream, err := EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter})
+	if err != nil {
 		return err
 	}
+	dls, err := js.Stream(ctx, dlStream)
+	if err != nil {
+		return fmt.Errorf("natsio: dead-letter stream %s: %w", dlStream, err)
+	}
+	s.dl, err = NewDeadLetters(s.nc, DeadLettersConfig{
+		Subject: s.cfg.DeadLetter, Job: s.job, Operator: s.op,
+		MaxMsgSize: int(dls.CachedInfo().Config.MaxMsgSize),
+	})
+	if err != nil {
+		return err
+	}
+	par := max(oc.Parallelism(), 1)
 	cc := jetstream.ConsumerConfig{
 		Durable:       s.cfg.Consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.cfg.AckWait,
-		MaxAckPending: 4*s.cfg.BatchSize + 1024,
+		MaxAckPending: par * (s.cfg.BatchSize + s.cfg.Prefetch),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
 	if len(s.cfg.Subjects) == 1 {
@@ -208,91 +311,175 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 			return fmt.Errorf("natsio: %w", err)
 		}
 	}
+	s.iter, err = s.cons.Messages(
+		jetstream.PullMaxBytes(s.cfg.PrefetchBytes),
+		jetstream.PullExpiry(30*time.Second),
+		jetstream.PullHeartbeat(5*time.Second),
+		jetstream.WithMessagesErrOnMissingHeartbeat(false),
+	)
+	if err != nil {
+		return fmt.Errorf("natsio: consumer %s: %w", s.cfg.Consumer, err)
+	}
+	s.q = newPrefetch(s.cfg.Prefetch, s.cfg.PrefetchBytes)
+	s.pumpWG.Add(1)
+	go s.pump(s.iter, s.q)
 	return nil
 }
 
-// Read returns the next batch: up to BatchSize rows, or fewer once Linger
-// has passed since the batch's first row.
+// pump moves pulled messages into q until the iterator ends.
+func (s *Source) pump(it jetstream.MessagesContext, q *prefetch) {
+	defer s.pumpWG.Done()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			q.end(err)
+			return
+		}
+		q.push(m)
+	}
+}
+
+// Read returns the next batch: up to BatchSize rows and BatchBytes bytes,
+// cut earlier once nothing more is waiting and Linger has passed since its
+// first row. A batch may have no rows when every event of its messages was
+// dead-lettered: committing it acknowledges them.
 func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 	if len(s.ready) > 0 {
 		return s.popReady(), nil
 	}
 	var first time.Time
-	for {
-		rows := s.rows()
-		if rows >= s.cfg.BatchSize || (rows > 0 && time.Since(first) >= s.cfg.Linger) {
-			return s.cut(), nil
-		}
-		if len(s.ready) > 0 {
-			return s.popReady(), nil
-		}
-		wait := time.Second
-		if rows > 0 {
-			wait = max(s.cfg.Linger-time.Since(first), time.Millisecond)
-		}
-		n := min(s.cfg.BatchSize-rows, 4096)
-		fctx, cancel := context.WithTimeout(ctx, wait)
-		batch, err := s.cons.Fetch(max(n, 1), jetstream.FetchContext(fctx))
-		if err != nil {
-			cancel()
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+	var linger, pollTimer *time.Timer
+	defer func() {
+		for _, t := range []*time.Timer{linger, pollTimer} {
+			if t != nil {
+				t.Stop()
 			}
-			return nil, fmt.Errorf("natsio: fetch: %w", err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
+	}()
+	poll, polled := time.Millisecond, false
+	for {
+		for len(s.local) > 0 && !s.full() {
+			m := s.local[0]
+			if s.dec != nil && len(m.Data()) >= maxLines && len(s.building) > 0 {
+				// It may hold more events than a message may: give it a
+				// batch of its own, so it can be dead-lettered whole.
+				return s.cut(), nil
+			}
+			s.local[0] = nil
+			s.local = s.local[1:]
 			if first.IsZero() {
 				first = time.Now()
 			}
 			if err := s.decode(ctx, m); err != nil {
-				cancel()
 				return nil, err
 			}
-		}
-		cancel()
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
+			if len(s.ready) > 0 {
+				return s.popReady(), nil
 			}
-			return nil, fmt.Errorf("natsio: fetch: %w", err)
 		}
-		if got == 0 && s.rows() == 0 && len(s.ready) == 0 && s.cfg.Bounded {
-			done, err := s.caughtUp(ctx)
+		if s.full() {
+			return s.cut(), nil
+		}
+		if len(s.local) == 0 {
+			var err error
+			s.local, err = s.q.take(s.local)
+			if len(s.local) > 0 {
+				continue
+			}
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("natsio: consumer %s: %w", s.cfg.Consumer, err)
 			}
-			if done {
-				return nil, io.EOF
+		}
+		// Nothing is waiting.
+		var wake <-chan time.Time
+		if len(s.building) > 0 {
+			left := s.cfg.Linger - time.Since(first)
+			if left <= 0 {
+				return s.cut(), nil
 			}
+			if linger == nil {
+				linger = time.NewTimer(left)
+			}
+			wake = linger.C
+		} else if s.cfg.Bounded {
+			// The last message read said nothing was left, or messages
+			// stopped coming: ask the consumer.
+			if s.lastPending <= 0 || polled {
+				done, err := s.caughtUp(ctx)
+				if err != nil {
+					return nil, err
+				}
+				if done {
+					return nil, io.EOF
+				}
+			}
+			if pollTimer == nil {
+				pollTimer = time.NewTimer(poll)
+			} else {
+				pollTimer.Reset(poll)
+			}
+			poll, polled = min(2*poll, 100*time.Millisecond), false
+			wake = pollTimer.C
+		}
+		select {
+		case <-s.q.notify:
+		case <-wake:
+			if len(s.building) > 0 {
+				return s.cut(), nil
+			}
+			polled = true
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
 	}
 }
 
-func (s *Source) rows() int {
-	if s.dec == nil {
-		return 0
-	}
-	return s.dec.Len()
+func (s *Source) full() bool {
+	return s.bytes >= s.cfg.BatchBytes || (s.dec != nil && s.dec.Len() >= s.cfg.BatchSize)
 }
 
-// cut hands over the JSON batch being built.
+// Positions returns the positions of the rows of the batch the last Read
+// returned (see [Position]), and hands the slice over.
+func (s *Source) Positions() []uint64 {
+	p := s.lastPos
+	s.lastPos = nil
+	return p
+}
+
+// cut hands over the JSON batch being built (or, for Arrow IPC, the
+// messages whose rows were all dead-lettered, as an empty batch).
 func (s *Source) cut() arrow.RecordBatch {
 	s.handed = append(s.handed, s.building...)
+	clear(s.building)
 	s.building = s.building[:0]
+	s.bytes = 0
+	s.lastPos, s.pos = s.pos, nil
+	if s.dec == nil {
+		return array.NewRecordBatch(s.cfg.Schema, emptyColumns(s.mem, s.cfg.Schema), 0)
+	}
 	return s.dec.NewBatch()
 }
 
+func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
+	cols := make([]arrow.Array, schema.NumFields())
+	for i, f := range schema.Fields() {
+		cols[i] = array.MakeArrayOfNull(mem, f.Type, 0)
+	}
+	return cols
+}
+
 func (s *Source) popReady() arrow.RecordBatch {
-	rec := s.ready[0]
-	s.ready[0] = nil
+	r := s.ready[0]
+	s.ready[0] = readyBatch{}
 	s.ready = s.ready[1:]
 	if len(s.ready) == 0 {
 		s.handed = append(s.handed, s.building...)
+		clear(s.building)
 		s.building = s.building[:0]
+		s.bytes = 0
 	}
-	return rec
+	s.lastPos = r.pos
+	return r.rec
 }
 
 // caughtUp reports whether the consumer has nothing left to deliver and
@@ -302,68 +489,146 @@ func (s *Source) caughtUp(ctx context.Context) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("natsio: consumer info: %w", err)
 	}
-	return info.NumPending == 0 && info.NumAckPending == len(s.handed)+len(s.building), nil
+	return info.NumPending == 0 && info.NumAckPending == 0, nil
 }
 
 func (s *Source) decode(ctx context.Context, m jetstream.Msg) error {
 	s.building = append(s.building, m)
+	data := m.Data()
+	s.bytes += len(data)
+	var seq uint64
+	if md, err := m.Metadata(); err == nil {
+		seq = md.Sequence.Stream
+		s.lastPending = int64(md.NumPending)
+	}
 	switch s.cfg.Format {
 	case ArrowIPC:
-		recs, schema, err := messages.DecodeIPC(s.mem, m.Data())
+		return s.decodeIPC(ctx, m, seq, data)
+	default:
+		return s.decodeJSON(ctx, m, seq, data)
+	}
+}
+
+func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, data []byte) error {
+	recs, schema, err := messages.DecodeIPC(s.mem, data)
+	class := ClassDecode
+	if err == nil {
+		class = ClassSchema
+		err = messages.CheckSchema(s.cfg.Schema, schema)
+	}
+	rows := 0
+	for _, r := range recs {
+		rows += int(r.NumRows())
+	}
+	if err == nil && rows > maxLines {
+		class = ClassOversize
+		err = fmt.Errorf("message holds %d rows, more than the %d a message may hold", rows, maxLines)
+	}
+	conformed := make([]arrow.RecordBatch, 0, len(recs))
+	for _, r := range recs {
 		if err == nil {
-			err = messages.CheckSchema(s.cfg.Schema, schema)
-		}
-		conformed := make([]arrow.RecordBatch, 0, len(recs))
-		for _, r := range recs {
-			if err == nil {
-				var c arrow.RecordBatch
-				if c, err = messages.Conform(s.cfg.Schema, r); err == nil {
-					conformed = append(conformed, c)
-				}
+			var c arrow.RecordBatch
+			if c, err = messages.Conform(s.cfg.Schema, r); err == nil {
+				conformed = append(conformed, c)
 			}
-			r.Release()
+		}
+		r.Release()
+	}
+	if err != nil {
+		for _, c := range conformed {
+			c.Release()
+		}
+		return s.deadLetter(ctx, m, seq, 0, data, err, class)
+	}
+	line := 0
+	for _, c := range conformed {
+		n := int(c.NumRows())
+		pos := make([]uint64, n)
+		for i := range pos {
+			pos[i] = Position(seq, line+i)
+		}
+		line += n
+		s.ready = append(s.ready, readyBatch{rec: c, pos: pos})
+	}
+	return nil
+}
+
+func (s *Source) decodeJSON(ctx context.Context, m jetstream.Msg, seq uint64, data []byte) error {
+	before := s.dec.Len()
+	s.bads = s.bads[:0]
+	s.dec.AppendLines(data, func(event []byte, err error) {
+		s.bads = append(s.bads, badEvent{line: s.dec.Len() - before + len(s.bads), event: event, err: err})
+	})
+	good := s.dec.Len() - before
+	if events := good + len(s.bads); events > maxLines {
+		// Read gives such a message a batch of its own, so the staged
+		// rows are all its own.
+		s.dec.Release()
+		clear(s.bads)
+		return s.deadLetter(ctx, m, seq, 0, data,
+			fmt.Errorf("message holds %d events, more than the %d a message may hold", events, maxLines), ClassOversize)
+	}
+	if s.pos == nil {
+		s.pos = make([]uint64, 0, s.cfg.BatchSize)
+	}
+	line, b := 0, 0
+	for range good {
+		for b < len(s.bads) && s.bads[b].line == line {
+			line++
+			b++
+		}
+		s.pos = append(s.pos, Position(seq, line))
+		line++
+	}
+	for _, bad := range s.bads {
+		if err := s.deadLetter(ctx, m, seq, bad.line, bad.event, bad.err, ClassDecode); err != nil {
+			return err
+		}
+	}
+	clear(s.bads)
+	return nil
+}
+
+// deadLetter queues a bad event, with its reason, for the dead-letter
+// subject; Commit waits until it is stored.
+func (s *Source) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, line int, payload []byte, reason error, class string) error {
+	return s.dl.Add(ctx, DeadLetter{
+		ID:            DeadLetterID(s.job, s.op, Position(seq, line)),
+		Payload:       payload,
+		Reason:        reason.Error(),
+		Class:         class,
+		SourceSubject: m.Subject(),
+		SourceSeq:     seq,
+	})
+}
+
+// DeadLetterCounts returns the events this source dead-lettered, by class.
+func (s *Source) DeadLetterCounts() map[string]int64 {
+	if s.dl == nil {
+		return map[string]int64{}
+	}
+	return s.dl.Counts()
+}
+
+// Commit waits until the dead letters of the batches handed over so far are
+// stored, then acknowledges their messages.
+func (s *Source) Commit(ctx context.Context) error {
+	if len(s.handed) == 0 {
+		return nil
+	}
+	if err := s.dl.Wait(ctx); err != nil {
+		return err
+	}
+	for i, m := range s.handed {
+		var err error
+		if s.cfg.Bounded && i == len(s.handed)-1 {
+			// Bounded sources ask the consumer whether they are done:
+			// it must have seen these acknowledgements.
+			err = m.DoubleAck(ctx)
+		} else {
+			err = m.Ack()
 		}
 		if err != nil {
-			for _, c := range conformed {
-				c.Release()
-			}
-			return s.deadLetter(ctx, m, m.Data(), err)
-		}
-		s.ready = append(s.ready, conformed...)
-	default:
-		var dlqErr error
-		s.dec.AppendLines(m.Data(), func(line []byte, err error) {
-			if dlqErr == nil {
-				dlqErr = s.deadLetter(ctx, m, line, err)
-			}
-		})
-		return dlqErr
-	}
-	return nil
-}
-
-// deadLetter publishes a bad event with its reason and waits for the
-// stream's acknowledgement.
-func (s *Source) deadLetter(ctx context.Context, m jetstream.Msg, payload []byte, reason error) error {
-	out := nats.NewMsg(s.cfg.DeadLetter)
-	out.Data = append([]byte(nil), payload...)
-	out.Header.Set(HeaderError, reason.Error())
-	out.Header.Set(HeaderSourceSubject, m.Subject())
-	if md, err := m.Metadata(); err == nil {
-		out.Header.Set(HeaderSourceSeq, strconv.FormatUint(md.Sequence.Stream, 10))
-	}
-	out.Header.Set(HeaderJob, s.job)
-	out.Header.Set(HeaderOperator, s.op)
-	if _, err := s.js.PublishMsg(ctx, out); err != nil {
-		return fmt.Errorf("natsio: dead-letter to %s: %w", s.cfg.DeadLetter, err)
-	}
-	return nil
-}
-
-// Commit acknowledges the messages of every batch handed over so far.
-func (s *Source) Commit(ctx context.Context) error {
-	for i, m := range s.handed {
-		if err := m.Ack(); err != nil {
 			s.handed = s.handed[i:]
 			return fmt.Errorf("natsio: ack: %w", err)
 		}
@@ -373,26 +638,137 @@ func (s *Source) Commit(ctx context.Context) error {
 	return nil
 }
 
-// Close negatively acknowledges what was read but not committed, so
-// JetStream redelivers it at once, and releases the batch being built.
+// Close stops pulling, then negatively acknowledges every message read or
+// prefetched but not committed, so JetStream redelivers them at once, and
+// releases what was decoded and not handed over.
 func (s *Source) Close(ctx context.Context) error {
 	var errs []error
-	for _, m := range append(s.handed, s.building...) {
-		if err := m.Nak(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-			errs = append(errs, err)
+	if s.iter != nil {
+		// Drain: the server is told to stop, and what it already sent
+		// still arrives, to be naked below.
+		s.q.close()
+		s.iter.Drain()
+		done := make(chan struct{})
+		go func() { s.pumpWG.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.iter.Stop()
+			<-done
+		}
+		s.iter = nil
+		left, _ := s.q.take(nil)
+		s.local = append(s.local, left...)
+	}
+	for _, list := range [][]jetstream.Msg{s.handed, s.building, s.local} {
+		for _, m := range list {
+			if err := m.Nak(); err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+				errs = append(errs, err)
+			}
 		}
 	}
-	s.handed, s.building = nil, nil
+	s.handed, s.building, s.local = nil, nil, nil
 	for _, r := range s.ready {
-		r.Release()
+		r.rec.Release()
 	}
 	s.ready = nil
 	if s.dec != nil {
 		s.dec.Release()
 		s.dec = nil
 	}
+	if s.dl != nil {
+		// Dead letters already sent are kept or repeated; their ids make a
+		// repeat harmless. Waiting briefly avoids needless repeats.
+		if err := s.dl.Wait(ctx); err != nil && ctx.Err() == nil {
+			errs = append(errs, err)
+		}
+	}
 	if len(errs) > 0 {
-		return fmt.Errorf("natsio: nak on close: %w", errors.Join(errs...))
+		return fmt.Errorf("natsio: close source: %w", errors.Join(errs...))
 	}
 	return nil
+}
+
+// prefetch is the buffer between the pulling goroutine and Read, bounded
+// in messages and bytes.
+type prefetch struct {
+	mu       sync.Mutex
+	room     sync.Cond
+	msgs     []jetstream.Msg
+	bytes    int
+	maxMsgs  int
+	maxBytes int
+	closing  bool
+	ended    bool
+	err      error
+	// notify has a value when messages were added or the pull ended.
+	notify chan struct{}
+}
+
+func newPrefetch(maxMsgs, maxBytes int) *prefetch {
+	q := &prefetch{maxMsgs: maxMsgs, maxBytes: maxBytes, notify: make(chan struct{}, 1)}
+	q.room.L = &q.mu
+	return q
+}
+
+func msgSize(m jetstream.Msg) int { return len(m.Data()) + 128 }
+
+// push adds m, waiting while the buffer is full (unless closing).
+func (q *prefetch) push(m jetstream.Msg) {
+	q.mu.Lock()
+	for !q.closing && len(q.msgs) > 0 && (len(q.msgs) >= q.maxMsgs || q.bytes+msgSize(m) > q.maxBytes) {
+		q.room.Wait()
+	}
+	q.msgs = append(q.msgs, m)
+	q.bytes += msgSize(m)
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// end records that the pull ended; err is reported unless the source is
+// closing.
+func (q *prefetch) end(err error) {
+	q.mu.Lock()
+	q.ended = true
+	if !q.closing {
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) && !errors.Is(err, jetstream.ErrConnectionClosed) {
+			err = errors.New("pull ended")
+		}
+		q.err = err
+	}
+	q.mu.Unlock()
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take appends every buffered message to dst; err is set once the pull
+// has ended and nothing is left.
+func (q *prefetch) take(dst []jetstream.Msg) ([]jetstream.Msg, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	dst = append(dst, q.msgs...)
+	clear(q.msgs)
+	q.msgs = q.msgs[:0]
+	q.bytes = 0
+	q.room.Signal()
+	if len(dst) == 0 && q.ended {
+		if q.err != nil {
+			return dst, q.err
+		}
+		return dst, errors.New("pull ended")
+	}
+	return dst, nil
+}
+
+// close lets push go on without bounds, for the messages still arriving.
+func (q *prefetch) close() {
+	q.mu.Lock()
+	q.closing = true
+	q.room.Broadcast()
+	q.mu.Unlock()
 }
