@@ -40,7 +40,7 @@ type rowsSource struct {
 }
 
 func (r *rowsSource) Open(context.Context, actors.OperatorContext) error { return nil }
-func (r *rowsSource) Close(context.Context) error                      { return nil }
+func (r *rowsSource) Close(context.Context) error                        { return nil }
 func (r *rowsSource) Read(context.Context) (arrow.RecordBatch, error) {
 	if len(r.vals) == 0 {
 		return nil, io.EOF
