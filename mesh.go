@@ -51,12 +51,13 @@ func (b *DomainPipeline) Input(name string, opts ...Option) *Stream {
 	in := b.d.Inputs[i]
 	subject := b.d.InputSubjectOf(in)
 	src := b.Source("in-"+name, FromJetStream(JetStreamSource{
-		Subjects:   []string{subject},
-		Stream:     domains.StreamName(subject),
-		Consumer:   b.d.Name + "_" + name,
-		Schema:     in.Contract.Schema,
-		Format:     in.Format,
-		DeadLetter: domains.DeadLetterSubject(b.d.Name),
+		Subjects:        []string{subject},
+		Stream:          domains.StreamName(subject),
+		Consumer:        b.d.Name + "_" + name,
+		Schema:          in.Contract.Schema,
+		Format:          in.Format,
+		DeadLetter:      domains.DeadLetterSubject(b.d.Name),
+		DeadLetterTally: &b.m.counts(b.d.Name, name).DeadLettered,
 	}), opts...)
 	return src.Process("check-"+name, b.boundary(name, in.Contract), OutputSchema(in.Contract.Schema))
 }
@@ -72,7 +73,7 @@ func (b *DomainPipeline) Output(name string, s *Stream) {
 	subject := domains.ProductSubject(b.d.Name, name)
 	s.Process("check-out-"+name, b.boundary("out."+name, out.Contract), OutputSchema(out.Contract.Schema)).
 		To("publish-"+name, ToJetStream(JetStreamSink{Subject: subject, Stream: domains.StreamName(subject), Format: out.Format,
-			DeadLetter: domains.DeadLetterSubject(b.d.Name)}))
+			DeadLetter: domains.DeadLetterSubject(b.d.Name), DeadLetterTally: &b.m.counts(b.d.Name, "out."+name).DeadLettered}))
 }
 
 func (b *DomainPipeline) boundary(port string, c domains.Contract) func() Operator {
@@ -110,6 +111,9 @@ type PortStatus struct {
 	RowsIn       int64 `json:"rows_in"`
 	RowsOut      int64 `json:"rows_out"`
 	DeadLettered int64 `json:"dead_lettered"`
+	// DeadLetteredBy counts the port's dead letters by class: decode,
+	// schema, contract, oversize.
+	DeadLetteredBy map[string]int64 `json:"dead_lettered_by_class,omitempty"`
 }
 
 // FieldStatus is one column of a port's contract.
@@ -244,7 +248,11 @@ func (m *Mesh) Status() []DomainStatus {
 				ps.Rules = append(ps.Rules, r.Name)
 			}
 			if c := m.portCounts[d.Name+"/"+key]; c != nil {
-				ps.RowsIn, ps.RowsOut, ps.DeadLettered = c.RowsIn.Load(), c.RowsOut.Load(), c.DeadLettered.Load()
+				ps.RowsIn, ps.RowsOut = c.RowsIn.Load(), c.RowsOut.Load()
+				ps.DeadLetteredBy = c.DeadLettered.Counts()
+				for _, n := range ps.DeadLetteredBy {
+					ps.DeadLettered += n
+				}
 			}
 			st.Ports = append(st.Ports, ps)
 		}

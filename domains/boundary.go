@@ -26,9 +26,12 @@ const (
 	HeaderVersion = "Meshflow-Contract-Version"
 )
 
-// Counts are the live counters of one port boundary.
+// Counts are the live counters of one port: rows in and out of its
+// boundary, and every dead letter of the port by class (its source's,
+// boundary's and sink's).
 type Counts struct {
-	RowsIn, RowsOut, DeadLettered atomic.Int64
+	RowsIn, RowsOut atomic.Int64
+	DeadLettered    natsio.Tally
 }
 
 // Boundary is the operator at a domain's port: it checks every batch
@@ -84,7 +87,7 @@ func (b *Boundary) Open(ctx context.Context, oc actors.OperatorContext) error {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
 	b.dlq, err = natsio.NewDeadLetters(b.NATS, natsio.DeadLettersConfig{Subject: b.subject,
-		Job: oc.Job(), Operator: oc.Operator(), AckTimeout: b.AckTimeout})
+		Job: oc.Job(), Operator: oc.Operator(), AckTimeout: b.AckTimeout, Tally: &b.Counts.DeadLettered})
 	if err != nil {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
@@ -114,7 +117,6 @@ func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors
 		}
 	}
 	b.Counts.RowsIn.Add(n)
-	b.Counts.DeadLettered.Add(int64(len(bad)))
 	if good == nil {
 		return nil
 	}

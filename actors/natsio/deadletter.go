@@ -92,6 +92,9 @@ type DeadLettersConfig struct {
 	// MaxMsgSize is the dead-letter stream's max message size, when it has
 	// one smaller than the server's max payload. 0: none.
 	MaxMsgSize int
+	// Tally, when set, counts the dead letters by class besides the
+	// publisher's own counts: owners of one port share it.
+	Tally *Tally
 	// AckTimeout bounds the wait for one dead letter's acknowledgement.
 	// Default 30 s.
 	AckTimeout time.Duration
@@ -182,6 +185,9 @@ func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 	d.mu.Lock()
 	d.counts[class]++
 	d.mu.Unlock()
+	if d.cfg.Tally != nil {
+		d.cfg.Tally.Add(class, 1)
+	}
 	return nil
 }
 

@@ -42,6 +42,9 @@ type SinkConfig struct {
 	// DeadLetter is the subject for rows too large to publish. Default
 	// "<subject>.dlq". A stream is created for it when none covers it.
 	DeadLetter string
+	// DeadLetterTally, when set, counts the sink's dead letters by class
+	// (shared with the other operators of a port, for status).
+	DeadLetterTally *Tally
 }
 
 // Validate checks the configuration.
@@ -168,7 +171,8 @@ func (s *Sink) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if _, err = EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
 		return err
 	}
-	s.dlq, err = NewDeadLetters(s.nc, DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator()})
+	s.dlq, err = NewDeadLetters(s.nc, DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator(),
+		Tally: s.cfg.DeadLetterTally})
 	return err
 }
 

@@ -112,6 +112,9 @@ type SourceConfig struct {
 	// "<first subject without wildcards>.dlq". A stream is created for it
 	// when none covers it.
 	DeadLetter string
+	// DeadLetterTally, when set, counts the source's dead letters by class
+	// (shared with the other operators of a port, for status).
+	DeadLetterTally *Tally
 	// Bounded makes the source end (end-of-stream) once it has read
 	// everything in the stream: for tests and batch-style runs.
 	Bounded bool
@@ -284,6 +287,7 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.dl, err = NewDeadLetters(s.nc, DeadLettersConfig{
 		Subject: s.cfg.DeadLetter, Job: s.job, Operator: s.op,
 		MaxMsgSize: int(dls.CachedInfo().Config.MaxMsgSize),
+		Tally:      s.cfg.DeadLetterTally,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -145,7 +147,7 @@ func describeDomain(w io.Writer, d meshflow.DomainStatus) error {
 		if p.Description != "" {
 			fmt.Fprintf(w, "  about:   %s\n", p.Description)
 		}
-		fmt.Fprintf(w, "  rows in %d, out %d, dead-lettered %d\n", p.RowsIn, p.RowsOut, p.DeadLettered)
+		fmt.Fprintf(w, "  rows in %d, out %d, dead-lettered %d%s\n", p.RowsIn, p.RowsOut, p.DeadLettered, byClass(p.DeadLetteredBy))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  COLUMN\tTYPE\tNULLABLE")
 		for _, f := range p.Schema {
@@ -159,4 +161,17 @@ func describeDomain(w io.Writer, d meshflow.DomainStatus) error {
 		}
 	}
 	return nil
+}
+
+// byClass formats dead-letter counts by class: " (contract 3, decode 1)".
+func byClass(m map[string]int64) string {
+	if len(m) == 0 {
+		return ""
+	}
+	classes := slices.Sorted(maps.Keys(m))
+	parts := make([]string, len(classes))
+	for i, c := range classes {
+		parts[i] = fmt.Sprintf("%s %d", c, m[c])
+	}
+	return " (" + strings.Join(parts, ", ") + ")"
 }
