@@ -53,7 +53,6 @@ func TestJSONDecoderValues(t *testing.T) {
 		{"empty strings are null except for strings", `{"id":2,"f":"","s":"","ts":""}`, `{"id":2,"i8":null,"u16":null,"f":null,"f32":null,"s":"","ls":null,"b":null,"bin":null,"ts":null,"d":null}`},
 		{"unknown keys skipped", `{"x":{"y":[1,{"z":null}]},"id":3,"w":"q"}`, `{"id":3,"i8":null,"u16":null,"f":null,"f32":null,"s":null,"ls":null,"b":null,"bin":null,"ts":null,"d":null}`},
 		{"escaped key", `{"\u0069d":4}`, `{"id":4,"i8":null,"u16":null,"f":null,"f32":null,"s":null,"ls":null,"b":null,"bin":null,"ts":null,"d":null}`},
-		{"last duplicate wins", `{"id":5,"id":6}`, `{"id":6,"i8":null,"u16":null,"f":null,"f32":null,"s":null,"ls":null,"b":null,"bin":null,"ts":null,"d":null}`},
 		{"white space", " \t{ \"id\" : 7 }\r\n", `{"id":7,"i8":null,"u16":null,"f":null,"f32":null,"s":null,"ls":null,"b":null,"bin":null,"ts":null,"d":null}`},
 	}
 	for _, tc := range cases {
@@ -99,6 +98,8 @@ func TestJSONDecoderRejects(t *testing.T) {
 		{"invalid utf8", "{\"id\":1,\"s\":\"\xff\"}", "not valid UTF-8"},
 		{"leading zero", `{"id":01}`, "expected ',' or '}'"},
 		{"bare word", `{"id":nul}`, "expected null"},
+		{"duplicate key", `{"id":5,"id":6}`, `field "id" appears twice`},
+		{"duplicate escaped key", `{"id":5,"\u0069d":6}`, `field "id" appears twice`},
 		{"deep nesting", `{"x":` + strings.Repeat("[", 600) + strings.Repeat("]", 600) + `,"id":1}`, "nested deeper"},
 	}
 	for _, tc := range cases {
