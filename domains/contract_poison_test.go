@@ -6,15 +6,23 @@ package domains_test
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/internal/expr"
+	"github.com/meshflow/meshflow/internal/natstest"
+	"github.com/meshflow/meshflow/internal/testutil"
 	"github.com/meshflow/meshflow/messages"
 )
 
@@ -395,4 +403,91 @@ func checkColumn(t *testing.T, mem memory.Allocator, field arrow.Field, arr arro
 		}
 		good.Release()
 	}
+}
+
+// TestBoundaryNonFinite: through a running boundary, NaN and ±Inf amounts
+// are dead-lettered showing the value, NaN in a non-nullable column with
+// no rule flows, and good events around them all arrive.
+func TestBoundaryNonFinite(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	js := natstest.JetStream(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	contract := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{domains.Range("amount", 0.01, 100000)}}
+	in := arrow.NewSchema(slices.Clone(floatSchema.Fields()), nil)
+	var mu sync.Mutex
+	var out []string
+	p := meshflow.NewPipeline("payments")
+	p.Source("events", meshflow.FromJSON(in,
+		`{"id":1,"amount":5,"weight":1}`,
+		`{"id":2,"amount":"NaN","weight":1}`,
+		`{"id":3,"amount":"Infinity","weight":1}`,
+		`{"id":4,"amount":7,"weight":"NaN"}`,
+		`{"id":5,"amount":"-Infinity","weight":1}`,
+		`{"id":6,"amount":9,"weight":1}`,
+	)).
+		Process("boundary", func() meshflow.Operator {
+			return &domains.Boundary{Domain: "payments", Port: "in", Contract: contract, NATS: nc}
+		}, meshflow.OutputSchema(floatSchema)).
+		To("out", meshflow.ToOperator(func() meshflow.Operator { return rowSink{&mu, &out} }))
+	if err := meshflow.Run(ctx, p, meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithLogger(testutil.TestLogger(t))); err != nil {
+		t.Fatal(err)
+	}
+	wantOut := []string{
+		`{"id":1,"amount":5,"weight":1,"ratio":null}`,
+		`{"id":4,"amount":7,"weight":"NaN","ratio":null}`,
+		`{"id":6,"amount":9,"weight":1,"ratio":null}`,
+	}
+	if strings.Join(out, "\n") != strings.Join(wantOut, "\n") {
+		t.Errorf("out:\n%s\nwant:\n%s", strings.Join(out, "\n"), strings.Join(wantOut, "\n"))
+	}
+	st, err := js.Stream(ctx, domains.StreamName(domains.DeadLetterSubject("payments")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(3, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, string(m.Data())+" | "+m.Headers().Get(natsio.HeaderError))
+	}
+	want := []string{
+		`{"id":2,"amount":"NaN","weight":1,"ratio":null} | contract broken: amount in [0.01, 100000]`,
+		`{"id":3,"amount":"Infinity","weight":1,"ratio":null} | contract broken: amount in [0.01, 100000]`,
+		`{"id":5,"amount":"-Infinity","weight":1,"ratio":null} | contract broken: amount in [0.01, 100000]`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("dead letters:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// rowSink keeps every row it is given, as JSON.
+type rowSink struct {
+	mu   *sync.Mutex
+	rows *[]string
+}
+
+func (s rowSink) Open(context.Context, meshflow.OperatorContext) error { return nil }
+func (s rowSink) Close(context.Context) error                          { return nil }
+func (s rowSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
+	enc, err := messages.NewJSONRowEncoder(in.Schema())
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range int(in.NumRows()) {
+		*s.rows = append(*s.rows, string(enc.AppendRow(nil, in, i)))
+	}
+	return nil
 }
