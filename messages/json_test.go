@@ -263,7 +263,9 @@ func TestJSONRoundTrip(t *testing.T) {
 // FuzzJSONDecoder: no input panics; what the decoder accepts is valid JSON
 // and survives a round trip through the encoder.
 func FuzzJSONDecoder(f *testing.F) {
-	for _, s := range []string{`{"id":1,"s":"x","ts":"2024-05-01T10:00:01Z"}`, `{"id":"2","f":1e400}`, `{"\u0069d":3,"x":[{}]}`, `{"id":1,"s":"\ud83d\ude00"}`} {
+	for _, s := range []string{`{"id":1,"s":"x","ts":"2024-05-01T10:00:01Z"}`, `{"id":"2","f":1e400}`, `{"\u0069d":3,"x":[{}]}`, `{"id":1,"s":"\ud83d\ude00"}`,
+		`{"id":1,"f":"NaN","f32":"Infinity"}`, `{"id":9.2233720368547758e18}`, `{"id":1,"ts":"0000-01-01T00:00:00+00:01"}`, `{"id":1,"ts":253402300799999,"d":-719528}`,
+		`{"id":1,"id":2}`, `{"id":1,"s":"\b\f\u0000\u001f"}`, `{"id":1,"u16":"6.5535e4"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, event []byte) {
