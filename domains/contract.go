@@ -3,9 +3,11 @@ package domains
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -19,6 +21,18 @@ import (
 
 // Contract is what a port promises: an Arrow schema, a version, and rules
 // every row must keep.
+//
+// Besides its rules, [Contract.Check] holds every row to its schema: no
+// null in a field that is not nullable (at the top, in a struct's
+// non-nullable child, in a list's or map's non-nullable elements or keys,
+// or as a dictionary value behind a valid index), and valid UTF-8 in every
+// utf8 value, however deep. So a row that leaves a boundary carries no null
+// where its schema forbids one.
+//
+// NaN and ±Inf are values, not nulls: in a float column with no rule
+// about it they pass, and [messages.JSONRowEncoder] writes them as "NaN",
+// "Infinity" and "-Infinity", which [messages.JSONDecoder] reads back. A
+// [Range] refuses them.
 type Contract struct {
 	Schema  *arrow.Schema
 	Version int
@@ -52,12 +66,40 @@ func NotNull(column string) Rule {
 }
 
 // Range requires column to be within [min, max] (nulls pass: combine with
-// NotNull to forbid them).
+// NotNull to forbid them). A float must also be finite: NaN and ±Inf break
+// a range whatever its bounds.
 func Range(column string, min, max any) Rule {
-	e := expr.Col(column).Lt(min).Or(expr.Col(column).Gt(max))
-	r := exprRule(fmt.Sprintf("%s in [%v, %v]", column, min, max), e, true)
-	r.column = column
-	return r
+	name := fmt.Sprintf("%s in [%v, %v]", column, min, max)
+	// Written as "min <= x and x <= max", which is false for NaN (IEEE 754:
+	// every comparison with NaN is false), not as "x < min or x > max".
+	within := exprRule(name, expr.Col(column).Ge(min).And(expr.Col(column).Le(max)), false)
+	return Rule{Name: name, column: column, violations: func(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) ([]bool, error) {
+		out, err := within.violations(ctx, mem, rec)
+		if err != nil {
+			return nil, err
+		}
+		col, err := column1(rec, column)
+		if err != nil {
+			return nil, err
+		}
+		switch a := col.(type) {
+		case *array.Float64:
+			markNonFinite(out, a, func(i int) float64 { return a.Value(i) })
+		case *array.Float32:
+			markNonFinite(out, a, func(i int) float64 { return float64(a.Value(i)) })
+		case *array.Float16:
+			markNonFinite(out, a, func(i int) float64 { return float64(a.Value(i).Float32()) })
+		}
+		return out, nil
+	}}
+}
+
+func markNonFinite(out []bool, a arrow.Array, value func(int) float64) {
+	for i := range out {
+		if f := value(i); a.IsValid(i) && (math.IsNaN(f) || math.IsInf(f, 0)) {
+			out[i] = true
+		}
+	}
 }
 
 // OneOf requires column's value to be one of values (nulls pass).
@@ -107,6 +149,10 @@ func Pattern(column string, re *regexp.Regexp) Rule {
 // Check requires the boolean expression pred not to be false (a null
 // result passes, as in SQL CHECK constraints), e.g. Check("paid orders have an amount",
 // Col("paid").Not().Or(Col("amount").Gt(0))).
+//
+// Comparisons follow IEEE 754: every comparison with NaN is false but Ne,
+// so Col("x").Le(100) refuses a NaN x while Col("x").Gt(100).Not() lets it
+// through. State what must hold, not the negation of what must not.
 func Check(name string, pred expr.Expr) Rule { return exprRule(name, pred, false) }
 
 // exprRule: with violating set, a true result of e is a violation;
@@ -181,15 +227,18 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 	n := int(rec.NumRows())
 	broken := make([][]string, n)
 	bad := 0
-	// Schema-level not-null: a non-nullable field must hold no nulls.
-	rules := make([]Rule, 0, len(c.Rules)+c.Schema.NumFields())
-	for _, f := range c.Schema.Fields() {
-		if !f.Nullable {
-			rules = append(rules, NotNull(f.Name))
+	// The schema itself: nulls where it forbids them, invalid UTF-8.
+	for i, f := range c.Schema.Fields() {
+		for row, reason := range schemaViolations(f.Name, f, rec.Column(i)) {
+			if reason != "" {
+				if broken[row] == nil {
+					bad++
+				}
+				broken[row] = append(broken[row], reason)
+			}
 		}
 	}
-	rules = append(rules, c.Rules...)
-	for _, r := range rules {
+	for _, r := range c.Rules {
 		v, err := r.violations(ctx, mem, rec)
 		if err != nil {
 			return nil, nil, fmt.Errorf("contract v%d rule %q: %w", c.Version, r.Name, err)
@@ -229,6 +278,110 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 	}
 	defer good.Release()
 	return c.conform(good), violations, nil
+}
+
+// schemaViolations returns, for each value of arr (a column or child of
+// field f, named path), why it breaks the schema ("" when it does not), or
+// nil when no value does.
+func schemaViolations(path string, f arrow.Field, arr arrow.Array) []string {
+	n := arr.Len()
+	var out []string
+	mark := func(i int, reason string) {
+		if out == nil {
+			out = make([]string, n)
+		}
+		if out[i] == "" {
+			out[i] = reason
+		}
+	}
+	if !f.Nullable && arr.NullN() > 0 {
+		for i := range n {
+			if arr.IsNull(i) {
+				mark(i, path+" not null")
+			}
+		}
+	}
+	// A null hides its contents: only valid values are looked into.
+	switch a := arr.(type) {
+	case *array.String:
+		for i := range n {
+			if a.IsValid(i) && !utf8.ValidString(a.Value(i)) {
+				mark(i, path+" is valid UTF-8")
+			}
+		}
+	case *array.LargeString:
+		for i := range n {
+			if a.IsValid(i) && !utf8.ValidString(a.Value(i)) {
+				mark(i, path+" is valid UTF-8")
+			}
+		}
+	case *array.StringView:
+		for i := range n {
+			if a.IsValid(i) && !utf8.ValidString(a.Value(i)) {
+				mark(i, path+" is valid UTF-8")
+			}
+		}
+	case *array.Struct:
+		st, ok := f.Type.(*arrow.StructType)
+		if !ok {
+			break
+		}
+		for j, cf := range st.Fields() {
+			for i, reason := range schemaViolations(path+"."+cf.Name, cf, a.Field(j)) {
+				if reason != "" && a.IsValid(i) {
+					mark(i, reason)
+				}
+			}
+		}
+	case array.ListLike:
+		lt, ok := f.Type.(arrow.ListLikeType)
+		if !ok {
+			break
+		}
+		elems := schemaViolations(path+"[]", lt.ElemField(), a.ListValues())
+		if elems == nil {
+			break
+		}
+		for i := range n {
+			if !a.IsValid(i) {
+				continue
+			}
+			start, end := a.ValueOffsets(i)
+			for _, reason := range elems[start:end] {
+				if reason != "" {
+					mark(i, reason)
+					break
+				}
+			}
+		}
+	case *array.Dictionary:
+		dt, ok := f.Type.(*arrow.DictionaryType)
+		if !ok {
+			break
+		}
+		values := schemaViolations(path, arrow.Field{Type: dt.ValueType, Nullable: f.Nullable}, a.Dictionary())
+		if values == nil {
+			break
+		}
+		for i := range n {
+			if a.IsValid(i) {
+				if reason := values[a.GetValueIndex(i)]; reason != "" {
+					mark(i, reason)
+				}
+			}
+		}
+	case array.ExtensionArray:
+		et, ok := f.Type.(arrow.ExtensionType)
+		if !ok {
+			break
+		}
+		for i, reason := range schemaViolations(path, arrow.Field{Type: et.StorageType(), Nullable: f.Nullable}, a.Storage()) {
+			if reason != "" {
+				mark(i, reason)
+			}
+		}
+	}
+	return out
 }
 
 // conform returns a new reference to rec under the contract's schema (the

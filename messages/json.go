@@ -116,13 +116,27 @@ type value struct {
 // a declared schema. Each event is appended whole or not at all: a bad
 // event leaves the batch being built as it was.
 //
-// Accepted per column type: integers and floats as JSON numbers or numeric
-// strings; booleans as true/false or "true"/"false"; strings as JSON
-// strings; binary as base64 strings; timestamps as RFC 3339 strings or
-// integers in the column's unit; dates as "2006-01-02" or integers (days
-// for date32, milliseconds for date64). An empty string is null for every
-// type but string and binary. Keys outside the schema are ignored; a missing key or a
-// null is null, and an error for a non-nullable field.
+// Accepted per column type: integers as JSON numbers or numeric strings,
+// in decimal notation and exactly (1e3 and 12.0 are integers, 1.5 and
+// 9007199254740993.5 are not; a value outside the column's type is an
+// error, never wrapped or rounded); floats as JSON numbers or numeric
+// strings, including "NaN", "Infinity" and "-Infinity" (any case, as
+// strconv.ParseFloat reads them), a value beyond the type's range being an
+// error; booleans as true/false or "true"/"false"; strings as JSON strings
+// (valid UTF-8, \u0000 included); binary as base64 strings; timestamps as
+// RFC 3339 strings or integers in the column's unit; dates as "2006-01-02"
+// or integers (days for date32, milliseconds for date64, a whole number of
+// days). Timestamps and dates must lie within 0000-01-01T00:00:00Z ..
+// 9999-12-31T23:59:59.999999999Z, the years RFC 3339 can write, so that
+// every value decoded is written back by [JSONRowEncoder] in a form this
+// decoder reads as the same value. An empty string is null for every type
+// but string and binary. Keys outside the schema are ignored; a key of the
+// schema given twice is an error; a missing key or a null is null, and an
+// error for a non-nullable field.
+//
+// Nesting is checked to a depth of 512 and an event is scanned once, so
+// any event, however deep or long, is accepted or refused in time linear
+// in its size. Errors quote at most 64 bytes of the offending text.
 //
 // A JSONDecoder is not safe for concurrent use.
 type JSONDecoder struct {
@@ -324,11 +338,14 @@ func (d *JSONDecoder) parseObject(p *parser) error {
 			}
 			p.ws()
 			if p.peek() != ':' {
-				return p.errorf("expected ':' after key %q", key)
+				return p.errorf("expected ':' after key %s", quote(key))
 			}
 			p.pos++
 			p.ws()
 			i, known := d.index[string(key)]
+			if known && d.slots[i].gen == d.gen {
+				return fmt.Errorf("field %s appears twice", quote(key))
+			}
 			if !known {
 				if err := p.skipValue(1); err != nil {
 					return err
@@ -431,28 +448,47 @@ func (d *JSONDecoder) convert(c *jsonColumn, s slot, event []byte) (value, error
 			return value{b: false}, nil
 		}
 		return mismatch()
-	case codeInt, codeDate32, codeDate64:
+	case codeInt:
 		if s.kind != jsNumber && s.kind != jsString {
 			return mismatch()
 		}
-		if s.kind == jsString && (c.code == codeDate32 || c.code == codeDate64) {
+		v, err := parseInt(t, c.bytes*8)
+		if err != nil {
+			return value{}, err
+		}
+		return value{i: v}, nil
+	case codeDate32, codeDate64:
+		if s.kind != jsNumber && s.kind != jsString {
+			return mismatch()
+		}
+		if s.kind == jsString {
 			if tm, err := time.Parse(time.DateOnly, string(t)); err == nil {
-				days := tm.Unix() / 86400
+				days := tm.Unix() / secondsPerDay // time.Parse reads years 0000 to 9999 only
 				if c.code == codeDate64 {
-					return value{i: days * 86400000}, nil
+					return value{i: days * msPerDay}, nil
 				}
 				return value{i: days}, nil
 			}
 		}
-		bitsz := 64
-		if c.code == codeInt {
-			bitsz = c.bytes * 8
-		} else if c.code == codeDate32 {
-			bitsz = 32
+		if c.code == codeDate32 {
+			v, err := parseInt(t, 32)
+			if err != nil {
+				return value{}, err
+			}
+			if v < minDay || v > maxDay {
+				return value{}, fmt.Errorf("%s days is outside the dates 0000-01-01 to 9999-12-31 that JSON events carry", quote(t))
+			}
+			return value{i: v}, nil
 		}
-		v, err := parseInt(t, bitsz)
+		v, err := parseInt(t, 64)
 		if err != nil {
 			return value{}, err
+		}
+		if v%msPerDay != 0 {
+			return value{}, fmt.Errorf("%s ms is not a whole number of days", quote(t))
+		}
+		if v < minDay*msPerDay || v > maxDay*msPerDay {
+			return value{}, fmt.Errorf("%s ms is outside the dates 0000-01-01 to 9999-12-31 that JSON events carry", quote(t))
 		}
 		return value{i: v}, nil
 	case codeUint:
@@ -461,11 +497,13 @@ func (d *JSONDecoder) convert(c *jsonColumn, s slot, event []byte) (value, error
 		}
 		v, err := strconv.ParseUint(string(t), 10, c.bytes*8)
 		if err != nil {
-			f, ferr := strconv.ParseFloat(string(t), 64)
-			if ferr != nil || f != math.Trunc(f) || f < 0 || f > float64(uint64(1)<<(c.bytes*8-1))*2-1 {
-				return value{}, fmt.Errorf("%q is not a uint%d", t, c.bytes*8)
+			n, ok := integral(t)
+			if ok {
+				v, err = strconv.ParseUint(n, 10, c.bytes*8)
 			}
-			v = uint64(f)
+			if !ok || err != nil {
+				return value{}, fmt.Errorf("%s is not a uint%d", quote(t), c.bytes*8)
+			}
 		}
 		return value{u: v}, nil
 	case codeFloat:
@@ -474,57 +512,192 @@ func (d *JSONDecoder) convert(c *jsonColumn, s slot, event []byte) (value, error
 		}
 		f, err := strconv.ParseFloat(string(t), c.bytes*8)
 		if err != nil {
-			return value{}, fmt.Errorf("%q is not a float%d", t, c.bytes*8)
+			return value{}, fmt.Errorf("%s is not a float%d", quote(t), c.bytes*8)
 		}
 		return value{f: f}, nil
 	case codeTimestamp:
+		lo, hi := timestampBounds(c.unit)
 		switch s.kind {
-		case jsNumber:
+		case jsNumber, jsString:
 			v, err := parseInt(t, 64)
-			if err != nil {
-				return value{}, err
-			}
-			return value{i: v}, nil
-		case jsString:
-			if v, err := parseInt(t, 64); err == nil {
+			if err == nil {
+				if v < lo || v > hi {
+					return value{}, fmt.Errorf("%s %s is outside the times 0000-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z that RFC 3339 can write", quote(t), unitName(c.unit))
+				}
 				return value{i: v}, nil
+			}
+			if s.kind == jsNumber {
+				return value{}, err
 			}
 			tm, err := time.Parse(time.RFC3339Nano, string(t))
 			if err != nil {
-				return value{}, fmt.Errorf("%q is not an RFC 3339 time", t)
+				return value{}, fmt.Errorf("%s is not an RFC 3339 time", quote(t))
 			}
-			return value{i: fromTime(tm, c.unit)}, nil
+			v, ok := fromTime(tm, c.unit)
+			if !ok {
+				return value{}, fmt.Errorf("%s is outside the times %s to %s that a timestamp[%s] carries", quote(t),
+					toTime(lo, c.unit).UTC().Format(time.RFC3339Nano), toTime(hi, c.unit).UTC().Format(time.RFC3339Nano), c.unit)
+			}
+			return value{i: v}, nil
 		}
 		return mismatch()
 	}
 	return mismatch()
 }
 
-func fromTime(t time.Time, u arrow.TimeUnit) int64 {
+const (
+	secondsPerDay = 86400
+	msPerDay      = secondsPerDay * 1000
+	// The first and last seconds RFC 3339 can write (four-digit years).
+	minSecond = -62167219200 // 0000-01-01T00:00:00Z
+	maxSecond = 253402300799 // 9999-12-31T23:59:59Z
+	minDay    = minSecond / secondsPerDay
+	maxDay    = maxSecond / secondsPerDay
+)
+
+// timestampBounds is the range of a timestamp column that RFC 3339 can
+// write: years 0000 to 9999, within int64.
+func timestampBounds(u arrow.TimeUnit) (lo, hi int64) {
 	switch u {
 	case arrow.Second:
-		return t.Unix()
+		return minSecond, maxSecond
 	case arrow.Millisecond:
-		return t.UnixMilli()
+		return minSecond * 1e3, maxSecond*1e3 + 999
 	case arrow.Microsecond:
-		return t.UnixMicro()
-	default:
-		return t.UnixNano()
+		return minSecond * 1e6, maxSecond*1e6 + 999_999
+	default: // int64 nanoseconds span 1677 to 2262
+		return math.MinInt64, math.MaxInt64
 	}
 }
 
+func unitName(u arrow.TimeUnit) string {
+	return [...]string{"s", "ms", "µs", "ns"}[u]
+}
+
+// fromTime converts t to the unit, reporting false when it lies outside
+// timestampBounds.
+func fromTime(t time.Time, u arrow.TimeUnit) (int64, bool) {
+	sec := t.Unix()
+	if sec < minSecond || sec > maxSecond {
+		return 0, false
+	}
+	switch u {
+	case arrow.Second:
+		return sec, true
+	case arrow.Millisecond:
+		return t.UnixMilli(), true
+	case arrow.Microsecond:
+		return t.UnixMicro(), true
+	default:
+		if t.Before(time.Unix(0, math.MinInt64)) || t.After(time.Unix(0, math.MaxInt64)) {
+			return 0, false
+		}
+		return t.UnixNano(), true
+	}
+}
+
+// parseInt reads t as an integer of bitsz bits, exactly.
 func parseInt(t []byte, bitsz int) (int64, error) {
 	v, err := strconv.ParseInt(string(t), 10, bitsz)
 	if err == nil {
 		return v, nil
 	}
 	// 1e3 or 12.0 are integers written as floats.
-	f, ferr := strconv.ParseFloat(string(t), 64)
-	lim := math.Ldexp(1, bitsz-1)
-	if ferr != nil || f != math.Trunc(f) || f < -lim || f >= lim {
-		return 0, fmt.Errorf("%q is not an int%d", t, bitsz)
+	if n, ok := integral(t); ok {
+		if v, err := strconv.ParseInt(n, 10, bitsz); err == nil {
+			return v, nil
+		}
 	}
-	return int64(f), nil
+	return 0, fmt.Errorf("%s is not an int%d", quote(t), bitsz)
+}
+
+// integral rewrites a decimal number (sign, digits, fraction, exponent, as
+// in JSON but with an optional '+' and digits optional on one side of the
+// point) that is an integer as plain digits, exactly. It reports false
+// for anything else, and for integers of more than 20 digits, which no
+// column holds.
+func integral(t []byte) (string, bool) {
+	s, sign := t, ""
+	if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+		if s[0] == '-' {
+			sign = "-"
+		}
+		s = s[1:]
+	}
+	digits := func() []byte {
+		i := 0
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		d := s[:i]
+		s = s[i:]
+		return d
+	}
+	whole := digits()
+	var frac []byte
+	if len(s) > 0 && s[0] == '.' {
+		s = s[1:]
+		frac = digits()
+	}
+	if len(whole)+len(frac) == 0 {
+		return "", false
+	}
+	exp := 0
+	if len(s) > 0 && (s[0] == 'e' || s[0] == 'E') {
+		s = s[1:]
+		neg := false
+		if len(s) > 0 && (s[0] == '-' || s[0] == '+') {
+			neg = s[0] == '-'
+			s = s[1:]
+		}
+		e := digits()
+		if len(e) == 0 {
+			return "", false
+		}
+		for _, c := range e {
+			if exp < 1<<20 { // far beyond any integer column: stays "too big" or "a fraction"
+				exp = exp*10 + int(c-'0')
+			}
+		}
+		if neg {
+			exp = -exp
+		}
+	}
+	if len(s) > 0 {
+		return "", false
+	}
+	// value = mant × 10^exp
+	mant := make([]byte, 0, len(whole)+len(frac))
+	mant = append(append(mant, whole...), frac...)
+	exp -= len(frac)
+	for len(mant) > 0 && mant[0] == '0' {
+		mant = mant[1:]
+	}
+	if len(mant) == 0 {
+		return "0", true
+	}
+	for mant[len(mant)-1] == '0' {
+		mant = mant[:len(mant)-1]
+		exp++
+	}
+	if exp < 0 || len(mant)+exp > 20 {
+		return "", false
+	}
+	out := make([]byte, 0, len(sign)+len(mant)+exp)
+	out = append(append(out, sign...), mant...)
+	for range exp {
+		out = append(out, '0')
+	}
+	return string(out), true
+}
+
+// quote renders text for an error message, cut to 64 bytes.
+func quote(t []byte) string {
+	const max = 64
+	if len(t) <= max {
+		return strconv.Quote(string(t))
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(string(t[:max])), len(t))
 }
 
 func (c *jsonColumn) push(v value) {

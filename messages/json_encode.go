@@ -16,8 +16,23 @@ import (
 )
 
 // JSONRowEncoder writes rows of record batches as JSON objects, in the
-// forms [JSONDecoder] reads back: timestamps as RFC 3339 strings in UTC,
-// dates as "2006-01-02", binary as base64, NaN and infinities as null.
+// forms [JSONDecoder] reads back as the same values: timestamps as RFC 3339
+// strings in UTC, dates as "2006-01-02", binary as base64, NaN and
+// infinities as the strings "NaN", "Infinity" and "-Infinity" (JSON has no
+// numbers for them; null would lose them and break non-nullable columns).
+// Only a null is written as null.
+//
+// Strings are written with the short escapes \b, \f, \n, \r, \t, \" and
+// \\, other control characters as \u00XX, and everything else as it is,
+// so a JSON string read by [JSONDecoder] and written again is never longer
+// than it was (4 MiB of \b escapes stay 4 MiB). Invalid
+// UTF-8 (which [JSONDecoder] refuses, but Arrow IPC input can carry) is
+// written as U+FFFD, one replacement character per invalid byte.
+//
+// Values that batches from other sources can hold but RFC 3339 and
+// "2006-01-02" cannot write are written as integers in the column's unit:
+// timestamps and dates outside the years 0000 to 9999, and date64 values
+// that are not a whole number of days. [JSONDecoder] refuses these.
 type JSONRowEncoder struct {
 	schema *arrow.Schema
 	keys   [][]byte // `"name":` per field, the first without the comma
@@ -102,20 +117,33 @@ func (e *JSONRowEncoder) appendValue(buf []byte, i int, col arrow.Array, row int
 	case *array.LargeBinary:
 		return appendBase64(buf, a.Value(row))
 	case *array.Timestamp:
-		t := toTime(int64(a.Value(row)), e.units[i]).UTC()
+		v := int64(a.Value(row))
+		if lo, hi := timestampBounds(e.units[i]); v < lo || v > hi {
+			return strconv.AppendInt(buf, v, 10)
+		}
 		buf = append(buf, '"')
-		buf = t.AppendFormat(buf, time.RFC3339Nano)
+		buf = toTime(v, e.units[i]).UTC().AppendFormat(buf, time.RFC3339Nano)
 		return append(buf, '"')
 	case *array.Date32:
+		v := int64(a.Value(row))
+		if v < minDay || v > maxDay {
+			return strconv.AppendInt(buf, v, 10)
+		}
 		buf = append(buf, '"')
 		buf = a.Value(row).ToTime().AppendFormat(buf, time.DateOnly)
 		return append(buf, '"')
 	case *array.Date64:
+		v := int64(a.Value(row))
+		if v%msPerDay != 0 || v < minDay*msPerDay || v > maxDay*msPerDay {
+			return strconv.AppendInt(buf, v, 10)
+		}
 		buf = append(buf, '"')
 		buf = a.Value(row).ToTime().AppendFormat(buf, time.DateOnly)
 		return append(buf, '"')
 	}
-	return append(buf, "null"...)
+	// Not reached for a batch of the encoder's schema; never write a
+	// value as null.
+	return appendJSONString(buf, col.ValueStr(row))
 }
 
 func toTime(v int64, u arrow.TimeUnit) time.Time {
@@ -132,10 +160,15 @@ func toTime(v int64, u arrow.TimeUnit) time.Time {
 }
 
 // appendFloat writes f as encoding/json does; NaN and infinities, which
-// JSON cannot carry, become null.
+// JSON numbers cannot carry, as the strings strconv.ParseFloat reads.
 func appendFloat(buf []byte, f float64, bitSize int) []byte {
-	if math.IsNaN(f) || math.IsInf(f, 0) {
-		return append(buf, "null"...)
+	switch {
+	case math.IsNaN(f):
+		return append(buf, `"NaN"`...)
+	case math.IsInf(f, 1):
+		return append(buf, `"Infinity"`...)
+	case math.IsInf(f, -1):
+		return append(buf, `"-Infinity"`...)
 	}
 	format := byte('f')
 	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
@@ -152,29 +185,35 @@ func appendBase64(buf []byte, b []byte) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendJSONString writes s as a JSON string; invalid UTF-8 becomes U+FFFD.
+// jsonEscape is, for each ASCII byte, 0 when it stands for itself in a
+// JSON string, the letter of its short escape, or 'u' for \u00XX.
+var jsonEscape = func() (t [utf8.RuneSelf]byte) {
+	for c := range 0x20 {
+		t[c] = 'u'
+	}
+	t['\b'], t['\f'], t['\n'], t['\r'], t['\t'] = 'b', 'f', 'n', 'r', 't'
+	t['"'], t['\\'] = '"', '\\'
+	return t
+}()
+
+// appendJSONString writes s as a JSON string (see [JSONRowEncoder] for
+// the escapes); each byte of invalid UTF-8 becomes U+FFFD.
 func appendJSONString(buf []byte, s string) []byte {
 	buf = append(buf, '"')
 	start := 0
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
+			esc := jsonEscape[c]
+			if esc == 0 {
 				i++
 				continue
 			}
 			buf = append(buf, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
+			if esc == 'u' {
 				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+			} else {
+				buf = append(buf, '\\', esc)
 			}
 			i++
 			start = i
@@ -183,7 +222,7 @@ func appendJSONString(buf []byte, s string) []byte {
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == utf8.RuneError && size == 1 {
 			buf = append(buf, s[start:i]...)
-			buf = append(buf, `\ufffd`...)
+			buf = append(buf, "\uFFFD"...)
 			i++
 			start = i
 			continue

@@ -1,0 +1,63 @@
+package messages_test
+
+import (
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/meshflow/meshflow/messages"
+)
+
+// benchEncode encodes every row of rec per iteration; b.N scales the rows.
+func benchEncode(b *testing.B, rec arrow.RecordBatch) {
+	enc, err := messages.NewJSONRowEncoder(rec.Schema())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf []byte
+	n := int(rec.NumRows())
+	for i := range n {
+		buf = enc.AppendRow(buf[:0], rec, i)
+	}
+	b.SetBytes(int64(len(buf)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		buf = enc.AppendRow(buf[:0], rec, i%n)
+	}
+}
+
+// BenchmarkJSONRowEncoder: one row of mixed columns (jsonSchema) per op.
+func BenchmarkJSONRowEncoder(b *testing.B) {
+	mem := newMem(b)
+	rec := randomBatch(mem, rand.New(rand.NewPCG(1, 2)), 4096)
+	defer rec.Release()
+	benchEncode(b, rec)
+}
+
+// BenchmarkJSONRowEncoderStrings: one row of a single 1 KiB string per
+// op, in three alphabets: plain ASCII, text with some escapes, and
+// control characters only.
+func BenchmarkJSONRowEncoderStrings(b *testing.B) {
+	schema := arrow.NewSchema([]arrow.Field{{Name: "s", Type: arrow.BinaryTypes.String}}, nil)
+	for _, tc := range []struct{ name, unit string }{
+		{"ascii", "abcdefghijklmnop"},
+		{"text", "caf\u00e9 \"quoted\"\n\tline, na\u00efve \U0001F600 end\\"},
+		{"controls", "\b\f\n\r\t\x00\x01\x1f"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			mem := newMem(b)
+			bld := array.NewStringBuilder(mem)
+			bld.Append(strings.Repeat(tc.unit, 1024/len(tc.unit)+1)[:1024])
+			arr := bld.NewArray()
+			bld.Release()
+			rec := array.NewRecordBatch(schema, []arrow.Array{arr}, 1)
+			arr.Release()
+			defer rec.Release()
+			benchEncode(b, rec)
+		})
+	}
+}
