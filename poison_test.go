@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -137,9 +138,21 @@ func TestPoisonEvents(t *testing.T) {
 		}
 		return nil
 	})
-	dom, _ := portStatus(m, "poison", "events")
+	dom, inPort := portStatus(m, "poison", "events")
 	if dom.State != meshflow.DomainRunning {
 		t.Fatalf("domain is %s: %s", dom.State, dom.Error)
+	}
+	// Status counts every dead letter of a port, by class: decode failures
+	// at the source, contract violations at the boundary, rows too large
+	// at the sink.
+	_, outPort := portStatus(m, "poison", "out")
+	wantIn := map[string]int64{natsio.ClassDecode: 3, natsio.ClassContract: 3}
+	wantOut := map[string]int64{natsio.ClassOversize: 2}
+	if !maps.Equal(inPort.DeadLetteredBy, wantIn) || inPort.DeadLettered != 6 {
+		t.Errorf("input port dead letters %d %v, want 6 %v", inPort.DeadLettered, inPort.DeadLetteredBy, wantIn)
+	}
+	if !maps.Equal(outPort.DeadLetteredBy, wantOut) || outPort.DeadLettered != 2 {
+		t.Errorf("output port dead letters %d %v, want 2 %v", outPort.DeadLettered, outPort.DeadLetteredBy, wantOut)
 	}
 
 	seen := map[int]int{}
