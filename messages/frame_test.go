@@ -140,6 +140,12 @@ func TestDecodeFrameRejects(t *testing.T) {
 	body, _ := messages.EncodeIPC(two)
 	hdr, _ := proto.Marshal(&pb.Frame{Seq: 3, Kind: pb.Kind_KIND_BATCH, Rows: 10})
 	lying := append(append([]byte{'M', 'F', 1, byte(len(hdr))}, hdr...), body...)
+	frame := func(h *pb.Frame) []byte {
+		b, _ := proto.Marshal(h)
+		return append(append([]byte{'M', 'F', 1, byte(len(b))}, b...), body...)
+	}
+	shortLineage := frame(&pb.Frame{Seq: 3, Kind: pb.Kind_KIND_BATCH, Rows: 2, LineageOrigin: "in", LineageDeltas: []int64{5}})
+	noOrigin := frame(&pb.Frame{Seq: 3, Kind: pb.Kind_KIND_BATCH, Rows: 2, LineageDeltas: []int64{5, 1}})
 	cases := []struct {
 		name string
 		data []byte
@@ -152,6 +158,8 @@ func TestDecodeFrameRejects(t *testing.T) {
 		{"truncated body", good[:len(good)/2], "arrow ipc"},
 		{"body on a watermark", append(bytes.Clone(wm), 1, 2, 3), "body"},
 		{"rows disagree", lying, "header says one batch of 10 rows"},
+		{"positions disagree with rows", shortLineage, "1 lineage positions for 2 rows"},
+		{"positions without an origin", noOrigin, "without an origin"},
 		{"unknown kind", []byte{'M', 'F', 1, 2, 0x10, 9}, "unknown kind"},
 		{"huge header length", []byte{'M', 'F', 1, 0xff, 0xff, 0xff, 0xff, 0x0f}, "header length"},
 	}
