@@ -16,26 +16,34 @@ const defaultNATSURL = "nats://127.0.0.1:4222"
 
 // natsFlags are the connection flags, spelled as the nats CLI spells them.
 type natsFlags struct {
-	env      *Env
-	server   string
-	creds    string
-	user     string
-	password string
-	timeout  time.Duration
+	env         *Env
+	server      string
+	creds       string
+	user        string
+	password    string
+	inboxPrefix string
+	timeout     time.Duration
 }
 
 // addNATSFlags registers the connection flags on cmd.
 func addNATSFlags(cmd *cobra.Command, env *Env) *natsFlags {
-	f := &natsFlags{env: env}
 	server := env.getenv("NATS_URL")
 	if server == "" {
 		server = defaultNATSURL
 	}
+	return addNATSFlagsFor(cmd, env, server, "NATS server URLs, comma separated; $NATS_URL sets the default")
+}
+
+// addNATSFlagsFor registers the connection flags on cmd, with server as
+// the default of --server and usage as its help.
+func addNATSFlagsFor(cmd *cobra.Command, env *Env, server, usage string) *natsFlags {
+	f := &natsFlags{env: env}
 	fs := cmd.Flags()
-	fs.StringVarP(&f.server, "server", "s", server, "NATS server URLs, comma separated; $NATS_URL sets the default")
+	fs.StringVarP(&f.server, "server", "s", server, usage)
 	fs.StringVar(&f.creds, "creds", "", "user credentials file")
 	fs.StringVar(&f.user, "user", "", "username or token")
 	fs.StringVar(&f.password, "password", "", "password")
+	fs.StringVar(&f.inboxPrefix, "inbox-prefix", "", "custom inbox prefix for replies (meshflow dev's producers: _INBOX_producer)")
 	fs.DurationVar(&f.timeout, "timeout", 5*time.Second, "time to wait for the server: connecting, API requests, acknowledgements")
 	return f
 }
@@ -66,6 +74,9 @@ func connect(ctx context.Context, f *natsFlags) (*nats.Conn, error) {
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("reconnected to nats", "server", nc.ConnectedUrlRedacted())
 		}),
+	}
+	if f.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(f.inboxPrefix))
 	}
 	if f.creds != "" {
 		opts = append(opts, nats.UserCredentials(f.creds))
