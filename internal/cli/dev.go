@@ -148,7 +148,7 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	if o.nats.server != "" {
 		nc, err := connect(ctx, o.nats)
 		if err != nil {
-			return err
+			return devStopped(err)
 		}
 		defer nc.Close()
 		env.Logger.Info("connected to NATS", "url", nc.ConnectedUrlRedacted(), "data_dir", o.dataDir)

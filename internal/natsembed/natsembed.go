@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -67,6 +68,9 @@ type Server struct {
 // ctx is cancelled or the server fails to start, for example because its
 // port is taken.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("natsembed: %w", err)
+	}
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsembed: StoreDir is required")
 	}
@@ -116,7 +120,9 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	fatal := &fatalLogger{Logger: logging.NATSServerLogger(cfg.Logger), ch: make(chan string, 1)}
 	ns.SetLoggerV2(fatal, false, false, false)
 	go ns.Start()
-	if err := waitReady(ctx, ns, fatal.ch); err != nil {
+	err = waitReady(ctx, ns, fatal.ch)
+	fatal.started.Store(true)
+	if err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("natsembed: server %s: %w", cfg.Name, err)
@@ -139,6 +145,9 @@ func waitReady(ctx context.Context, ns *server.Server, fatal <-chan string) erro
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		// A short look; the wait is the ticker's, which watches ctx.
 		if ns.ReadyForConnections(time.Millisecond) {
 			return nil
@@ -156,19 +165,23 @@ func waitReady(ctx context.Context, ns *server.Server, fatal <-chan string) erro
 	}
 }
 
-// fatalLogger passes the server's logs on and reports its first fatal
-// error on ch.
+// fatalLogger passes the server's logs on. Until the server has started,
+// it reports its first fatal error on ch instead (Start returns it).
 type fatalLogger struct {
 	server.Logger
-	ch chan string
+	ch      chan string
+	started atomic.Bool
 }
 
 func (l *fatalLogger) Fatalf(format string, v ...any) {
-	l.Logger.Fatalf(format, v...)
-	select {
-	case l.ch <- fmt.Sprintf(format, v...):
-	default:
+	if !l.started.Load() {
+		select {
+		case l.ch <- fmt.Sprintf(format, v...):
+			return
+		default:
+		}
 	}
+	l.Logger.Fatalf(format, v...)
 }
 
 // Connect opens an in-process connection (no TCP), which works whether or
