@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meshflow/meshflow/internal/natstest"
+	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/testutil"
 )
 
@@ -104,17 +105,26 @@ type streamState struct {
 
 func readStreamState(t *testing.T, url, stream string) streamState {
 	t.Helper()
+	st, err := streamInfo(t, url, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func streamInfo(t *testing.T, url, stream string) (streamState, error) {
+	t.Helper()
 	out, err := natsCLI(t, url, "", "--inbox-prefix", "_INBOX_producer", "stream", "info", stream, "--json")
 	if err != nil {
-		t.Fatalf("nats stream info %s: %v\n%s", stream, err, out)
+		return streamState{}, fmt.Errorf("nats stream info %s: %w\n%s", stream, err, out)
 	}
 	var info struct {
 		State streamState `json:"state"`
 	}
 	if err := json.Unmarshal([]byte(out), &info); err != nil {
-		t.Fatalf("nats stream info %s: %v\n%s", stream, err, out)
+		return streamState{}, fmt.Errorf("nats stream info %s: %w\n%s", stream, err, out)
 	}
-	return info.State
+	return info.State, nil
 }
 
 func checkoutEvent(id int, customer string) string {
@@ -143,10 +153,11 @@ func TestDevProducerRights(t *testing.T) {
 		return nil
 	})
 	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-		if st := readStreamState(t, url, "MESH_ORDERS_PLACED"); st.Consumers != 1 {
-			return fmt.Errorf("MESH_ORDERS_PLACED has %d consumers, want analytics'", st.Consumers)
+		st, err := streamInfo(t, url, "MESH_ORDERS_PLACED")
+		if err == nil && st.Consumers != 1 {
+			err = fmt.Errorf("MESH_ORDERS_PLACED has %d consumers, want analytics'", st.Consumers)
 		}
-		return nil
+		return err
 	})
 
 	// Publishing to an input port lands.
@@ -158,10 +169,11 @@ func TestDevProducerRights(t *testing.T) {
 			}
 		}
 		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			if st := readStreamState(t, url, "MESH_ANALYTICS_BIG_ORDERS"); st.Msgs != uint64(to) {
-				return fmt.Errorf("big_orders holds %d orders, want %d", st.Msgs, to)
+			st, err := streamInfo(t, url, "MESH_ANALYTICS_BIG_ORDERS")
+			if err == nil && st.Msgs != uint64(to) {
+				err = fmt.Errorf("big_orders holds %d orders, want %d", st.Msgs, to)
 			}
-			return nil
+			return err
 		})
 	}
 	publish(1, 3)
@@ -261,4 +273,68 @@ func TestDevProducerRights(t *testing.T) {
 	if r.err == nil || !strings.Contains(r.stderr, "--inbox-prefix _INBOX_producer") {
 		t.Fatalf("domains list without the inbox prefix: %v\n%s", r.err, r.stderr)
 	}
+}
+
+// TestDevBidsUsers: `meshflow dev --example bids` runs its pipeline as its
+// own NATS user, and clients without credentials are producers: they
+// publish bids and read the results, and nothing else.
+func TestDevBidsUsers(t *testing.T) {
+	d := startDev(t, "--example", "bids", "--rate", "500", "-o", "json")
+	url := d.url
+	inbox := []string{"--inbox-prefix", "_INBOX_producer"}
+	// The generator publishes as a producer; results come.
+	var before streamState
+	testutil.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		var err error
+		if before, err = streamInfo(t, url, "BIDS_TOP"); err == nil && before.Msgs == 0 {
+			err = fmt.Errorf("no results yet")
+		}
+		return err
+	})
+	out, err := natsCLI(t, url, "", append(inbox, "sub", "bids.top", "--stream", "BIDS_TOP", "--all", "--count", "1", "--raw")...)
+	if err != nil || !strings.Contains(out, `"auction":`) {
+		t.Fatalf("reading the results: %v\n%s", err, out)
+	}
+	bid := nexmark.NewGenerator(nexmark.Config{BaseTime: time.Now().UTC()}).NextBidJSON(nil)
+	if out, err := natsCLI(t, url, "", "pub", "bids.in", string(bid)); err != nil || strings.Contains(out, "Violation") {
+		t.Fatalf("publishing a bid: %v\n%s", err, out)
+	}
+
+	const violation = "Permissions Violation for "
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"forge results", []string{"pub", "bids.top", `{"auction":1}`}, `Publish to "bids.top"`},
+		{"forge a dead letter", []string{"pub", "bids.in.dlq", `{}`}, `Publish to "bids.in.dlq"`},
+		{"publish on the pipeline's private subjects", []string{"pub", "mf.bids.ctl.failure", "x"}, `Publish to "mf.bids.ctl.failure"`},
+		{"delete the results stream", append(inbox, "stream", "rm", "BIDS_TOP", "-f"), `Publish to "$JS.API.STREAM.DELETE.BIDS_TOP"`},
+		{"look at the input stream", append(inbox, "stream", "purge", "BIDS_IN", "-f"), `Publish to "$JS.API.STREAM.INFO.BIDS_IN"`},
+		{"purge the input stream", append(inbox, "req", "$JS.API.STREAM.PURGE.BIDS_IN", ""), `Publish to "$JS.API.STREAM.PURGE.BIDS_IN"`},
+		{"pull from the pipeline's consumer", append(inbox, "consumer", "next", "BIDS_IN", "bids"), `Publish to "$JS.API.CONSUMER.MSG.NEXT.BIDS_IN.bids"`},
+		{"delete the pipeline's consumer", append(inbox, "consumer", "rm", "BIDS_IN", "bids", "-f"), `Publish to "$JS.API.CONSUMER.DELETE.BIDS_IN.bids"`},
+		{"read every inbox", []string{"sub", "_INBOX.>"}, `Subscription to "_INBOX.>"`},
+		{"read the pipeline's inbox", []string{"sub", "_INBOX_bids.>"}, `Subscription to "_INBOX_bids.>"`},
+		{"read acknowledgements", []string{"sub", "$JS.ACK.>"}, `Subscription to "$JS.ACK.>"`},
+		{"read other producers' bids", []string{"sub", "bids.in"}, `Subscription to "bids.in"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, err := natsCLI(t, url, violation+tc.want, tc.args...)
+			if !strings.Contains(out, violation+tc.want) {
+				t.Fatalf("nats %s: %v, want %s%s in:\n%s", strings.Join(tc.args, " "), err, violation, tc.want, out)
+			}
+		})
+	}
+	// The pipeline goes on: more results, the stream from its start.
+	testutil.CheckFor(t, 60*time.Second, 50*time.Millisecond, func() error {
+		after, err := streamInfo(t, url, "BIDS_TOP")
+		if err != nil {
+			return err
+		}
+		if after.FirstSeq != 1 || after.Msgs <= before.Msgs {
+			return fmt.Errorf("BIDS_TOP was %+v, is %+v", before, after)
+		}
+		return nil
+	})
 }
