@@ -156,7 +156,7 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	} else {
 		srv, c, err := startDevServer(ctx, env, o, bidsCfg)
 		if err != nil {
-			return err
+			return devStopped(err)
 		}
 		defer func() { err = errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx))) }()
 		defer c.node.Close()
@@ -265,7 +265,7 @@ func startDevServer(ctx context.Context, env *Env, o devOptions, bidsCfg bids.Co
 	}
 	srv, err := natsembed.Start(ctx, cfg)
 	if err != nil {
-		return nil, devConns{}, devStopped(err)
+		return nil, devConns{}, err
 	}
 	fail := func(err error) (*natsembed.Server, devConns, error) {
 		return nil, devConns{}, errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx)))
