@@ -243,7 +243,12 @@ func TestDevProducerRights(t *testing.T) {
 		t.Errorf("the contract changed: %v\n%s", err, got)
 	}
 	// ...and no event vanished: analytics publishes every big order, once.
-	publish(4, 6)
+	// (Order 4 is injected with meshflow inject, as a producer.)
+	file := writeFile(t, "orders.jsonl", checkoutEvent(4, "c-4")+"\n")
+	if r := run(t.Context(), "", "inject", "--subject", "mesh.orders.in.checkout", "--file", file, "-s", url, "--inbox-prefix", "_INBOX_producer"); r.err != nil {
+		t.Fatalf("meshflow inject as a producer: %v\n%s", r.err, r.stderr)
+	}
+	publish(5, 6)
 	out, err := natsCLI(t, url, "", append(inbox, "sub", "mesh.analytics.big_orders", "--stream", "MESH_ANALYTICS_BIG_ORDERS", "--all", "--count", "6", "--raw")...)
 	if err != nil {
 		t.Fatalf("reading a data product with nats sub --stream: %v\n%s", err, out)
@@ -298,6 +303,13 @@ func TestDevBidsUsers(t *testing.T) {
 	bid := nexmark.NewGenerator(nexmark.Config{BaseTime: time.Now().UTC()}).NextBidJSON(nil)
 	if out, err := natsCLI(t, url, "", "pub", "bids.in", string(bid)); err != nil || strings.Contains(out, "Violation") {
 		t.Fatalf("publishing a bid: %v\n%s", err, out)
+	}
+	file := writeFile(t, "bids.jsonl", string(bid)+"\n")
+	if r := run(t.Context(), "", "inject", "--subject", "bids.in", "--file", file, "-s", url, "--inbox-prefix", "_INBOX_producer"); r.err != nil {
+		t.Fatalf("meshflow inject as a producer: %v\n%s", r.err, r.stderr)
+	}
+	if r := run(t.Context(), "", "tail", "bids.top", "-c", "1", "-o", "json", "-s", url, "--inbox-prefix", "_INBOX_producer"); r.err != nil || !strings.Contains(r.stdout, `"auction":`) {
+		t.Fatalf("meshflow tail bids.top as a producer: %v\n%s", r.err, r.stdout)
 	}
 
 	const violation = "Permissions Violation for "
