@@ -197,6 +197,12 @@ func TestDevProducerRights(t *testing.T) {
 			`Publish to "$JS.API.CONSUMER.DELETE.MESH_ORDERS_PLACED.analytics_orders"`},
 		{"take over a domain's durable consumer", append(inbox, "consumer", "add", "MESH_ORDERS_PLACED", "analytics_orders", "--pull", "--defaults"),
 			`Publish to "$JS.API.CONSUMER.CREATE.MESH_ORDERS_PLACED.analytics_orders"`},
+		{"take over a durable named in the request body", append(inbox, "req", "$JS.API.CONSUMER.DURABLE.CREATE.MESH_ORDERS_PLACED.analytics_orders",
+			`{"stream_name":"MESH_ORDERS_PLACED","config":{"durable_name":"analytics_orders","ack_policy":"explicit"}}`),
+			`Publish to "$JS.API.CONSUMER.DURABLE.CREATE.MESH_ORDERS_PLACED.analytics_orders"`},
+		{"create a consumer named in the request body", append(inbox, "req", "$JS.API.CONSUMER.CREATE.MESH_ORDERS_PLACED",
+			`{"stream_name":"MESH_ORDERS_PLACED","config":{"name":"analytics_orders","ack_policy":"explicit"}}`),
+			`Publish to "$JS.API.CONSUMER.CREATE.MESH_ORDERS_PLACED"`},
 		{"delete a stream", append(inbox, "stream", "rm", "MESH_ORDERS_PLACED", "-f"),
 			`Publish to "$JS.API.STREAM.DELETE.MESH_ORDERS_PLACED"`},
 		{"purge a stream", append(inbox, "stream", "purge", "MESH_ORDERS_PLACED", "-f"),
@@ -242,6 +248,18 @@ func TestDevProducerRights(t *testing.T) {
 	if got, err := natsCLI(t, url, "", append(inbox, "kv", "get", "MESHFLOW_CONTRACTS", "orders.placed", "--raw")...); err != nil || got != contract {
 		t.Errorf("the contract changed: %v\n%s", err, got)
 	}
+	// A consumer of its own on a data product: create, pull (acknowledging)
+	// and delete it.
+	for _, args := range [][]string{
+		{"consumer", "add", "MESH_ORDERS_PLACED", "mine", "--pull", "--defaults"},
+		{"consumer", "next", "MESH_ORDERS_PLACED", "mine"},
+		{"consumer", "rm", "MESH_ORDERS_PLACED", "mine", "-f"},
+	} {
+		if out, err := natsCLI(t, url, "", append(inbox, args...)...); err != nil || strings.Contains(out, violation) {
+			t.Fatalf("nats %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+
 	// ...and no event vanished: analytics publishes every big order, once.
 	// (Order 4 is injected with meshflow inject, as a producer.)
 	file := writeFile(t, "orders.jsonl", checkoutEvent(4, "c-4")+"\n")
