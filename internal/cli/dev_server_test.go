@@ -188,3 +188,24 @@ func TestDevCtrlC(t *testing.T) {
 		}
 	})
 }
+
+func TestDevUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--listen", "127.0.0.1:4999", "--server", "nats://127.0.0.1:4222"}, "meshflow: --listen is for the embedded server; --server runs on an existing one"},
+		{[]string{"--example", "bids", "--input", "bids.>"}, `meshflow: invalid --input "bids.>": want a subject without wildcards`},
+		{[]string{"--example", "bids", "--results", "top..x"}, `meshflow: invalid --results "top..x": want a subject without wildcards`},
+		{[]string{"--listen", "127.0.0.1:http"}, `meshflow: invalid --listen "127.0.0.1:http": bad port`},
+		{[]string{"--server", "nats://127.0.0.1:4222", "--password", "x"}, "meshflow: --password needs --user"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var stdout, stderr syncBuffer
+			code := Main(t.Context(), append([]string{"dev", "--data-dir", t.TempDir()}, tc.args...), strings.NewReader(""), &stdout, &stderr)
+			if code != ExitUsage || stderr.String() != tc.want+"\n" {
+				t.Errorf("exit code %d, stderr %q; want %d, %q", code, stderr.String(), ExitUsage, tc.want)
+			}
+		})
+	}
+}
