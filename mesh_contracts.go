@@ -18,8 +18,10 @@ import (
 
 // ContractsBucket is the JetStream key-value bucket where a mesh records
 // the output contracts it runs, one key "<domain>.<port>" each: what the
-// next deployment is checked against.
-const ContractsBucket = "MESHFLOW_CONTRACTS"
+// next deployment is checked against. Producers read a contract by key
+// with a direct get (nats kv get MESHFLOW_CONTRACTS orders.placed); see
+// domains.ProducerUser.
+const ContractsBucket = domains.ContractsBucket
 
 // deployedContract is a recorded output contract.
 type deployedContract struct {
@@ -33,6 +35,8 @@ type deployedContract struct {
 // consumers — of the previous deployment and of this one — that would
 // break; then records this deployment's contracts.
 func (m *Mesh) checkDeployment(ctx context.Context, js jetstream.JetStream) error {
+	// Readers get keys directly (AllowDirect, which nats.go sets on every
+	// bucket it creates): the only read the producers' user is given.
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: ContractsBucket, History: 5})
 	if err != nil {
 		return fmt.Errorf("contracts bucket: %w", err)

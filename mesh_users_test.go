@@ -25,8 +25,12 @@ func TestMeshWithDomainUsers(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	ds := mesh.Domains()
+	var decls []*domains.Domain
+	for _, d := range ds {
+		decls = append(decls, &d.Domain)
+	}
 	users := []natsembed.User{{Name: "node", Password: rand.Text(), Publish: []string{">"}, Subscribe: []string{">"}},
-		domains.ProducerUser("producer", rand.Text())}
+		domains.ProducerUser("producer", rand.Text(), decls)}
 	pw := map[string]string{}
 	for _, d := range ds {
 		pw[d.Name] = rand.Text()
@@ -42,7 +46,7 @@ func TestMeshWithDomainUsers(t *testing.T) {
 	node := natstest.Connect(t, srv, nats.UserInfo("node", users[0].Password))
 	denied := make(chan error, 16)
 	connect := func(d *domains.Domain) (*nats.Conn, error) {
-		return srv.Connect(nats.UserInfo(d.Name, pw[d.Name]), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
+		return srv.Connect(nats.UserInfo(d.Name, pw[d.Name]), nats.CustomInboxPrefix(domains.InboxPrefix(d.Name)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { denied <- err }))
 	}
 	m, err := meshflow.NewMesh(ds, meshflow.WithNATS(node), meshflow.WithDomainConnect(connect),
 		meshflow.WithAllocator(mem), meshflow.WithLogger(testutil.TestLogger(t)))
@@ -53,7 +57,7 @@ func TestMeshWithDomainUsers(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- m.Run(runCtx) }()
 
-	producer := natstest.Connect(t, srv) // no credentials: the producer user
+	producer := natstest.Connect(t, srv, nats.CustomInboxPrefix(domains.InboxPrefix("producer"))) // no credentials: the producer user
 	pjs := natstest.JetStream(t, producer)
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
 		_, err := pjs.StreamNameBySubject(ctx, domains.InputSubject("orders", "checkout"))

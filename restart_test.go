@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -127,7 +128,7 @@ func startDev(t *testing.T, bin, dataDir string, port int) *devProcess {
 
 // status asks the running mesh for its catalog, as a producer does.
 func (p *devProcess) status() ([]meshflow.DomainStatus, error) {
-	nc, err := nats.Connect(p.url, nats.Timeout(time.Second))
+	nc, err := nats.Connect(p.url, nats.Timeout(time.Second), nats.CustomInboxPrefix(domains.InboxPrefix("producer")))
 	if err != nil {
 		return nil, err
 	}

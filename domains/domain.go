@@ -130,57 +130,155 @@ func (d *Domain) InputSubjectOf(in Input) string {
 	return ProductSubject(dom, p)
 }
 
-// User returns the NATS user of the domain on the embedded server: it may
-// use its own namespace (mesh.<domain>.> and its private mf.<domain>.>),
-// read the data products it declared as inputs, and reach the JetStream API
-// only for the streams of those subjects.
+// ConsumerName is the durable consumer through which domain reads its
+// input port port.
+func ConsumerName(domain, port string) string { return domain + "_" + port }
+
+// InboxPrefix is the inbox prefix of NATS user user on the embedded
+// server: replies to its requests (JetStream API answers, acknowledgements
+// of its publications, messages it pulls) arrive under InboxPrefix(user)+".",
+// which no other user may subscribe to. Its connections set it with
+// nats.CustomInboxPrefix; the nats CLI with --inbox-prefix.
+func InboxPrefix(user string) string { return "_INBOX_" + user }
+
+// CatalogSubject is where a running mesh answers requests with its
+// catalog: the domains, their ports, contracts and live counts.
+const CatalogSubject = "mf._catalog.domains"
+
+// ContractsBucket is the JetStream key-value bucket where a mesh records
+// the output contracts it runs, one key "<domain>.<port>" each.
+const ContractsBucket = "MESHFLOW_CONTRACTS"
+
+// contractsRead are the JetStream API subjects of reading one contract
+// with a direct get by key (nats kv get MESHFLOW_CONTRACTS <domain>.<port>):
+// the bucket's stream info, and the direct get of its keys. Watching,
+// listing keys, history, putting and deleting all need more.
+var contractsRead = []string{
+	"$JS.API.STREAM.INFO.KV_" + ContractsBucket,
+	"$JS.API.DIRECT.GET.KV_" + ContractsBucket + ".$KV." + ContractsBucket + ".>",
+}
+
+// DurableConsumerSubjects are the subjects of the JetStream API and
+// acknowledgements of the durable consumer durable on stream: creating,
+// updating, reading its info, deleting it, pulling from it and
+// acknowledging its messages. Granted to its owner, denied to everyone
+// else.
+func DurableConsumerSubjects(stream, durable string) []string {
+	return []string{
+		"$JS.API.CONSUMER.*." + stream + "." + durable,          // CREATE, INFO, DELETE, PAUSE, UNPIN, RESET
+		"$JS.API.CONSUMER.*." + stream + "." + durable + ".>",   // CREATE with a filter subject
+		"$JS.API.CONSUMER.*.*." + stream + "." + durable,        // MSG.NEXT, DURABLE.CREATE, LEADER.STEPDOWN
+		"$JS.ACK." + stream + "." + durable + ".>",              // acknowledgements
+		"$JS.API.CONSUMER.*.*." + stream + "." + durable + ".>", // (no such API today: keeps the set closed)
+	}
+}
+
+// StreamReaderSubjects are the JetStream API subjects a reader of stream
+// needs: its info,
+// getting messages, and consumers of its own (ephemeral or ordered, named
+// in the subject as nats.go and the nats CLI do) that it may pull from,
+// acknowledge and delete. The legacy forms that take the consumer's name
+// from the request body only ($JS.API.CONSUMER.CREATE.<stream>,
+// $JS.API.CONSUMER.DURABLE.CREATE.<stream>.<name>) are left out, so that
+// the name of every consumer touched is in the subject, where a deny
+// pattern can protect it.
+func StreamReaderSubjects(stream string) []string {
+	return []string{
+		"$JS.API.STREAM.INFO." + stream,
+		"$JS.API.STREAM.MSG.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream,
+		"$JS.API.DIRECT.GET." + stream + ".>",
+		"$JS.API.CONSUMER.CREATE." + stream + ".*",
+		"$JS.API.CONSUMER.CREATE." + stream + ".*.>",
+		"$JS.API.CONSUMER.INFO." + stream + ".*",
+		"$JS.API.CONSUMER.DELETE." + stream + ".*",
+		"$JS.API.CONSUMER.MSG.NEXT." + stream + ".*",
+		"$JS.ACK." + stream + ".*.>",
+	}
+}
+
+// User returns the NATS user of the domain on the embedded server. It may:
+//   - publish to its own namespace: mesh.<domain>.> (its data products,
+//     dead letters and inputs) and its private mf.<domain>.>;
+//   - subscribe to those and to the data products it declared as inputs;
+//   - create, update and read the info of its own streams (inputs fed by
+//     producers, data products, dead letters), and read the info of the
+//     streams of the data products it reads; never delete or purge them;
+//   - create, pull from and acknowledge only its own durable consumers,
+//     ConsumerName(domain, port) on the stream of each input port;
+//   - receive replies under its own InboxPrefix(domain) only.
+//
+// It reaches no other consumer, in particular not the durable consumers
+// other domains read its data products through.
 func (d *Domain) User(password string) natsembed.User {
 	own := []string{"mesh." + d.Name + ".>", PrivateSubjects(d.Name)}
-	var ownStreams, readStreams []string
+	var ownStreams []string
 	for _, out := range d.Outputs {
 		ownStreams = append(ownStreams, StreamName(ProductSubject(d.Name, out.Name)))
 	}
 	ownStreams = append(ownStreams, StreamName(DeadLetterSubject(d.Name)))
+	pub := slices.Clone(own)
+	pub = append(pub, "$JS.API.INFO", "$JS.API.STREAM.NAMES")
 	var read []string
 	for _, in := range d.Inputs {
 		subj := d.InputSubjectOf(in)
+		st := StreamName(subj)
 		if in.From == "" {
-			ownStreams = append(ownStreams, StreamName(subj))
-			continue
+			ownStreams = append(ownStreams, st)
+		} else {
+			read = append(read, subj)
+			pub = append(pub, "$JS.API.STREAM.INFO."+st)
 		}
-		read = append(read, subj)
-		readStreams = append(readStreams, StreamName(subj))
-	}
-	pub := slices.Clone(own)
-	pub = append(pub, "$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST")
-	consumers := func(st string) []string {
-		return []string{"$JS.API.CONSUMER.*." + st, "$JS.API.CONSUMER.*." + st + ".>",
-			"$JS.API.CONSUMER.DURABLE.CREATE." + st + ".>", "$JS.API.CONSUMER.MSG.NEXT." + st + ".>", "$JS.ACK." + st + ".>"}
+		pub = append(pub, DurableConsumerSubjects(st, ConsumerName(d.Name, in.Name))...)
 	}
 	for _, st := range ownStreams {
-		pub = append(pub, "$JS.API.STREAM.*."+st, "$JS.API.STREAM.MSG.GET."+st)
-		pub = append(pub, consumers(st)...)
-	}
-	for _, st := range readStreams {
-		pub = append(pub, "$JS.API.STREAM.INFO."+st)
-		pub = append(pub, consumers(st)...)
+		pub = append(pub, "$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st, "$JS.API.STREAM.INFO."+st,
+			"$JS.API.STREAM.MSG.GET."+st, "$JS.API.DIRECT.GET."+st, "$JS.API.DIRECT.GET."+st+".>")
 	}
 	sub := append(slices.Clone(own), read...)
-	sub = append(sub, "_INBOX.>")
+	sub = append(sub, InboxPrefix(d.Name)+".>")
 	return natsembed.User{Name: d.Name, Password: password, Publish: pub, Subscribe: sub}
 }
 
-// ProducerUser returns the NATS user of producers and operators on the
-// embedded server: it may publish events to the input ports fed by
-// producers, read every data product and dead-letter stream, and ask a
-// running mesh for its catalog; it cannot publish data products nor touch
-// private subjects.
-func ProducerUser(name, password string) natsembed.User {
-	return natsembed.User{Name: name, Password: password,
-		Publish: []string{"mesh.*.in.>", "mf._catalog.domains",
-			"$JS.API.INFO", "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", "$JS.API.STREAM.INFO.>",
-			"$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>",
-			"$JS.API.CONSUMER.MSG.NEXT.>", "$JS.ACK.>", "$JS.FC.>"},
-		Subscribe: []string{"mesh.>", "_INBOX.>"},
+// ProducerUser returns the NATS user of producers and operators of the
+// mesh made of the domains mesh, on the embedded server. It may:
+//   - publish events to the input ports fed by producers,
+//     mesh.<domain>.in.<port>, and nothing else of the mesh's subjects;
+//   - read the data products and dead letters: subscribe to their
+//     subjects, read their streams' info and messages, and create, pull
+//     from, acknowledge and delete consumers of its own on those streams
+//     (ephemeral or ordered; a durable one it names is its own too), but
+//     not the domains' durable consumers, whose names it may not use;
+//   - ask the running mesh for its catalog (CatalogSubject);
+//   - read one output contract by key from ContractsBucket with a direct
+//     get (nats kv get MESHFLOW_CONTRACTS <domain>.<port>); not watch,
+//     list, put or delete;
+//   - receive replies under its own InboxPrefix(name) only.
+//
+// It can neither create, update, delete nor purge any stream, nor touch a
+// consumer of an input port, nor read another user's inbox or
+// acknowledgements.
+func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
+	pub := []string{CatalogSubject, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
+	pub = append(pub, contractsRead...)
+	sub := []string{InboxPrefix(name) + ".>"}
+	var deny []string
+	for _, d := range mesh {
+		readable := []string{DeadLetterSubject(d.Name)}
+		for _, out := range d.Outputs {
+			readable = append(readable, ProductSubject(d.Name, out.Name))
+		}
+		for _, s := range readable {
+			sub = append(sub, s)
+			pub = append(pub, StreamReaderSubjects(StreamName(s))...)
+		}
+		for _, in := range d.Inputs {
+			if in.From == "" {
+				pub = append(pub, InputSubject(d.Name, in.Name))
+				continue
+			}
+			deny = append(deny, DurableConsumerSubjects(StreamName(d.InputSubjectOf(in)), ConsumerName(d.Name, in.Name))...)
+		}
 	}
+	return natsembed.User{Name: name, Password: password, Publish: pub, Subscribe: sub, DenyPublish: deny}
 }

@@ -14,6 +14,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/domains"
+	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/nexmark"
 )
 
@@ -44,11 +46,13 @@ type Config struct {
 	Bounded bool
 }
 
-// Pipeline returns the example pipeline:
-//
-//	bids (JetStream) -> high-value (price > $100) -> to-eur -> shape
-//	  -> key by auction -> top-bid (x4) -> bids.top (JetStream) [+ print]
-func Pipeline(cfg Config) *meshflow.Pipeline {
+// Name is the name of the pipeline, its job, and of its NATS user.
+const Name = "bids"
+
+// consumer is the durable consumer the pipeline reads its input through.
+const consumer = "bids"
+
+func (cfg Config) withDefaults() Config {
 	if cfg.Input == "" {
 		cfg.Input = "bids.in"
 	}
@@ -61,12 +65,30 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 	if cfg.Format == 0 {
 		cfg.Format = meshflow.Table
 	}
-	p := meshflow.NewPipeline("bids")
+	return cfg
+}
+
+// deadLetter is the subject of the events that cannot be decoded.
+func (cfg Config) deadLetter() string { return cfg.Input + ".dlq" }
+
+// Pipeline returns the example pipeline:
+//
+//	bids (JetStream) -> high-value (price > $100) -> to-eur -> shape
+//	  -> key by auction -> top-bid (x4) -> bids.top (JetStream) [+ print]
+//
+// Its input, output and dead-letter subjects are literal; their streams
+// are named after them (domains.StreamName).
+func Pipeline(cfg Config) *meshflow.Pipeline {
+	cfg = cfg.withDefaults()
+	p := meshflow.NewPipeline(Name)
 	bids := p.Source("bids", meshflow.FromJetStream(meshflow.JetStreamSource{
-		Subjects: []string{cfg.Input},
-		Schema:   Schema,
-		Linger:   200 * time.Millisecond,
-		Bounded:  cfg.Bounded,
+		Subjects:   []string{cfg.Input},
+		Stream:     domains.StreamName(cfg.Input),
+		Consumer:   consumer,
+		DeadLetter: cfg.deadLetter(),
+		Schema:     Schema,
+		Linger:     200 * time.Millisecond,
+		Bounded:    cfg.Bounded,
 	}), meshflow.EventTime("date_time", 2*time.Second))
 	top := bids.
 		Filter("high-value", meshflow.Col("price").Gt(10_000)).
@@ -74,11 +96,45 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 		Project("shape", "auction", "price_eur").
 		KeyBy("auction").
 		Process("top-bid", NewTopBid, meshflow.Parallelism(cfg.Parallelism), meshflow.OutputSchema(TopSchema))
-	top.To("publish", meshflow.ToJetStream(meshflow.JetStreamSink{Subject: cfg.Output}))
+	top.To("publish", meshflow.ToJetStream(meshflow.JetStreamSink{Subject: cfg.Output, Stream: domains.StreamName(cfg.Output)}))
 	if cfg.Print != nil {
 		top.To("print", meshflow.Print(cfg.Print, cfg.Format))
 	}
 	return p
+}
+
+// Users returns the NATS users of the example on the embedded server, as
+// `meshflow dev --example bids` runs it:
+//
+// The pipeline's user, Name, may use its private subjects (mf.bids.>), its
+// streams (input, results, dead letters: create, update, info; never delete
+// or purge), its durable consumer on the input stream, publish results and
+// dead letters, and receive replies under domains.InboxPrefix(Name).
+//
+// The producers' user, producer, may publish bids to cfg.Input; read the
+// results and the dead letters (their subjects, and consumers of its own on
+// their streams); and receive replies under domains.InboxPrefix(producer).
+// It cannot publish results, touch the pipeline's consumer, or delete,
+// purge or change any stream.
+func Users(cfg Config, password, producer, producerPassword string) (pipeline, producers natsembed.User) {
+	cfg = cfg.withDefaults()
+	in, out, dlq := domains.StreamName(cfg.Input), domains.StreamName(cfg.Output), domains.StreamName(cfg.deadLetter())
+	private := "mf." + Name + ".>"
+	pub := []string{private, cfg.Output, cfg.deadLetter(), "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
+	for _, st := range []string{in, out, dlq} {
+		pub = append(pub, "$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st, "$JS.API.STREAM.INFO."+st)
+	}
+	pub = append(pub, domains.DurableConsumerSubjects(in, consumer)...)
+	pipeline = natsembed.User{Name: Name, Password: password, Publish: pub,
+		Subscribe: []string{private, domains.InboxPrefix(Name) + ".>"}}
+
+	ppub := []string{cfg.Input, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
+	ppub = append(ppub, domains.StreamReaderSubjects(out)...)
+	ppub = append(ppub, domains.StreamReaderSubjects(dlq)...)
+	producers = natsembed.User{Name: producer, Password: producerPassword, Publish: ppub,
+		Subscribe:   []string{cfg.Output, cfg.deadLetter(), domains.InboxPrefix(producer) + ".>"},
+		DenyPublish: domains.DurableConsumerSubjects(in, consumer)}
+	return pipeline, producers
 }
 
 // TopBid keeps the highest euro price and the bid count per auction and,

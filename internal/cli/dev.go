@@ -9,6 +9,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,7 +37,12 @@ type devOptions struct {
 	resultSubj  string
 	example     string
 	every       time.Duration
+	nats        *natsFlags
 }
+
+// producerUser is the NATS user of clients that connect to the embedded
+// server of `meshflow dev` without credentials.
+const producerUser = "producer"
 
 // newDevCmd builds `meshflow dev`: an embedded node running the bundled
 // example pipeline, fed by a built-in bid generator.
@@ -52,23 +58,38 @@ and a Badger state store under --data-dir, and run a bundled example.
 payments and analytics, where analytics consumes the data products of the
 other two. A built-in generator publishes checkout events and payment
 transactions (about one in fifty breaking a contract); the domains' status
-and row counts are printed every --every. Other producers can publish too:
-  nats pub mesh.orders.in.checkout '{"order_id":1,"customer_id":"c-1","amount":12.5,"currency":"EUR","placed_at":"2026-11-01T12:00:00Z"}'
-and 'meshflow tail mesh.analytics.big_orders', 'meshflow tail
-mesh.orders._dlq' and 'meshflow domains describe orders' show the rest.
+and row counts are printed every --every.
 
 --example bids runs examples/bids on Nexmark bids and prints its results as
 they come; the generator publishes to --input.
 
-Ctrl-C stops the generator, drains the pipelines and stops the node.`,
+On the embedded server every domain (or the bids pipeline) is its own NATS
+user, and clients connecting without credentials are the producers: they
+may publish to the input ports (mesh.<domain>.in.<port>, or --input), read
+the data products, results and dead letters, and ask for the catalog; they
+receive replies under the inbox prefix _INBOX_producer. For example:
+  nats pub mesh.orders.in.checkout '{"order_id":1,"customer_id":"c-1","amount":12.5,"currency":"EUR","placed_at":"2026-11-01T12:00:00Z"}'
+  meshflow tail mesh.analytics.big_orders --inbox-prefix _INBOX_producer
+  meshflow domains describe orders --inbox-prefix _INBOX_producer
+  nats --inbox-prefix _INBOX_producer kv get MESHFLOW_CONTRACTS orders.placed
+
+--server runs the example on an existing NATS server (JetStream on)
+instead, connecting as --user/--password or --creds; that server's own
+accounts and permissions apply.
+
+Ctrl-C stops the generator, drains the pipelines and stops the node; it
+is honoured at every stage of startup.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("listen") && o.nats.server != "" {
+				return usageErrorf("--listen is for the embedded server; --server runs on an existing one")
+			}
 			return runDev(cmd.Context(), env, o)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.dataDir, "data-dir", ".meshflow", "directory for the NATS store and the state store")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "host:port the embedded NATS server listens on for clients (\"\" to not listen)")
+	f.StringVar(&o.listen, "listen", "127.0.0.1:4222", "host:port the embedded NATS server listens on for clients (port 0: any free port; \"\" to not listen)")
 	f.IntVar(&o.rate, "rate", 2000, "events per second published by the generator")
 	f.BoolVar(&o.generator, "generator", true, "run the built-in bid generator")
 	f.StringVarP(&o.output, "output", "o", "table", "how results are printed: table or json")
@@ -77,7 +98,16 @@ Ctrl-C stops the generator, drains the pipelines and stops the node.`,
 	f.StringVar(&o.resultSubj, "results", "bids.top", "subject the pipeline publishes results to")
 	f.StringVar(&o.example, "example", "mesh", "what to run: mesh (three domains) or bids (one pipeline)")
 	f.DurationVar(&o.every, "every", 2*time.Second, "with --example mesh: how often the domains' status is printed")
+	// No $NATS_URL default: dev runs on an existing server only when told.
+	o.nats = addNATSFlagsFor(cmd, env, "", "run on this existing NATS server (URLs, comma separated) instead of an embedded one")
 	return cmd
+}
+
+// devConns are the NATS connections of a dev run: the node's, the one the
+// generator publishes with, and how each domain connects.
+type devConns struct {
+	node, producer *nats.Conn
+	domain         meshflow.DomainConnect
 }
 
 func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
@@ -102,82 +132,59 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	if o.parallelism < 1 {
 		return usageErrorf("invalid --parallelism %d: must be at least 1", o.parallelism)
 	}
-	cfg := natsembed.Config{
-		Name:     "meshflow-dev",
-		StoreDir: filepath.Join(o.dataDir, "nats"),
-		Logger:   env.Logger,
-	}
-	// With the example mesh every domain is its own NATS user; the node
-	// has a user of its own, and clients without credentials (nats pub,
-	// meshflow inject/tail/domains) act as producers.
-	var nodeOpts []nats.Option
-	var domainPW map[string]string
-	if o.example == "mesh" {
-		nodePW := rand.Text()
-		cfg.Users = []natsembed.User{{Name: "node", Password: nodePW, Publish: []string{">"}, Subscribe: []string{">"}},
-			domains.ProducerUser("producer", rand.Text())}
-		cfg.NoAuthUser = "producer"
-		domainPW = map[string]string{}
-		for _, d := range mesh.Domains() {
-			domainPW[d.Name] = rand.Text()
-			cfg.Users = append(cfg.Users, d.User(domainPW[d.Name]))
+	for _, s := range []struct{ flag, subject string }{{"--input", o.input}, {"--results", o.resultSubj}} {
+		if !literalSubject(s.subject) {
+			return usageErrorf("invalid %s %q: want a subject without wildcards", s.flag, s.subject)
 		}
-		nodeOpts = append(nodeOpts, nats.UserInfo("node", nodePW))
 	}
-	if o.listen == "" {
-		cfg.DontListen = true
-	} else {
-		host, port, err := net.SplitHostPort(o.listen)
-		if err != nil {
-			return usageErrorf("invalid --listen %q: %v", o.listen, err)
-		}
-		p, err := strconv.Atoi(port)
-		if err != nil || p < 0 || p > 65535 {
-			return usageErrorf("invalid --listen %q: bad port", o.listen)
-		}
-		cfg.Host, cfg.Port = host, p
-	}
-	srv, err := natsembed.Start(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx))) }()
-	if url := srv.ClientURL(); url != "" {
-		env.Logger.Info("embedded NATS server ready", "url", url, "data_dir", o.dataDir)
-	}
-	nc, err := srv.Connect(append(nodeOpts, nats.Name("meshflow-dev"))...)
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	store, err := badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(o.dataDir, "state"), Logger: env.Logger})
-	if err != nil {
-		return err
-	}
-	defer func() { err = errors.Join(err, store.Close()) }()
-
-	if o.example == "mesh" {
-		connect := func(d *domains.Domain) (*nats.Conn, error) {
-			return srv.Connect(nats.UserInfo(d.Name, domainPW[d.Name]), nats.Name("meshflow-"+d.Name),
-				nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-					env.Logger.Error("domain NATS error", "domain", d.Name, "error", err)
-				}))
-		}
-		return runDevMesh(ctx, env, o, nc, store, connect)
-	}
-	p := bids.Pipeline(bids.Config{
+	bidsCfg := bids.Config{
 		Input:       o.input,
 		Output:      o.resultSubj,
 		Print:       env.Stdout,
 		Format:      format,
 		Parallelism: o.parallelism,
-	})
+	}
+	var conns devConns
+	if o.nats.server != "" {
+		nc, err := connect(ctx, o.nats)
+		if err != nil {
+			return devStopped(err)
+		}
+		defer nc.Close()
+		env.Logger.Info("connected to NATS", "url", nc.ConnectedUrlRedacted(), "data_dir", o.dataDir)
+		conns = devConns{node: nc, producer: nc}
+	} else {
+		srv, c, err := startDevServer(ctx, env, o, bidsCfg)
+		if err != nil {
+			return devStopped(err)
+		}
+		defer func() { err = errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx))) }()
+		defer c.node.Close()
+		defer c.producer.Close()
+		conns = c
+	}
+	if err := ctx.Err(); err != nil {
+		return devStopped(err)
+	}
+	store, err := badgerstore.Open(ctx, badgerstore.Options{Dir: filepath.Join(o.dataDir, "state"), Logger: env.Logger})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, store.Close()) }()
+	if err := ctx.Err(); err != nil {
+		return devStopped(err)
+	}
+
+	if o.example == "mesh" {
+		return runDevMesh(ctx, env, o, conns, store)
+	}
+	p := bids.Pipeline(bidsCfg)
 
 	genCtx, stopGen := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	var genErr error
 	if o.generator {
-		js, err := jetstream.New(nc)
+		js, err := jetstream.New(conns.producer)
 		if err != nil {
 			stopGen()
 			return err
@@ -189,7 +196,7 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 		}()
 	}
 	env.Logger.Info("running the example pipeline", "input", o.input, "results", o.resultSubj)
-	runErr := meshflow.Run(ctx, p, meshflow.WithNATS(nc), meshflow.WithState(store), meshflow.WithLogger(env.Logger))
+	runErr := meshflow.Run(ctx, p, meshflow.WithNATS(conns.node), meshflow.WithState(store), meshflow.WithLogger(env.Logger))
 	stopGen()
 	wg.Wait()
 	if errors.Is(runErr, context.Canceled) && ctx.Err() != nil {
@@ -199,6 +206,111 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 		genErr = nil
 	}
 	return errors.Join(runErr, genErr)
+}
+
+// devStopped is what dev returns when ctx ended during startup: nothing
+// for Ctrl-C, the error otherwise.
+func devStopped(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// startDevServer starts the embedded server with the example's users and
+// opens the node's and the generator's connections: with --example mesh a
+// node user, a user per domain and the producers; with --example bids the
+// pipeline's user and the producers. Clients without credentials are the
+// producers.
+func startDevServer(ctx context.Context, env *Env, o devOptions, bidsCfg bids.Config) (*natsembed.Server, devConns, error) {
+	cfg := natsembed.Config{
+		Name:       "meshflow-dev",
+		StoreDir:   filepath.Join(o.dataDir, "nats"),
+		Logger:     env.Logger,
+		NoAuthUser: producerUser,
+	}
+	if o.listen == "" {
+		cfg.DontListen = true
+	} else {
+		host, port, err := net.SplitHostPort(o.listen)
+		if err != nil {
+			return nil, devConns{}, usageErrorf("invalid --listen %q: %v", o.listen, err)
+		}
+		p, err := strconv.Atoi(port)
+		if err != nil || p < 0 || p > 65535 {
+			return nil, devConns{}, usageErrorf("invalid --listen %q: bad port", o.listen)
+		}
+		if p == 0 {
+			p = -1 // any free port
+		}
+		cfg.Host, cfg.Port = host, p
+	}
+	nodeUser, nodePW := bids.Name, rand.Text()
+	producerPW := rand.Text()
+	domainPW := map[string]string{}
+	if o.example == "mesh" {
+		nodeUser = "node"
+		var decls []*domains.Domain
+		for _, d := range mesh.Domains() {
+			decls = append(decls, &d.Domain)
+			domainPW[d.Name] = rand.Text()
+			cfg.Users = append(cfg.Users, d.User(domainPW[d.Name]))
+		}
+		cfg.Users = append(cfg.Users,
+			natsembed.User{Name: nodeUser, Password: nodePW, Publish: []string{">"}, Subscribe: []string{">"}},
+			domains.ProducerUser(producerUser, producerPW, decls))
+	} else {
+		pipeline, producers := bids.Users(bidsCfg, nodePW, producerUser, producerPW)
+		cfg.Users = append(cfg.Users, pipeline, producers)
+	}
+	srv, err := natsembed.Start(ctx, cfg)
+	if err != nil {
+		return nil, devConns{}, err
+	}
+	fail := func(err error) (*natsembed.Server, devConns, error) {
+		return nil, devConns{}, errors.Join(err, srv.Shutdown(context.WithoutCancel(ctx)))
+	}
+	if url := srv.ClientURL(); url != "" {
+		env.Logger.Info("embedded NATS server ready", "url", url, "data_dir", o.dataDir,
+			"producers", "no credentials, inbox prefix "+domains.InboxPrefix(producerUser))
+	}
+	errorHandler := func(who string) nats.Option {
+		return nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			env.Logger.Error("NATS error", "user", who, "error", err)
+		})
+	}
+	node, err := srv.Connect(nats.UserInfo(nodeUser, nodePW), nats.CustomInboxPrefix(domains.InboxPrefix(nodeUser)),
+		nats.Name("meshflow-dev"), errorHandler(nodeUser))
+	if err != nil {
+		return fail(err)
+	}
+	producer, err := srv.Connect(nats.UserInfo(producerUser, producerPW), nats.CustomInboxPrefix(domains.InboxPrefix(producerUser)),
+		nats.Name("meshflow-dev-generator"), errorHandler(producerUser))
+	if err != nil {
+		node.Close()
+		return fail(err)
+	}
+	c := devConns{node: node, producer: producer}
+	if o.example == "mesh" {
+		c.domain = func(d *domains.Domain) (*nats.Conn, error) {
+			return srv.Connect(nats.UserInfo(d.Name, domainPW[d.Name]), nats.CustomInboxPrefix(domains.InboxPrefix(d.Name)),
+				nats.Name("meshflow-"+d.Name), errorHandler(d.Name))
+		}
+	}
+	return srv, c, nil
+}
+
+// literalSubject reports whether s is a valid subject without wildcards.
+func literalSubject(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, t := range strings.Split(s, ".") {
+		if t == "" || t == "*" || t == ">" || strings.ContainsAny(t, " \t\r\n") {
+			return false
+		}
+	}
+	return true
 }
 
 // generate publishes Nexmark bids as JSON to subject at rate events per

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow"
@@ -18,13 +17,16 @@ import (
 
 // runDevMesh runs the example mesh with its generator and prints the
 // domains' status every o.every until ctx is done.
-func runDevMesh(ctx context.Context, env *Env, o devOptions, nc *nats.Conn, store persistence.Store, connect meshflow.DomainConnect) error {
-	m, err := meshflow.NewMesh(mesh.Domains(), meshflow.WithNATS(nc), meshflow.WithState(store), meshflow.WithLogger(env.Logger),
-		meshflow.WithDomainConnect(connect))
+func runDevMesh(ctx context.Context, env *Env, o devOptions, conns devConns, store persistence.Store) error {
+	opts := []meshflow.RunOption{meshflow.WithNATS(conns.node), meshflow.WithState(store), meshflow.WithLogger(env.Logger)}
+	if conns.domain != nil {
+		opts = append(opts, meshflow.WithDomainConnect(conns.domain))
+	}
+	m, err := meshflow.NewMesh(mesh.Domains(), opts...)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(conns.producer)
 	if err != nil {
 		return err
 	}

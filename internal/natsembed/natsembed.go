@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -20,10 +21,12 @@ import (
 const DefaultMaxPayload = 8 << 20
 
 // User is a NATS user of the embedded server with the subjects it may
-// publish and subscribe to.
+// publish and subscribe to. A subject matching a Deny pattern is refused
+// even when an allow pattern matches it.
 type User struct {
-	Name, Password     string
-	Publish, Subscribe []string
+	Name, Password             string
+	Publish, Subscribe         []string
+	DenyPublish, DenySubscribe []string
 }
 
 // Config configures the embedded server.
@@ -61,8 +64,13 @@ type Server struct {
 }
 
 // Start starts the server and waits until it accepts connections (bounded
-// by ctx, and by 30 s when ctx has no deadline).
+// by ctx, and by 30 s when ctx has no deadline). It returns at once when
+// ctx is cancelled or the server fails to start, for example because its
+// port is taken.
 func Start(ctx context.Context, cfg Config) (*Server, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("natsembed: %w", err)
+	}
 	if cfg.StoreDir == "" {
 		return nil, errors.New("natsembed: StoreDir is required")
 	}
@@ -97,8 +105,8 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 			Username: u.Name,
 			Password: u.Password,
 			Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: u.Publish},
-				Subscribe: &server.SubjectPermission{Allow: u.Subscribe},
+				Publish:   &server.SubjectPermission{Allow: u.Publish, Deny: u.DenyPublish},
+				Subscribe: &server.SubjectPermission{Allow: u.Subscribe, Deny: u.DenySubscribe},
 			},
 		})
 	}
@@ -107,18 +115,73 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natsembed: %w", err)
 	}
-	ns.SetLoggerV2(logging.NATSServerLogger(cfg.Logger), false, false, false)
+	// A fatal error (a busy port, a JetStream store that cannot start)
+	// leaves the server never ready: catch it to fail at once.
+	fatal := &fatalLogger{Logger: logging.NATSServerLogger(cfg.Logger), ch: make(chan string, 1)}
+	ns.SetLoggerV2(fatal, false, false, false)
 	go ns.Start()
-	wait := 30 * time.Second
-	if dl, ok := ctx.Deadline(); ok {
-		wait = time.Until(dl)
-	}
-	if !ns.ReadyForConnections(wait) {
+	err = waitReady(ctx, ns, fatal.ch)
+	fatal.started.Store(true)
+	if err != nil {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		return nil, fmt.Errorf("natsembed: server %s not ready within %v", cfg.Name, wait)
+		return nil, fmt.Errorf("natsembed: server %s: %w", cfg.Name, err)
 	}
 	return &Server{ns: ns, cfg: cfg}, nil
+}
+
+// startTimeout bounds the wait for a server to accept connections when
+// ctx has no deadline.
+const startTimeout = 30 * time.Second
+
+// waitReady waits until ns accepts connections, the server reports a fatal
+// error, or ctx is done.
+func waitReady(ctx context.Context, ns *server.Server, fatal <-chan string) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, startTimeout)
+		defer cancel()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		// A short look; the wait is the ticker's, which watches ctx.
+		if ns.ReadyForConnections(time.Millisecond) {
+			return nil
+		}
+		select {
+		case msg := <-fatal:
+			return errors.New(msg)
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("not ready for connections: %w", ctx.Err())
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// fatalLogger passes the server's logs on. Until the server has started,
+// it reports its first fatal error on ch instead (Start returns it).
+type fatalLogger struct {
+	server.Logger
+	ch      chan string
+	started atomic.Bool
+}
+
+func (l *fatalLogger) Fatalf(format string, v ...any) {
+	if !l.started.Load() {
+		select {
+		case l.ch <- fmt.Sprintf(format, v...):
+			return
+		default:
+		}
+	}
+	l.Logger.Fatalf(format, v...)
 }
 
 // Connect opens an in-process connection (no TCP), which works whether or
