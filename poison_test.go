@@ -155,6 +155,17 @@ func TestPoisonEvents(t *testing.T) {
 		t.Errorf("output port dead letters %d %v, want 2 %v", outPort.DeadLettered, outPort.DeadLetteredBy, wantOut)
 	}
 
+	// The boundary counts a row out before the sink has published it.
+	testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		info, err := js.Stream(ctx, domains.StreamName(domains.ProductSubject("poison", "out")))
+		if err != nil {
+			return err
+		}
+		if n := info.CachedInfo().State.Msgs; n < uint64(id) {
+			return fmt.Errorf("%d rows in the data product, want %d", n, id)
+		}
+		return nil
+	})
 	seen := map[int]int{}
 	for _, msg := range readAll(t, ctx, js, domains.ProductSubject("poison", "out")) {
 		var row struct{ ID int }

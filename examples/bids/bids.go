@@ -68,7 +68,8 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
-// deadLetter is the subject of the events that cannot be decoded.
+// deadLetter is the subject of the events that cannot be decoded and of
+// the results too large to publish.
 func (cfg Config) deadLetter() string { return cfg.Input + ".dlq" }
 
 // Pipeline returns the example pipeline:
@@ -96,7 +97,8 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 		Project("shape", "auction", "price_eur").
 		KeyBy("auction").
 		Process("top-bid", NewTopBid, meshflow.Parallelism(cfg.Parallelism), meshflow.OutputSchema(TopSchema))
-	top.To("publish", meshflow.ToJetStream(meshflow.JetStreamSink{Subject: cfg.Output, Stream: domains.StreamName(cfg.Output)}))
+	top.To("publish", meshflow.ToJetStream(meshflow.JetStreamSink{Subject: cfg.Output, Stream: domains.StreamName(cfg.Output),
+		DeadLetter: cfg.deadLetter()}))
 	if cfg.Print != nil {
 		top.To("print", meshflow.Print(cfg.Print, cfg.Format))
 	}
