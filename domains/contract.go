@@ -23,11 +23,11 @@ import (
 // every row must keep.
 //
 // Besides its rules, [Contract.Check] holds every row to its schema: no
-// null in a field that is not nullable (at the top, in a struct's
-// non-nullable child, in a list's or map's non-nullable elements or keys,
-// or as a dictionary value behind a valid index), and valid UTF-8 in every
-// utf8 value, however deep. So a row that leaves a boundary carries no null
-// where its schema forbids one.
+// null in a field that is not nullable (at the top, as a non-nullable
+// child of a valid struct, as a non-nullable element of a list, or item
+// of a map, or as a dictionary value behind a valid index), and valid
+// UTF-8 in every utf8 and large_utf8 value, however deep. So a row that
+// leaves a boundary carries no null where its schema forbids one.
 //
 // NaN and ±Inf are values, not nulls: in a float column with no rule
 // about it they pass, and [messages.JSONRowEncoder] writes them as "NaN",
