@@ -491,3 +491,33 @@ func (s rowSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emi
 	}
 	return nil
 }
+
+// TestContractRuleFailsOnAValue: a rule that cannot be evaluated on some
+// value (integer overflow, division by zero) refuses that row, with the
+// reason, and not the rows around it.
+func TestContractRuleFailsOnAValue(t *testing.T) {
+	cases := []struct {
+		name   string
+		rule   domains.Rule
+		events []string
+		broken []string
+	}{
+		{"overflow", domains.Check("id after next is positive", expr.Col("id").Add(1).Gt(0)), []string{
+			`{"id":1,"weight":0}`, `{"id":9223372036854775807,"weight":0}`, `{"id":-5,"weight":0}`, `{"id":2,"weight":0}`,
+		}, []string{"", "id after next is positive (9223372036854775807 + 1: kernels: integer overflow)", "id after next is positive", ""}},
+		{"division by zero", domains.Check("id divides itself", expr.Col("id").Div(expr.Col("id")).Eq(1)), []string{
+			`{"id":3,"weight":0}`, `{"id":0,"weight":0}`, `{"id":4,"weight":0}`,
+		}, []string{"", "id divides itself (0 / 0: kernels: integer division by zero)", ""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{tc.rule}}
+			broken, _ := checkRows(t, c, tc.events...)
+			for i := range tc.events {
+				if broken[i] != tc.broken[i] {
+					t.Errorf("%s: broke %q, want %q", tc.events[i], broken[i], tc.broken[i])
+				}
+			}
+		})
+	}
+}
