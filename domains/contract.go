@@ -344,10 +344,18 @@ func schemaViolations(path string, f arrow.Field, arr arrow.Array) []string {
 			out[i] = reason
 		}
 	}
-	if !f.Nullable && arr.NullN() > 0 {
-		for i := range n {
-			if arr.IsNull(i) {
+	if !f.Nullable {
+		switch {
+		case arr.DataType().ID() == arrow.NULL:
+			for i := range n { // every value is null, with no bitmap to say so
 				mark(i, path+" not null")
+			}
+		case arr.NullN() > 0 || len(arr.NullBitmapBytes()) > 0:
+			// The bitmap, not the count, is what readers go by.
+			for i := range n {
+				if arr.IsNull(i) {
+					mark(i, path+" not null")
+				}
 			}
 		}
 	}

@@ -521,3 +521,28 @@ func TestContractRuleFailsOnAValue(t *testing.T) {
 		})
 	}
 }
+
+// TestContractNullsTheCountHides: nulls are found by the validity bitmap,
+// which encoders read, even when the batch's null count says none; a
+// column of the null type is all nulls.
+func TestContractNullsTheCountHides(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	arr, _, err := array.FromJSON(mem, arrow.PrimitiveTypes.Int64, strings.NewReader(`[1, null, 3]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer arr.Release()
+	d := arr.Data()
+	lying := array.NewData(arrow.PrimitiveTypes.Int64, d.Len(), d.Buffers(), nil, 0, 0) // null count 0
+	defer lying.Release()
+	liar := array.MakeFromData(lying)
+	defer liar.Release()
+	if liar.NullN() != 0 || !liar.IsNull(1) {
+		t.Fatalf("null count %d, row 1 null %v", liar.NullN(), liar.IsNull(1))
+	}
+	checkColumn(t, mem, arrow.Field{Name: "n", Type: arrow.PrimitiveTypes.Int64}, liar, []string{"", "n not null", ""})
+	nulls := array.NewNull(2)
+	defer nulls.Release()
+	checkColumn(t, mem, arrow.Field{Name: "z", Type: arrow.Null}, nulls, []string{"z not null", "z not null"})
+}
