@@ -2,6 +2,7 @@ package domains
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -23,11 +24,11 @@ import (
 // every row must keep.
 //
 // Besides its rules, [Contract.Check] holds every row to its schema: no
-// null in a field that is not nullable (at the top, in a struct's
-// non-nullable child, in a list's or map's non-nullable elements or keys,
-// or as a dictionary value behind a valid index), and valid UTF-8 in every
-// utf8 value, however deep. So a row that leaves a boundary carries no null
-// where its schema forbids one.
+// null in a field that is not nullable (at the top, as a non-nullable
+// child of a valid struct, as a non-nullable element of a list, or item
+// of a map, or as a dictionary value behind a valid index), and valid
+// UTF-8 in every utf8 and large_utf8 value, however deep. So a row that
+// leaves a boundary carries no null where its schema forbids one.
 //
 // NaN and ±Inf are values, not nulls: in a float column with no rule
 // about it they pass, and [messages.JSONRowEncoder] writes them as "NaN",
@@ -188,7 +189,7 @@ func exprRule(name string, e expr.Expr, violating bool) Rule {
 		}
 		res, err := b.Eval(ctx, mem, rec)
 		if err != nil {
-			return nil, err
+			return nil, &evalError{err}
 		}
 		defer res.Release()
 		m := res.(*array.Boolean)
@@ -199,6 +200,39 @@ func exprRule(name string, e expr.Expr, violating bool) Rule {
 		}
 		return out, nil
 	}}
+}
+
+// evalError is a rule that failed on the values of a batch, not on its
+// schema.
+type evalError struct{ err error }
+
+func (e *evalError) Error() string { return e.err.Error() }
+func (e *evalError) Unwrap() error { return e.err }
+
+// rowByRow evaluates r on each row of rec alone. A row the rule cannot
+// evaluate breaks it, with the error as its reason.
+func (r Rule) rowByRow(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) ([]bool, []string, error) {
+	n := int(rec.NumRows())
+	out := make([]bool, n)
+	reasons := make([]string, n)
+	for i := range n {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		one := rec.NewSlice(int64(i), int64(i+1))
+		v, err := r.violations(ctx, mem, one)
+		one.Release()
+		var ee *evalError
+		switch {
+		case errors.As(err, &ee):
+			out[i], reasons[i] = true, ee.Error()
+		case err != nil:
+			return nil, nil, err
+		default:
+			out[i] = v[0]
+		}
+	}
+	return out, reasons, nil
 }
 
 func column1(rec arrow.RecordBatch, name string) (arrow.Array, error) {
@@ -219,7 +253,11 @@ type Violation struct {
 // differs is refused whole (an error naming the difference). Otherwise it
 // returns the rows that keep every rule as a new batch of the contract's
 // schema, owned by the caller,
-// and the rows that do not, with the rules they broke.
+// and the rows that do not, with the rules they broke. A rule that cannot
+// be evaluated on a row's values (an integer overflow, a division by zero)
+// is broken by that row alone, the error following the rule's name.
+// Broken schema requirements are named "<path> not null" and "<path> is
+// valid UTF-8".
 func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.RecordBatch) (arrow.RecordBatch, []Violation, error) {
 	if err := messages.CheckSchema(c.Schema, rec.Schema()); err != nil {
 		return nil, nil, fmt.Errorf("contract v%d: %w", c.Version, err)
@@ -240,6 +278,14 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 	}
 	for _, r := range c.Rules {
 		v, err := r.violations(ctx, mem, rec)
+		var reasons []string
+		var ee *evalError
+		if errors.As(err, &ee) {
+			// A value that the rule cannot evaluate (an integer overflow, a
+			// division by zero) fails the whole batch: find its rows, so
+			// that only they are refused.
+			v, reasons, err = r.rowByRow(ctx, mem, rec)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("contract v%d rule %q: %w", c.Version, r.Name, err)
 		}
@@ -248,7 +294,11 @@ func (c *Contract) Check(ctx context.Context, mem memory.Allocator, rec arrow.Re
 				if broken[i] == nil {
 					bad++
 				}
-				broken[i] = append(broken[i], r.Name)
+				if reasons != nil && reasons[i] != "" {
+					broken[i] = append(broken[i], r.Name+" ("+reasons[i]+")")
+				} else {
+					broken[i] = append(broken[i], r.Name)
+				}
 			}
 		}
 	}
@@ -294,10 +344,18 @@ func schemaViolations(path string, f arrow.Field, arr arrow.Array) []string {
 			out[i] = reason
 		}
 	}
-	if !f.Nullable && arr.NullN() > 0 {
-		for i := range n {
-			if arr.IsNull(i) {
+	if !f.Nullable {
+		switch {
+		case arr.DataType().ID() == arrow.NULL:
+			for i := range n { // every value is null, with no bitmap to say so
 				mark(i, path+" not null")
+			}
+		case arr.NullN() > 0 || len(arr.NullBitmapBytes()) > 0:
+			// The bitmap, not the count, is what readers go by.
+			for i := range n {
+				if arr.IsNull(i) {
+					mark(i, path+" not null")
+				}
 			}
 		}
 	}

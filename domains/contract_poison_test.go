@@ -491,3 +491,58 @@ func (s rowSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emi
 	}
 	return nil
 }
+
+// TestContractRuleFailsOnAValue: a rule that cannot be evaluated on some
+// value (integer overflow, division by zero) refuses that row, with the
+// reason, and not the rows around it.
+func TestContractRuleFailsOnAValue(t *testing.T) {
+	cases := []struct {
+		name   string
+		rule   domains.Rule
+		events []string
+		broken []string
+	}{
+		{"overflow", domains.Check("id after next is positive", expr.Col("id").Add(1).Gt(0)), []string{
+			`{"id":1,"weight":0}`, `{"id":9223372036854775807,"weight":0}`, `{"id":-5,"weight":0}`, `{"id":2,"weight":0}`,
+		}, []string{"", "id after next is positive (9223372036854775807 + 1: kernels: integer overflow)", "id after next is positive", ""}},
+		{"division by zero", domains.Check("id divides itself", expr.Col("id").Div(expr.Col("id")).Eq(1)), []string{
+			`{"id":3,"weight":0}`, `{"id":0,"weight":0}`, `{"id":4,"weight":0}`,
+		}, []string{"", "id divides itself (0 / 0: kernels: integer division by zero)", ""}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{tc.rule}}
+			broken, _ := checkRows(t, c, tc.events...)
+			for i := range tc.events {
+				if broken[i] != tc.broken[i] {
+					t.Errorf("%s: broke %q, want %q", tc.events[i], broken[i], tc.broken[i])
+				}
+			}
+		})
+	}
+}
+
+// TestContractNullsTheCountHides: nulls are found by the validity bitmap,
+// which encoders read, even when the batch's null count says none; a
+// column of the null type is all nulls.
+func TestContractNullsTheCountHides(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	arr, _, err := array.FromJSON(mem, arrow.PrimitiveTypes.Int64, strings.NewReader(`[1, null, 3]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer arr.Release()
+	d := arr.Data()
+	lying := array.NewData(arrow.PrimitiveTypes.Int64, d.Len(), d.Buffers(), nil, 0, 0) // null count 0
+	defer lying.Release()
+	liar := array.MakeFromData(lying)
+	defer liar.Release()
+	if liar.NullN() != 0 || !liar.IsNull(1) {
+		t.Fatalf("null count %d, row 1 null %v", liar.NullN(), liar.IsNull(1))
+	}
+	checkColumn(t, mem, arrow.Field{Name: "n", Type: arrow.PrimitiveTypes.Int64}, liar, []string{"", "n not null", ""})
+	nulls := array.NewNull(2)
+	defer nulls.Release()
+	checkColumn(t, mem, arrow.Field{Name: "z", Type: arrow.Null}, nulls, []string{"z not null", "z not null"})
+}

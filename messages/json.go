@@ -127,16 +127,17 @@ type value struct {
 // RFC 3339 strings or integers in the column's unit; dates as "2006-01-02"
 // or integers (days for date32, milliseconds for date64, a whole number of
 // days). Timestamps and dates must lie within 0000-01-01T00:00:00Z ..
-// 9999-12-31T23:59:59.999999999Z, the years RFC 3339 can write, so that
-// every value decoded is written back by [JSONRowEncoder] in a form this
-// decoder reads as the same value. An empty string is null for every type
+// 9999-12-31T23:59:59.999999999Z, the years RFC 3339 can write (and
+// timestamp[ns] within int64: 1677-09-21 to 2262-04-11), so that every
+// value decoded is written back by [JSONRowEncoder] in a form this decoder
+// reads as the same value. An empty string is null for every type
 // but string and binary. Keys outside the schema are ignored; a key of the
 // schema given twice is an error; a missing key or a null is null, and an
 // error for a non-nullable field.
 //
-// Nesting is checked to a depth of 512 and an event is scanned once, so
-// any event, however deep or long, is accepted or refused in time linear
-// in its size. Errors quote at most 64 bytes of the offending text.
+// A value nested deeper than 512 levels is refused as the 513th opens,
+// without reading further. Errors quote at most 64 bytes of the offending
+// text, so a reason stays short whatever the event.
 //
 // A JSONDecoder is not safe for concurrent use.
 type JSONDecoder struct {

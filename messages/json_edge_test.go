@@ -581,3 +581,27 @@ func FuzzJSONStringNoGrowth(f *testing.F) {
 		}
 	})
 }
+
+// TestJSONEncoderNeverNullForAValue: even given a column of a type its
+// schema does not have, the encoder writes a value as a value (its text),
+// never as null.
+func TestJSONEncoderNeverNullForAValue(t *testing.T) {
+	mem := newMem(t)
+	enc, err := messages.NewJSONRowEncoder(arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.PrimitiveTypes.Int64}}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arr, _, err := array.FromJSON(mem, arrow.FixedWidthTypes.Float16, strings.NewReader(`[1.5, null]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := array.NewRecordBatch(arrow.NewSchema([]arrow.Field{{Name: "x", Type: arrow.FixedWidthTypes.Float16, Nullable: true}}, nil), []arrow.Array{arr}, 2)
+	arr.Release()
+	defer rec.Release()
+	if got := string(enc.AppendRow(nil, rec, 0)); got != `{"x":"1.5"}` {
+		t.Fatalf("value written as %s", got)
+	}
+	if got := string(enc.AppendRow(nil, rec, 1)); got != `{"x":null}` {
+		t.Fatalf("null written as %s", got)
+	}
+}
