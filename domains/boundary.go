@@ -139,12 +139,11 @@ func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors
 }
 
 func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []Violation) error {
-	if b.enc == nil || b.encFor != in.Schema() {
-		enc, err := messages.NewJSONRowEncoder(in.Schema())
-		if err != nil {
-			return fmt.Errorf("boundary %s.%s: dead letter: %w", b.Domain, b.Port, err)
-		}
-		b.enc, b.encFor = enc, in.Schema()
+	if b.encFor != in.Schema() {
+		// Columns JSON rows cannot hold (lists, structs, maps) are
+		// dead-lettered as one-row Arrow IPC streams instead.
+		b.enc, _ = messages.NewJSONRowEncoder(in.Schema())
+		b.encFor = in.Schema()
 	}
 	lin := actors.InputLineage(ctx)
 	if lin == nil {
@@ -160,8 +159,19 @@ func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []V
 		}
 		v := bad[next]
 		next++
-		buf = b.enc.AppendRow(buf[:0], in, v.Row)
 		h := nats.Header{}
+		if b.enc != nil {
+			buf = b.enc.AppendRow(buf[:0], in, v.Row)
+		} else {
+			one := in.NewSlice(int64(v.Row), int64(v.Row)+1)
+			data, err := messages.EncodeIPC(one)
+			one.Release()
+			if err != nil {
+				return err
+			}
+			buf = data
+			h.Set("Content-Type", "application/vnd.apache.arrow.stream")
+		}
 		h.Set(HeaderDomain, b.Domain)
 		h.Set(HeaderPort, b.Port)
 		h.Set(HeaderVersion, version)
