@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -228,8 +229,10 @@ type Source struct {
 	bytes int
 	// handed holds the messages of batches handed over, acked by Commit.
 	handed []jetstream.Msg
-	// ready holds decoded Arrow IPC batches not yet returned.
-	ready []readyBatch
+	// ready holds the decoded Arrow IPC batches of the batch being built,
+	// readyRows their rows.
+	ready     []readyBatch
+	readyRows int
 	// lastPos are the positions of the batch the last Read returned.
 	lastPos []uint64
 	// lastPending is the consumer's pending count after the last message
@@ -339,14 +342,14 @@ func (s *Source) pump(it jetstream.MessagesContext, q *prefetch) {
 	}
 }
 
-// Read returns the next batch: up to BatchSize rows and BatchBytes bytes,
-// cut earlier once nothing more is waiting and Linger has passed since its
-// first row. A batch may have no rows when every event of its messages was
-// dead-lettered: committing it acknowledges them.
+// Read returns the next batch: the rows of the messages waiting, until it
+// has BatchSize rows or its messages BatchBytes bytes, or earlier once
+// nothing more is waiting and Linger has passed since its first row. A
+// message is never split, so its rows may take a batch past BatchSize; the
+// batches of several Arrow IPC messages are concatenated into one. A batch
+// may have no rows when every event of its messages was dead-lettered:
+// committing it acknowledges them.
 func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
-	if len(s.ready) > 0 {
-		return s.popReady(), nil
-	}
 	var first time.Time
 	var linger, pollTimer *time.Timer
 	defer func() {
@@ -356,14 +359,14 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			}
 		}
 	}()
-	poll, polled := time.Millisecond, false
+	poll, polled, yielded := time.Millisecond, false, false
 	for {
 		for len(s.local) > 0 && !s.full() {
 			m := s.local[0]
 			if s.dec != nil && len(m.Data()) >= maxLines && len(s.building) > 0 {
 				// It may hold more events than a message may: give it a
 				// batch of its own, so it can be dead-lettered whole.
-				return s.cut(), nil
+				return s.cut()
 			}
 			s.local[0] = nil
 			s.local = s.local[1:]
@@ -373,17 +376,22 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			if err := s.decode(ctx, m); err != nil {
 				return nil, err
 			}
-			if len(s.ready) > 0 {
-				return s.popReady(), nil
-			}
 		}
 		if s.full() {
-			return s.cut(), nil
+			return s.cut()
 		}
 		if len(s.local) == 0 {
 			var err error
 			s.local, err = s.q.take(s.local)
+			if len(s.local) == 0 && err == nil && len(s.building) > 0 && !yielded {
+				// Before cutting a partial batch, let the pulling
+				// goroutine move what the client has already received.
+				yielded = true
+				runtime.Gosched()
+				s.local, err = s.q.take(s.local)
+			}
 			if len(s.local) > 0 {
+				yielded = false
 				continue
 			}
 			if err != nil {
@@ -395,7 +403,7 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		if len(s.building) > 0 {
 			left := s.cfg.Linger - time.Since(first)
 			if left <= 0 {
-				return s.cut(), nil
+				return s.cut()
 			}
 			if linger == nil {
 				linger = time.NewTimer(left)
@@ -425,7 +433,7 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		case <-s.q.notify:
 		case <-wake:
 			if len(s.building) > 0 {
-				return s.cut(), nil
+				return s.cut()
 			}
 			polled = true
 		case <-ctx.Done():
@@ -435,7 +443,11 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 }
 
 func (s *Source) full() bool {
-	return s.bytes >= s.cfg.BatchBytes || (s.dec != nil && s.dec.Len() >= s.cfg.BatchSize)
+	rows := s.readyRows
+	if s.dec != nil {
+		rows = s.dec.Len()
+	}
+	return s.bytes >= s.cfg.BatchBytes || rows >= s.cfg.BatchSize
 }
 
 // Positions returns the positions of the rows of the batch the last Read
@@ -446,18 +458,66 @@ func (s *Source) Positions() []uint64 {
 	return p
 }
 
-// cut hands over the JSON batch being built (or, for Arrow IPC, the
-// messages whose rows were all dead-lettered, as an empty batch).
-func (s *Source) cut() arrow.RecordBatch {
+// cut hands over the batch being built, with the messages behind it. It
+// may have no rows when every event of its messages was dead-lettered.
+func (s *Source) cut() (arrow.RecordBatch, error) {
 	s.handed = append(s.handed, s.building...)
 	clear(s.building)
 	s.building = s.building[:0]
 	s.bytes = 0
-	s.lastPos, s.pos = s.pos, nil
-	if s.dec == nil {
-		return array.NewRecordBatch(s.cfg.Schema, emptyColumns(s.mem, s.cfg.Schema), 0)
+	if s.dec != nil {
+		s.lastPos, s.pos = s.pos, nil
+		return s.dec.NewBatch(), nil
 	}
-	return s.dec.NewBatch()
+	ready := s.ready
+	s.ready, s.readyRows = s.ready[:0], 0
+	defer func() {
+		for _, r := range ready {
+			r.rec.Release()
+		}
+		clear(ready)
+	}()
+	switch len(ready) {
+	case 0:
+		s.lastPos = nil
+		cols := emptyColumns(s.mem, s.cfg.Schema)
+		rec := array.NewRecordBatch(s.cfg.Schema, cols, 0)
+		for _, c := range cols {
+			c.Release()
+		}
+		return rec, nil
+	case 1:
+		s.lastPos = ready[0].pos
+		ready[0].rec.Retain()
+		return ready[0].rec, nil
+	}
+	// Several messages: one batch, so small messages do not make small
+	// batches.
+	cols := make([]arrow.Array, s.cfg.Schema.NumFields())
+	parts := make([]arrow.Array, len(ready))
+	var pos []uint64
+	for _, r := range ready {
+		pos = append(pos, r.pos...)
+	}
+	for i := range cols {
+		for j, r := range ready {
+			parts[j] = r.rec.Column(i)
+		}
+		c, err := array.Concatenate(parts, s.mem)
+		if err != nil {
+			for _, c := range cols[:i] {
+				c.Release()
+			}
+			return nil, fmt.Errorf("natsio: concatenate batches: %w", err)
+		}
+		cols[i] = c
+	}
+	rec := array.NewRecordBatch(s.cfg.Schema, cols, int64(len(pos)))
+	for _, c := range cols {
+		c.Release()
+	}
+	s.lastPos = pos
+	return rec, nil
 }
 
 func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
@@ -466,20 +526,6 @@ func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
 		cols[i] = array.MakeArrayOfNull(mem, f.Type, 0)
 	}
 	return cols
-}
-
-func (s *Source) popReady() arrow.RecordBatch {
-	r := s.ready[0]
-	s.ready[0] = readyBatch{}
-	s.ready = s.ready[1:]
-	if len(s.ready) == 0 {
-		s.handed = append(s.handed, s.building...)
-		clear(s.building)
-		s.building = s.building[:0]
-		s.bytes = 0
-	}
-	s.lastPos = r.pos
-	return r.rec
 }
 
 // caughtUp reports whether the consumer has nothing left to deliver and
@@ -549,6 +595,7 @@ func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, dat
 		}
 		line += n
 		s.ready = append(s.ready, readyBatch{rec: c, pos: pos})
+		s.readyRows += n
 	}
 	return nil
 }
@@ -671,7 +718,7 @@ func (s *Source) Close(ctx context.Context) error {
 	for _, r := range s.ready {
 		r.rec.Release()
 	}
-	s.ready = nil
+	s.ready, s.readyRows = nil, 0
 	if s.dec != nil {
 		s.dec.Release()
 		s.dec = nil

@@ -119,18 +119,19 @@ func (f *fixture) read(s *Source) (ids []int64, pos []uint64, err error) {
 	return ids, pos, nil
 }
 
-// readAll reads until end of input (bounded sources).
-func (f *fixture) readAll(s *Source) (ids []int64, pos []uint64, batches int) {
+// readAll reads until end of input (bounded sources); sizes are the rows
+// of each batch.
+func (f *fixture) readAll(s *Source) (ids []int64, pos []uint64, sizes []int) {
 	f.t.Helper()
 	for {
 		got, p, err := f.read(s)
 		if errors.Is(err, io.EOF) {
-			return ids, pos, batches
+			return ids, pos, sizes
 		}
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		ids, pos, batches = append(ids, got...), append(pos, p...), batches+1
+		ids, pos, sizes = append(ids, got...), append(pos, p...), append(sizes, len(got))
 	}
 }
 
@@ -173,7 +174,7 @@ func (f *fixture) deadLetters(subject string) []*jetstream.RawStreamMsg {
 	return out
 }
 
-func events(ids ...int) []byte {
+func events[T int | int64](ids ...T) []byte {
 	var b strings.Builder
 	for _, id := range ids {
 		fmt.Fprintf(&b, "{\"id\":%d}\n", id)
@@ -219,25 +220,53 @@ func TestSourceLinger(t *testing.T) {
 }
 
 // TestSourceBatchFull: events waiting in the prefetch buffer fill whole
-// batches.
+// batches: BatchSize rows, or just past it when the last message holds
+// several rows. Arrow IPC messages are concatenated.
 func TestSourceBatchFull(t *testing.T) {
-	f := newFixture(t)
-	const n, size = 1000, 64
-	payloads := make([][]byte, n)
-	for i := range payloads {
-		payloads[i] = events(i)
-	}
-	f.publish(payloads...)
-	s := f.open(SourceConfig{BatchSize: size, Prefetch: n, Bounded: true})
-	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
-		if info := f.consumerInfo("job-src"); info.NumAckPending != n {
-			return fmt.Errorf("%d messages prefetched, want %d", info.NumAckPending, n)
-		}
-		return nil
-	})
-	ids, _, batches := f.readAll(s)
-	if len(ids) != n || batches != (n+size-1)/size {
-		t.Fatalf("%d rows in %d batches, want %d in %d", len(ids), batches, n, (n+size-1)/size)
+	for _, c := range []struct {
+		format Format
+		perMsg int
+	}{{JSON, 1}, {JSON, 7}, {ArrowIPC, 1}, {ArrowIPC, 10}} {
+		t.Run(fmt.Sprint(c.format, c.perMsg), func(t *testing.T) {
+			f := newFixture(t)
+			const msgs, size = 300, 64
+			payloads := make([][]byte, msgs)
+			for i := range payloads {
+				ids := make([]int64, c.perMsg)
+				for j := range ids {
+					ids[j] = int64(i*c.perMsg + j)
+				}
+				if c.format == ArrowIPC {
+					payloads[i] = ipcMessage(t, f.mem, ids)
+				} else {
+					payloads[i] = events(ids...)
+				}
+			}
+			f.publish(payloads...)
+			s := f.open(SourceConfig{Format: c.format, BatchSize: size, Prefetch: msgs, Bounded: true})
+			testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+				s.q.mu.Lock()
+				defer s.q.mu.Unlock()
+				if len(s.q.msgs) != msgs {
+					return fmt.Errorf("%d messages prefetched, want %d", len(s.q.msgs), msgs)
+				}
+				return nil
+			})
+			ids, _, sizes := f.readAll(s)
+			for i, id := range ids {
+				if id != int64(i) {
+					t.Fatalf("row %d is %d", i, id)
+				}
+			}
+			if len(ids) != msgs*c.perMsg {
+				t.Fatalf("%d rows, want %d", len(ids), msgs*c.perMsg)
+			}
+			for i, n := range sizes[:len(sizes)-1] {
+				if n < size || n >= size+c.perMsg {
+					t.Fatalf("batch %d of %v has %d rows, want %d to %d", i, sizes, n, size, size+c.perMsg-1)
+				}
+			}
+		})
 	}
 }
 
@@ -277,10 +306,10 @@ func TestSourcePositions(t *testing.T) {
 		msg := ipcMessage(t, f.mem, []int64{1, 2, 3}, []int64{4, 5})
 		seqs := f.publish(msg, ipcMessage(t, f.mem, []int64{6}))
 		s := f.open(SourceConfig{Format: ArrowIPC, Bounded: true})
-		ids, pos, batches := f.readAll(s)
+		ids, pos, _ := f.readAll(s)
 		want := []uint64{Position(seqs[0], 0), Position(seqs[0], 1), Position(seqs[0], 2), Position(seqs[0], 3), Position(seqs[0], 4), Position(seqs[1], 0)}
-		if !slices.Equal(ids, []int64{1, 2, 3, 4, 5, 6}) || !slices.Equal(pos, want) || batches != 3 {
-			t.Fatalf("ids %v positions %v in %d batches, want [1..6] %v in 3", ids, pos, batches, want)
+		if !slices.Equal(ids, []int64{1, 2, 3, 4, 5, 6}) || !slices.Equal(pos, want) {
+			t.Fatalf("ids %v positions %v, want [1..6] %v", ids, pos, want)
 		}
 	})
 }
