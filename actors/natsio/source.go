@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -542,17 +543,59 @@ func (s *Source) decode(ctx context.Context, m jetstream.Msg) error {
 	s.building = append(s.building, m)
 	data := m.Data()
 	s.bytes += len(data)
-	var seq uint64
-	if md, err := m.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-		s.lastPending = int64(md.NumPending)
+	seq, pending, ok := ackSeqPending(m.Reply())
+	if !ok {
+		if md, err := m.Metadata(); err == nil {
+			seq, pending = md.Sequence.Stream, md.NumPending
+		}
 	}
+	s.lastPending = int64(pending)
 	switch s.cfg.Format {
 	case ArrowIPC:
 		return s.decodeIPC(ctx, m, seq, data)
 	default:
 		return s.decodeJSON(ctx, m, seq, data)
 	}
+}
+
+// ackSeqPending reads the stream sequence and the consumer's pending count
+// from a JetStream ack subject without allocating (jetstream.Msg.Metadata
+// allocates):
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
+func ackSeqPending(reply string) (seq, pending uint64, ok bool) {
+	const prefix = "$JS.ACK."
+	if !strings.HasPrefix(reply, prefix) {
+		return 0, 0, false
+	}
+	n := strings.Count(reply, ".") + 1
+	seqAt, pendingAt := 5, 8
+	switch {
+	case n == 9:
+	case n >= 11:
+		seqAt, pendingAt = 7, 10
+	default:
+		return 0, 0, false
+	}
+	rest := reply
+	for i := 0; i <= pendingAt; i++ {
+		tok, after, _ := strings.Cut(rest, ".")
+		rest = after
+		if i != seqAt && i != pendingAt {
+			continue
+		}
+		v, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		if i == seqAt {
+			seq = v
+		} else {
+			pending = v
+		}
+	}
+	return seq, pending, true
 }
 
 func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, data []byte) error {

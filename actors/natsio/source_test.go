@@ -549,3 +549,23 @@ func TestSourcePoison(t *testing.T) {
 		t.Errorf("counts %v, want %d decode", counts, i)
 	}
 }
+
+func TestAckSeqPending(t *testing.T) {
+	for _, c := range []struct {
+		reply        string
+		seq, pending uint64
+		ok           bool
+	}{
+		{"$JS.ACK.IN.cons.1.42.7.1700000000.3", 42, 3, true},
+		{"$JS.ACK._.hash.IN.cons.1.42.7.1700000000.3.tok", 42, 3, true},
+		{"$JS.ACK.dom.hash.IN.cons.2.43.8.1700000000.0", 43, 0, true},
+		{"$JS.ACK.IN.cons.1.x.7.1700000000.3", 0, 0, false},
+		{"_INBOX.abc", 0, 0, false},
+		{"$JS.ACK.IN.cons.1.42", 0, 0, false},
+	} {
+		seq, pending, ok := ackSeqPending(c.reply)
+		if seq != c.seq || pending != c.pending || ok != c.ok {
+			t.Errorf("ackSeqPending(%q) = %d, %d, %v; want %d, %d, %v", c.reply, seq, pending, ok, c.seq, c.pending, c.ok)
+		}
+	}
+}
