@@ -127,7 +127,7 @@ func TestDeadLettersIdempotent(t *testing.T) {
 }
 
 // TestDeadLettersWaitFails: Wait reports a dead letter the server refused,
-// so the owner does not acknowledge its input.
+// so the owner does not acknowledge its input; Wait and Add keep failing.
 func TestDeadLettersWaitFails(t *testing.T) {
 	f := newFixture(t)
 	if _, err := f.js.CreateOrUpdateStream(f.ctx, jetstream.StreamConfig{Name: "FULL", Subjects: []string{"full"},
@@ -143,7 +143,12 @@ func TestDeadLettersWaitFails(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := d.Wait(f.ctx); err == nil || !strings.Contains(err.Error(), "full") {
-		t.Fatalf("Wait = %v, want the refusal", err)
+	for range 2 {
+		if err := d.Wait(f.ctx); err == nil || !strings.Contains(err.Error(), "maximum messages exceeded") {
+			t.Fatalf("Wait = %v, want the refusal", err)
+		}
+	}
+	if err := d.Add(f.ctx, DeadLetter{Payload: []byte("x"), Reason: "bad"}); err == nil {
+		t.Fatal("Add after a refusal succeeded")
 	}
 }

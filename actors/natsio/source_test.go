@@ -569,3 +569,85 @@ func TestAckSeqPending(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceDefaults: the documented defaults, and a consumer whose
+// MaxAckPending holds a full batch and a full prefetch buffer per instance.
+func TestSourceDefaults(t *testing.T) {
+	f := newFixture(t)
+	s := f.open(SourceConfig{})
+	c := s.cfg
+	maxPayload := int(f.nc.MaxPayload())
+	if c.BatchSize != 8192 || c.BatchBytes != 8<<20 || c.Linger != 0 || c.Prefetch != 8192 ||
+		c.PrefetchBytes != min(max(2*maxPayload, 4<<20), 48<<20) || c.AckWait != 30*time.Second ||
+		c.DeadLetter != "in.dlq" || c.Consumer != "job-src" || c.Format != JSON {
+		t.Fatalf("defaults %+v", c)
+	}
+	if got := f.consumerInfo("job-src").Config.MaxAckPending; got != c.BatchSize+c.Prefetch {
+		t.Fatalf("MaxAckPending %d, want %d", got, c.BatchSize+c.Prefetch)
+	}
+	if got := (SourceConfig{Subjects: []string{"x"}, PrefetchBytes: 1}).withDefaults("j", "o", 8<<20).PrefetchBytes; got < 8<<20 {
+		t.Fatalf("PrefetchBytes %d cannot carry a max-size message", got)
+	}
+}
+
+// TestSourcePrefetchBounded: however large the messages, what a source
+// pulls ahead stays within its bounds in bytes: its own buffer of
+// PrefetchBytes plus the client's pull requests of PrefetchBytes.
+func TestSourcePrefetchBounded(t *testing.T) {
+	f := newFixture(t)
+	const size, n = 512 << 10, 64 // 32 MiB in all
+	payload := []byte(`{"id":1,"pad":"` + strings.Repeat("x", size) + `"}`)
+	for range n {
+		f.publish(payload)
+	}
+	// The least a source allows: one max-size message.
+	limit := int(f.nc.MaxPayload()) + 64<<10
+	s := f.open(SourceConfig{PrefetchBytes: 1})
+	if s.cfg.PrefetchBytes != limit {
+		t.Fatalf("PrefetchBytes %d, want %d", s.cfg.PrefetchBytes, limit)
+	}
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		s.q.mu.Lock()
+		defer s.q.mu.Unlock()
+		if s.q.bytes+size+128 <= limit {
+			return fmt.Errorf("prefetch buffer holds %d bytes, not yet full", s.q.bytes)
+		}
+		return nil
+	})
+	if err := f.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Buffer, the message the pulling goroutine holds, and at most
+	// PrefetchBytes requested.
+	bound := (limit+limit)/size + 1
+	if got := f.consumerInfo("job-src").NumAckPending; got > bound || got >= n {
+		t.Fatalf("%d messages of %d bytes delivered ahead, bound %d", got, size, bound)
+	}
+}
+
+// TestSourceCommitWaitsForDeadLetters: when a dead letter cannot be
+// stored, Commit fails and the message holding the bad event is not
+// acknowledged.
+func TestSourceCommitWaitsForDeadLetters(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.js.CreateOrUpdateStream(f.ctx, jetstream.StreamConfig{Name: "DLQ_FULL", Subjects: []string{"in.dlq"},
+		MaxMsgs: 1, Discard: jetstream.DiscardNew}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.js.Publish(f.ctx, "in.dlq", []byte("taken")); err != nil {
+		t.Fatal(err)
+	}
+	f.publish([]byte("{\"id\":1}\nbad"))
+	s := f.open(SourceConfig{})
+	rec, err := s.Read(f.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec.Release()
+	if err := s.Commit(f.ctx); err == nil || !strings.Contains(err.Error(), "maximum messages exceeded") {
+		t.Fatalf("Commit = %v, want the dead letter's refusal", err)
+	}
+	if info := f.consumerInfo("job-src"); info.AckFloor.Stream != 0 || info.NumAckPending != 1 {
+		t.Fatalf("message acknowledged: ack floor %d, %d pending", info.AckFloor.Stream, info.NumAckPending)
+	}
+}
