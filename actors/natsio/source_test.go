@@ -651,3 +651,23 @@ func TestSourceCommitWaitsForDeadLetters(t *testing.T) {
 		t.Fatalf("message acknowledged: ack floor %d, %d pending", info.AckFloor.Stream, info.NumAckPending)
 	}
 }
+
+// TestSourceDeadLetterStreamMaxMsgSize: a dead-letter stream with a max
+// message size below the server's max payload gets dead letters truncated
+// to fit it.
+func TestSourceDeadLetterStreamMaxMsgSize(t *testing.T) {
+	f := newFixture(t)
+	if _, err := f.js.CreateOrUpdateStream(f.ctx, jetstream.StreamConfig{Name: "SMALL_DLQ", Subjects: []string{"in.dlq"},
+		MaxMsgSize: 4096}); err != nil {
+		t.Fatal(err)
+	}
+	f.publish([]byte(strings.Repeat("z", 20_000)), events(1))
+	s := f.open(SourceConfig{Bounded: true})
+	if ids, _, _ := f.readAll(s); !slices.Equal(ids, []int64{1}) {
+		t.Fatalf("ids %v", ids)
+	}
+	dl := f.deadLetters("in.dlq")
+	if len(dl) != 1 || dl[0].Header.Get(HeaderTruncated) != "true" || dl[0].Header.Get(HeaderOriginalSize) != "20000" || len(dl[0].Data) > 4096 {
+		t.Fatalf("dead letters %v", dl)
+	}
+}
