@@ -242,9 +242,12 @@ type Source struct {
 	bads        []badEvent
 }
 
+// readyBatch is a decoded Arrow IPC batch whose rows are lines line,
+// line+1, … of the message at stream sequence seq.
 type readyBatch struct {
-	rec arrow.RecordBatch
-	pos []uint64
+	rec  arrow.RecordBatch
+	seq  uint64
+	line int
 }
 
 type badEvent struct {
@@ -470,7 +473,7 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 		s.lastPos, s.pos = s.pos, nil
 		return s.dec.NewBatch(), nil
 	}
-	ready := s.ready
+	ready, rows := s.ready, s.readyRows
 	s.ready, s.readyRows = s.ready[:0], 0
 	defer func() {
 		for _, r := range ready {
@@ -488,7 +491,7 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 		}
 		return rec, nil
 	case 1:
-		s.lastPos = ready[0].pos
+		s.lastPos = readyPositions(ready, rows)
 		ready[0].rec.Retain()
 		return ready[0].rec, nil
 	}
@@ -496,10 +499,7 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 	// batches.
 	cols := make([]arrow.Array, s.cfg.Schema.NumFields())
 	parts := make([]arrow.Array, len(ready))
-	var pos []uint64
-	for _, r := range ready {
-		pos = append(pos, r.pos...)
-	}
+	pos := readyPositions(ready, rows)
 	for i := range cols {
 		for j, r := range ready {
 			parts[j] = r.rec.Column(i)
@@ -519,6 +519,21 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 	}
 	s.lastPos = pos
 	return rec, nil
+}
+
+// readyPositions lists the positions of the rows of ready.
+func readyPositions(ready []readyBatch, rows int) []uint64 {
+	pos := make([]uint64, rows)
+	k := 0
+	for _, r := range ready {
+		base := Position(r.seq, r.line)
+		n := int(r.rec.NumRows())
+		for i := range pos[k : k+n] {
+			pos[k+i] = base + uint64(i)
+		}
+		k += n
+	}
+	return pos
 }
 
 func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
@@ -632,12 +647,8 @@ func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, dat
 	line := 0
 	for _, c := range conformed {
 		n := int(c.NumRows())
-		pos := make([]uint64, n)
-		for i := range pos {
-			pos[i] = Position(seq, line+i)
-		}
+		s.ready = append(s.ready, readyBatch{rec: c, seq: seq, line: line})
 		line += n
-		s.ready = append(s.ready, readyBatch{rec: c, pos: pos})
 		s.readyRows += n
 	}
 	return nil
@@ -711,9 +722,10 @@ func (s *Source) Commit(ctx context.Context) error {
 	}
 	for i, m := range s.handed {
 		var err error
-		if s.cfg.Bounded && i == len(s.handed)-1 {
-			// Bounded sources ask the consumer whether they are done:
-			// it must have seen these acknowledgements.
+		if s.cfg.Bounded && i == len(s.handed)-1 && s.lastPending == 0 {
+			// The stream is read to its end: the source will ask the
+			// consumer whether it is done, so the consumer must have
+			// seen these acknowledgements.
 			err = m.DoubleAck(ctx)
 		} else {
 			err = m.Ack()
