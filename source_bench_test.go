@@ -371,4 +371,3 @@ func BenchmarkJetStreamLatency(b *testing.B) {
 	b.ReportMetric(ms(plain.quantile(0.5)), "plain_p50_ms")
 	b.ReportMetric(ms(plain.quantile(0.99)), "plain_p99_ms")
 }
-
