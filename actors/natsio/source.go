@@ -234,6 +234,8 @@ type Source struct {
 	// readyRows their rows.
 	ready     []readyBatch
 	readyRows int
+	// out holds Arrow IPC batches cut and not yet returned.
+	out []outBatch
 	// lastPos are the positions of the batch the last Read returned.
 	lastPos []uint64
 	// lastPending is the consumer's pending count after the last message
@@ -354,6 +356,9 @@ func (s *Source) pump(it jetstream.MessagesContext, q *prefetch) {
 // may have no rows when every event of its messages was dead-lettered:
 // committing it acknowledges them.
 func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
+	if len(s.out) > 0 {
+		return s.popOut(), nil
+	}
 	var first time.Time
 	var linger, pollTimer *time.Timer
 	defer func() {
@@ -464,16 +469,20 @@ func (s *Source) Positions() []uint64 {
 
 // cut hands over the batch being built, with the messages behind it. It
 // may have no rows when every event of its messages was dead-lettered.
+//
+// Arrow IPC batches are handed over as they were decoded when they are
+// large (at least BatchSize/8 rows): copying them costs more than passing
+// more batches. Runs of smaller ones are concatenated, so small messages do
+// not make small batches. Batches beyond the first wait in s.out, and the
+// messages are handed over with the last of them.
 func (s *Source) cut() (arrow.RecordBatch, error) {
-	s.handed = append(s.handed, s.building...)
-	clear(s.building)
-	s.building = s.building[:0]
 	s.bytes = 0
 	if s.dec != nil {
+		s.handOver()
 		s.lastPos, s.pos = s.pos, nil
 		return s.dec.NewBatch(), nil
 	}
-	ready, rows := s.ready, s.readyRows
+	ready := s.ready
 	s.ready, s.readyRows = s.ready[:0], 0
 	defer func() {
 		for _, r := range ready {
@@ -481,8 +490,8 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 		}
 		clear(ready)
 	}()
-	switch len(ready) {
-	case 0:
+	if len(ready) == 0 {
+		s.handOver()
 		s.lastPos = nil
 		cols := emptyColumns(s.mem, s.cfg.Schema)
 		rec := array.NewRecordBatch(s.cfg.Schema, cols, 0)
@@ -490,16 +499,71 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 			c.Release()
 		}
 		return rec, nil
-	case 1:
-		s.lastPos = readyPositions(ready, rows)
+	}
+	large := max(s.cfg.BatchSize/8, 1)
+	for len(ready) > 0 {
+		n := 1
+		if int(ready[0].rec.NumRows()) < large {
+			for n < len(ready) && int(ready[n].rec.NumRows()) < large {
+				n++
+			}
+		}
+		rec, err := s.concat(ready[:n])
+		if err != nil {
+			for _, o := range s.out {
+				o.rec.Release()
+			}
+			s.out = s.out[:0]
+			return nil, err
+		}
+		s.out = append(s.out, outBatch{rec: rec, pos: readyPositions(ready[:n])})
+		for _, r := range ready[:n] {
+			r.rec.Release()
+		}
+		clear(ready[:n])
+		ready = ready[n:]
+	}
+	return s.popOut(), nil
+}
+
+// outBatch is a batch cut and not yet returned.
+type outBatch struct {
+	rec arrow.RecordBatch
+	pos []uint64
+}
+
+// popOut returns the next batch cut; with the last one, the messages
+// behind them are handed over.
+func (s *Source) popOut() arrow.RecordBatch {
+	o := s.out[0]
+	s.out[0] = outBatch{}
+	s.out = s.out[1:]
+	if len(s.out) == 0 {
+		s.handOver()
+	}
+	s.lastPos = o.pos
+	return o.rec
+}
+
+// handOver moves the messages of the batch built to those Commit acks.
+func (s *Source) handOver() {
+	s.handed = append(s.handed, s.building...)
+	clear(s.building)
+	s.building = s.building[:0]
+}
+
+// concat returns the rows of ready as one batch (a new reference).
+func (s *Source) concat(ready []readyBatch) (arrow.RecordBatch, error) {
+	if len(ready) == 1 {
 		ready[0].rec.Retain()
 		return ready[0].rec, nil
 	}
-	// Several messages: one batch, so small messages do not make small
-	// batches.
 	cols := make([]arrow.Array, s.cfg.Schema.NumFields())
 	parts := make([]arrow.Array, len(ready))
-	pos := readyPositions(ready, rows)
+	rows := int64(0)
+	for _, r := range ready {
+		rows += r.rec.NumRows()
+	}
 	for i := range cols {
 		for j, r := range ready {
 			parts[j] = r.rec.Column(i)
@@ -513,16 +577,19 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 		}
 		cols[i] = c
 	}
-	rec := array.NewRecordBatch(s.cfg.Schema, cols, int64(len(pos)))
+	rec := array.NewRecordBatch(s.cfg.Schema, cols, rows)
 	for _, c := range cols {
 		c.Release()
 	}
-	s.lastPos = pos
 	return rec, nil
 }
 
 // readyPositions lists the positions of the rows of ready.
-func readyPositions(ready []readyBatch, rows int) []uint64 {
+func readyPositions(ready []readyBatch) []uint64 {
+	rows := 0
+	for _, r := range ready {
+		rows += int(r.rec.NumRows())
+	}
 	pos := make([]uint64, rows)
 	k := 0
 	for _, r := range ready {
@@ -774,6 +841,10 @@ func (s *Source) Close(ctx context.Context) error {
 		r.rec.Release()
 	}
 	s.ready, s.readyRows = nil, 0
+	for _, o := range s.out {
+		o.rec.Release()
+	}
+	s.out = nil
 	if s.dec != nil {
 		s.dec.Release()
 		s.dec = nil

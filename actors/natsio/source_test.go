@@ -221,15 +221,20 @@ func TestSourceLinger(t *testing.T) {
 
 // TestSourceBatchFull: events waiting in the prefetch buffer fill whole
 // batches: BatchSize rows, or just past it when the last message holds
-// several rows. Arrow IPC messages are concatenated.
+// several rows. Small Arrow IPC messages are concatenated; large ones (at
+// least BatchSize/8 rows) are handed over as they are.
 func TestSourceBatchFull(t *testing.T) {
 	for _, c := range []struct {
-		format Format
-		perMsg int
-	}{{JSON, 1}, {JSON, 7}, {ArrowIPC, 1}, {ArrowIPC, 10}} {
-		t.Run(fmt.Sprint(c.format, c.perMsg), func(t *testing.T) {
+		format       Format
+		perMsg, size int
+		asIs         bool
+	}{
+		{JSON, 1, 64, false}, {JSON, 7, 64, false},
+		{ArrowIPC, 1, 64, false}, {ArrowIPC, 10, 128, false}, {ArrowIPC, 10, 64, true},
+	} {
+		t.Run(fmt.Sprint(c.format, c.perMsg, "/", c.size), func(t *testing.T) {
 			f := newFixture(t)
-			const msgs, size = 300, 64
+			const msgs = 300
 			payloads := make([][]byte, msgs)
 			for i := range payloads {
 				ids := make([]int64, c.perMsg)
@@ -243,7 +248,7 @@ func TestSourceBatchFull(t *testing.T) {
 				}
 			}
 			f.publish(payloads...)
-			s := f.open(SourceConfig{Format: c.format, BatchSize: size, Prefetch: msgs, Bounded: true})
+			s := f.open(SourceConfig{Format: c.format, BatchSize: c.size, Prefetch: msgs, Bounded: true})
 			testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
 				s.q.mu.Lock()
 				defer s.q.mu.Unlock()
@@ -252,18 +257,18 @@ func TestSourceBatchFull(t *testing.T) {
 				}
 				return nil
 			})
-			ids, _, sizes := f.readAll(s)
+			ids, pos, sizes := f.readAll(s)
 			for i, id := range ids {
 				if id != int64(i) {
 					t.Fatalf("row %d is %d", i, id)
 				}
 			}
-			if len(ids) != msgs*c.perMsg {
-				t.Fatalf("%d rows, want %d", len(ids), msgs*c.perMsg)
+			if len(ids) != msgs*c.perMsg || len(pos) != len(ids) {
+				t.Fatalf("%d rows, %d positions, want %d", len(ids), len(pos), msgs*c.perMsg)
 			}
 			for i, n := range sizes[:len(sizes)-1] {
-				if n < size || n >= size+c.perMsg {
-					t.Fatalf("batch %d of %v has %d rows, want %d to %d", i, sizes, n, size, size+c.perMsg-1)
+				if c.asIs && n != c.perMsg || !c.asIs && (n < c.size || n >= c.size+c.perMsg) {
+					t.Fatalf("batch %d of %v has %d rows", i, sizes, n)
 				}
 			}
 		})
@@ -301,17 +306,24 @@ func TestSourcePositions(t *testing.T) {
 			t.Errorf("dead letter %q headers %v", dl[0].Data, h)
 		}
 	})
-	t.Run("arrow", func(t *testing.T) {
-		f := newFixture(t)
-		msg := ipcMessage(t, f.mem, []int64{1, 2, 3}, []int64{4, 5})
-		seqs := f.publish(msg, ipcMessage(t, f.mem, []int64{6}))
-		s := f.open(SourceConfig{Format: ArrowIPC, Bounded: true})
-		ids, pos, _ := f.readAll(s)
-		want := []uint64{Position(seqs[0], 0), Position(seqs[0], 1), Position(seqs[0], 2), Position(seqs[0], 3), Position(seqs[0], 4), Position(seqs[1], 0)}
-		if !slices.Equal(ids, []int64{1, 2, 3, 4, 5, 6}) || !slices.Equal(pos, want) {
-			t.Fatalf("ids %v positions %v, want [1..6] %v", ids, pos, want)
-		}
-	})
+	// Batch size 8: every decoded batch is handed over as it is; default:
+	// they are concatenated.
+	for _, size := range []int{0, 8} {
+		t.Run(fmt.Sprint("arrow/", size), func(t *testing.T) {
+			f := newFixture(t)
+			msg := ipcMessage(t, f.mem, []int64{1, 2, 3}, []int64{4, 5})
+			seqs := f.publish(msg, ipcMessage(t, f.mem, []int64{6}))
+			s := f.open(SourceConfig{Format: ArrowIPC, Bounded: true, BatchSize: size})
+			ids, pos, sizes := f.readAll(s)
+			want := []uint64{Position(seqs[0], 0), Position(seqs[0], 1), Position(seqs[0], 2), Position(seqs[0], 3), Position(seqs[0], 4), Position(seqs[1], 0)}
+			if !slices.Equal(ids, []int64{1, 2, 3, 4, 5, 6}) || !slices.Equal(pos, want) {
+				t.Fatalf("ids %v positions %v, want [1..6] %v", ids, pos, want)
+			}
+			if size == 8 && !slices.Equal(sizes, []int{3, 2, 1}) {
+				t.Fatalf("batches of %v rows, want [3 2 1]", sizes)
+			}
+		})
+	}
 }
 
 func TestPositionRoundTrip(t *testing.T) {
