@@ -683,3 +683,30 @@ func TestSourceDeadLetterStreamMaxMsgSize(t *testing.T) {
 		t.Fatalf("dead letters %v", dl)
 	}
 }
+
+// TestSourceBatchBytes: a batch is cut once its messages reach BatchBytes.
+func TestSourceBatchBytes(t *testing.T) {
+	f := newFixture(t)
+	const msgs = 100
+	payloads := make([][]byte, msgs)
+	for i := range payloads {
+		payloads[i] = fmt.Appendf(nil, `{"id":%d,"pad":"%s"}`, i, strings.Repeat("p", 34-len(fmt.Sprint(i))))
+		if len(payloads[i]) != 50 {
+			t.Fatalf("payload of %d bytes", len(payloads[i]))
+		}
+	}
+	f.publish(payloads...)
+	s := f.open(SourceConfig{BatchBytes: 500, Prefetch: msgs, Bounded: true})
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		s.q.mu.Lock()
+		defer s.q.mu.Unlock()
+		if len(s.q.msgs) != msgs {
+			return fmt.Errorf("%d messages prefetched, want %d", len(s.q.msgs), msgs)
+		}
+		return nil
+	})
+	ids, _, sizes := f.readAll(s)
+	if len(ids) != msgs || len(sizes) != msgs/10 || slices.ContainsFunc(sizes, func(n int) bool { return n != 10 }) {
+		t.Fatalf("%d rows in batches of %v, want batches of 10", len(ids), sizes)
+	}
+}
