@@ -118,6 +118,9 @@ type DeadLetters struct {
 
 	pending      []pendingDL
 	pendingBytes int
+	// failed is the first publish failure: once set, Add and Wait return
+	// it, for the owner to fail and read its input again.
+	failed error
 
 	mu     sync.Mutex
 	counts map[string]int64
@@ -161,6 +164,9 @@ func (d *DeadLetters) Subject() string { return d.cfg.Subject }
 // for older ones while MaxPending or MaxPendingBytes are reached. An error
 // means dl may not be stored: the owner must not acknowledge its input.
 func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
+	if d.failed != nil {
+		return d.failed
+	}
 	msg := d.message(dl)
 	size := len(msg.Data)
 	for len(d.pending) > 0 && (len(d.pending) >= d.cfg.MaxPending || d.pendingBytes+size > d.cfg.MaxPendingBytes) {
@@ -192,8 +198,11 @@ func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 }
 
 // Wait returns once every dead letter added is acknowledged by the stream,
-// or the first failure.
+// or the first failure. After a failure, Add and Wait keep returning it.
 func (d *DeadLetters) Wait(ctx context.Context) error {
+	if d.failed != nil {
+		return d.failed
+	}
 	for len(d.pending) > 0 {
 		if err := d.awaitOldest(ctx); err != nil {
 			return err
@@ -219,11 +228,13 @@ func (d *DeadLetters) awaitOldest(ctx context.Context) error {
 	select {
 	case <-p.f.Ok():
 	case err := <-p.f.Err():
-		// Keep it pending: the owner fails and reads its input again,
-		// and the message id makes a second copy harmless.
-		return fmt.Errorf("natsio: dead-letter to %s: %w", d.cfg.Subject, err)
+		// The owner fails and reads its input again; the message ids
+		// make repeated dead letters harmless.
+		d.failed = fmt.Errorf("natsio: dead-letter to %s: %w", d.cfg.Subject, err)
+		return d.failed
 	case <-timer.C:
-		return fmt.Errorf("natsio: dead-letter to %s: no acknowledgement within %v", d.cfg.Subject, d.cfg.AckTimeout)
+		d.failed = fmt.Errorf("natsio: dead-letter to %s: no acknowledgement within %v", d.cfg.Subject, d.cfg.AckTimeout)
+		return d.failed
 	case <-ctx.Done():
 		return ctx.Err()
 	}

@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -231,8 +233,12 @@ type Source struct {
 	bytes int
 	// handed holds the messages of batches handed over, acked by Commit.
 	handed []jetstream.Msg
-	// ready holds decoded Arrow IPC batches not yet returned.
-	ready []readyBatch
+	// ready holds the decoded Arrow IPC batches of the batch being built,
+	// readyRows their rows.
+	ready     []readyBatch
+	readyRows int
+	// out holds Arrow IPC batches cut and not yet returned.
+	out []outBatch
 	// lastPos are the positions of the batch the last Read returned.
 	lastPos []uint64
 	// lastPending is the consumer's pending count after the last message
@@ -241,9 +247,12 @@ type Source struct {
 	bads        []badEvent
 }
 
+// readyBatch is a decoded Arrow IPC batch whose rows are lines line,
+// line+1, … of the message at stream sequence seq.
 type readyBatch struct {
-	rec arrow.RecordBatch
-	pos []uint64
+	rec  arrow.RecordBatch
+	seq  uint64
+	line int
 }
 
 type badEvent struct {
@@ -343,13 +352,16 @@ func (s *Source) pump(it jetstream.MessagesContext, q *prefetch) {
 	}
 }
 
-// Read returns the next batch: up to BatchSize rows and BatchBytes bytes,
-// cut earlier once nothing more is waiting and Linger has passed since its
-// first row. A batch may have no rows when every event of its messages was
-// dead-lettered: committing it acknowledges them.
+// Read returns the next batch: the rows of the messages waiting, until it
+// has BatchSize rows or its messages BatchBytes bytes, or earlier once
+// nothing more is waiting and Linger has passed since its first row. A
+// message is never split, so its rows may take a batch past BatchSize; the
+// batches of several Arrow IPC messages are concatenated into one. A batch
+// may have no rows when every event of its messages was dead-lettered:
+// committing it acknowledges them.
 func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
-	if len(s.ready) > 0 {
-		return s.popReady(), nil
+	if len(s.out) > 0 {
+		return s.popOut(), nil
 	}
 	var first time.Time
 	var linger, pollTimer *time.Timer
@@ -360,14 +372,14 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			}
 		}
 	}()
-	poll, polled := time.Millisecond, false
+	poll, polled, yielded := time.Millisecond, false, false
 	for {
 		for len(s.local) > 0 && !s.full() {
 			m := s.local[0]
 			if s.dec != nil && len(m.Data()) >= maxLines && len(s.building) > 0 {
 				// It may hold more events than a message may: give it a
 				// batch of its own, so it can be dead-lettered whole.
-				return s.cut(), nil
+				return s.cut()
 			}
 			s.local[0] = nil
 			s.local = s.local[1:]
@@ -377,17 +389,22 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			if err := s.decode(ctx, m); err != nil {
 				return nil, err
 			}
-			if len(s.ready) > 0 {
-				return s.popReady(), nil
-			}
 		}
 		if s.full() {
-			return s.cut(), nil
+			return s.cut()
 		}
 		if len(s.local) == 0 {
 			var err error
 			s.local, err = s.q.take(s.local)
+			if len(s.local) == 0 && err == nil && len(s.building) > 0 && !yielded {
+				// Before cutting a partial batch, let the pulling
+				// goroutine move what the client has already received.
+				yielded = true
+				runtime.Gosched()
+				s.local, err = s.q.take(s.local)
+			}
 			if len(s.local) > 0 {
+				yielded = false
 				continue
 			}
 			if err != nil {
@@ -399,7 +416,7 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		if len(s.building) > 0 {
 			left := s.cfg.Linger - time.Since(first)
 			if left <= 0 {
-				return s.cut(), nil
+				return s.cut()
 			}
 			if linger == nil {
 				linger = time.NewTimer(left)
@@ -429,7 +446,7 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		case <-s.q.notify:
 		case <-wake:
 			if len(s.building) > 0 {
-				return s.cut(), nil
+				return s.cut()
 			}
 			polled = true
 		case <-ctx.Done():
@@ -439,7 +456,11 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 }
 
 func (s *Source) full() bool {
-	return s.bytes >= s.cfg.BatchBytes || (s.dec != nil && s.dec.Len() >= s.cfg.BatchSize)
+	rows := s.readyRows
+	if s.dec != nil {
+		rows = s.dec.Len()
+	}
+	return s.bytes >= s.cfg.BatchBytes || rows >= s.cfg.BatchSize
 }
 
 // Positions returns the positions of the rows of the batch the last Read
@@ -450,18 +471,140 @@ func (s *Source) Positions() []uint64 {
 	return p
 }
 
-// cut hands over the JSON batch being built (or, for Arrow IPC, the
-// messages whose rows were all dead-lettered, as an empty batch).
-func (s *Source) cut() arrow.RecordBatch {
+// cut hands over the batch being built, with the messages behind it. It
+// may have no rows when every event of its messages was dead-lettered.
+//
+// Arrow IPC batches are handed over as they were decoded when they are
+// large (at least BatchSize/8 rows): copying them costs more than passing
+// more batches. Runs of smaller ones are concatenated, so small messages do
+// not make small batches. Batches beyond the first wait in s.out, and the
+// messages are handed over with the last of them.
+func (s *Source) cut() (arrow.RecordBatch, error) {
+	s.bytes = 0
+	if s.dec != nil {
+		s.handOver()
+		s.lastPos, s.pos = s.pos, nil
+		return s.dec.NewBatch(), nil
+	}
+	ready := s.ready
+	s.ready, s.readyRows = s.ready[:0], 0
+	defer func() {
+		for _, r := range ready {
+			r.rec.Release()
+		}
+		clear(ready)
+	}()
+	if len(ready) == 0 {
+		s.handOver()
+		s.lastPos = nil
+		cols := emptyColumns(s.mem, s.cfg.Schema)
+		rec := array.NewRecordBatch(s.cfg.Schema, cols, 0)
+		for _, c := range cols {
+			c.Release()
+		}
+		return rec, nil
+	}
+	large := max(s.cfg.BatchSize/8, 1)
+	for len(ready) > 0 {
+		n := 1
+		if int(ready[0].rec.NumRows()) < large {
+			for n < len(ready) && int(ready[n].rec.NumRows()) < large {
+				n++
+			}
+		}
+		rec, err := s.concat(ready[:n])
+		if err != nil {
+			for _, o := range s.out {
+				o.rec.Release()
+			}
+			s.out = s.out[:0]
+			return nil, err
+		}
+		s.out = append(s.out, outBatch{rec: rec, pos: readyPositions(ready[:n])})
+		for _, r := range ready[:n] {
+			r.rec.Release()
+		}
+		clear(ready[:n])
+		ready = ready[n:]
+	}
+	return s.popOut(), nil
+}
+
+// outBatch is a batch cut and not yet returned.
+type outBatch struct {
+	rec arrow.RecordBatch
+	pos []uint64
+}
+
+// popOut returns the next batch cut; with the last one, the messages
+// behind them are handed over.
+func (s *Source) popOut() arrow.RecordBatch {
+	o := s.out[0]
+	s.out[0] = outBatch{}
+	s.out = s.out[1:]
+	if len(s.out) == 0 {
+		s.handOver()
+	}
+	s.lastPos = o.pos
+	return o.rec
+}
+
+// handOver moves the messages of the batch built to those Commit acks.
+func (s *Source) handOver() {
 	s.handed = append(s.handed, s.building...)
 	clear(s.building)
 	s.building = s.building[:0]
-	s.bytes = 0
-	s.lastPos, s.pos = s.pos, nil
-	if s.dec == nil {
-		return array.NewRecordBatch(s.cfg.Schema, emptyColumns(s.mem, s.cfg.Schema), 0)
+}
+
+// concat returns the rows of ready as one batch (a new reference).
+func (s *Source) concat(ready []readyBatch) (arrow.RecordBatch, error) {
+	if len(ready) == 1 {
+		ready[0].rec.Retain()
+		return ready[0].rec, nil
 	}
-	return s.dec.NewBatch()
+	cols := make([]arrow.Array, s.cfg.Schema.NumFields())
+	parts := make([]arrow.Array, len(ready))
+	rows := int64(0)
+	for _, r := range ready {
+		rows += r.rec.NumRows()
+	}
+	for i := range cols {
+		for j, r := range ready {
+			parts[j] = r.rec.Column(i)
+		}
+		c, err := array.Concatenate(parts, s.mem)
+		if err != nil {
+			for _, c := range cols[:i] {
+				c.Release()
+			}
+			return nil, fmt.Errorf("natsio: concatenate batches: %w", err)
+		}
+		cols[i] = c
+	}
+	rec := array.NewRecordBatch(s.cfg.Schema, cols, rows)
+	for _, c := range cols {
+		c.Release()
+	}
+	return rec, nil
+}
+
+// readyPositions lists the positions of the rows of ready.
+func readyPositions(ready []readyBatch) []uint64 {
+	rows := 0
+	for _, r := range ready {
+		rows += int(r.rec.NumRows())
+	}
+	pos := make([]uint64, rows)
+	k := 0
+	for _, r := range ready {
+		base := Position(r.seq, r.line)
+		n := int(r.rec.NumRows())
+		for i := range pos[k : k+n] {
+			pos[k+i] = base + uint64(i)
+		}
+		k += n
+	}
+	return pos
 }
 
 func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
@@ -470,20 +613,6 @@ func emptyColumns(mem memory.Allocator, schema *arrow.Schema) []arrow.Array {
 		cols[i] = array.MakeArrayOfNull(mem, f.Type, 0)
 	}
 	return cols
-}
-
-func (s *Source) popReady() arrow.RecordBatch {
-	r := s.ready[0]
-	s.ready[0] = readyBatch{}
-	s.ready = s.ready[1:]
-	if len(s.ready) == 0 {
-		s.handed = append(s.handed, s.building...)
-		clear(s.building)
-		s.building = s.building[:0]
-		s.bytes = 0
-	}
-	s.lastPos = r.pos
-	return r.rec
 }
 
 // caughtUp reports whether the consumer has nothing left to deliver and
@@ -500,17 +629,59 @@ func (s *Source) decode(ctx context.Context, m jetstream.Msg) error {
 	s.building = append(s.building, m)
 	data := m.Data()
 	s.bytes += len(data)
-	var seq uint64
-	if md, err := m.Metadata(); err == nil {
-		seq = md.Sequence.Stream
-		s.lastPending = int64(md.NumPending)
+	seq, pending, ok := ackSeqPending(m.Reply())
+	if !ok {
+		if md, err := m.Metadata(); err == nil {
+			seq, pending = md.Sequence.Stream, md.NumPending
+		}
 	}
+	s.lastPending = int64(pending)
 	switch s.cfg.Format {
 	case ArrowIPC:
 		return s.decodeIPC(ctx, m, seq, data)
 	default:
 		return s.decodeJSON(ctx, m, seq, data)
 	}
+}
+
+// ackSeqPending reads the stream sequence and the consumer's pending count
+// from a JetStream ack subject without allocating (jetstream.Msg.Metadata
+// allocates):
+//
+//	$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>
+//	$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<tm>.<pending>[.<token>]
+func ackSeqPending(reply string) (seq, pending uint64, ok bool) {
+	const prefix = "$JS.ACK."
+	if !strings.HasPrefix(reply, prefix) {
+		return 0, 0, false
+	}
+	n := strings.Count(reply, ".") + 1
+	seqAt, pendingAt := 5, 8
+	switch {
+	case n == 9:
+	case n >= 11:
+		seqAt, pendingAt = 7, 10
+	default:
+		return 0, 0, false
+	}
+	rest := reply
+	for i := 0; i <= pendingAt; i++ {
+		tok, after, _ := strings.Cut(rest, ".")
+		rest = after
+		if i != seqAt && i != pendingAt {
+			continue
+		}
+		v, err := strconv.ParseUint(tok, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		if i == seqAt {
+			seq = v
+		} else {
+			pending = v
+		}
+	}
+	return seq, pending, true
 }
 
 func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, data []byte) error {
@@ -547,12 +718,9 @@ func (s *Source) decodeIPC(ctx context.Context, m jetstream.Msg, seq uint64, dat
 	line := 0
 	for _, c := range conformed {
 		n := int(c.NumRows())
-		pos := make([]uint64, n)
-		for i := range pos {
-			pos[i] = Position(seq, line+i)
-		}
+		s.ready = append(s.ready, readyBatch{rec: c, seq: seq, line: line})
 		line += n
-		s.ready = append(s.ready, readyBatch{rec: c, pos: pos})
+		s.readyRows += n
 	}
 	return nil
 }
@@ -625,9 +793,10 @@ func (s *Source) Commit(ctx context.Context) error {
 	}
 	for i, m := range s.handed {
 		var err error
-		if s.cfg.Bounded && i == len(s.handed)-1 {
-			// Bounded sources ask the consumer whether they are done:
-			// it must have seen these acknowledgements.
+		if s.cfg.Bounded && i == len(s.handed)-1 && s.lastPending == 0 {
+			// The stream is read to its end: the source will ask the
+			// consumer whether it is done, so the consumer must have
+			// seen these acknowledgements.
 			err = m.DoubleAck(ctx)
 		} else {
 			err = m.Ack()
@@ -675,7 +844,11 @@ func (s *Source) Close(ctx context.Context) error {
 	for _, r := range s.ready {
 		r.rec.Release()
 	}
-	s.ready = nil
+	s.ready, s.readyRows = nil, 0
+	for _, o := range s.out {
+		o.rec.Release()
+	}
+	s.out = nil
 	if s.dec != nil {
 		s.dec.Release()
 		s.dec = nil
