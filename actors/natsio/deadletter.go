@@ -211,6 +211,14 @@ func (d *DeadLetters) Wait(ctx context.Context) error {
 	return nil
 }
 
+// Close releases the subscription that receives acknowledgements; dead
+// letters not yet acknowledged (see Wait) are no longer followed. It is
+// safe to call more than once.
+func (d *DeadLetters) Close() {
+	d.js.CleanupPublisher()
+	d.pending, d.pendingBytes = nil, 0
+}
+
 // Pending is the number of dead letters awaiting acknowledgement.
 func (d *DeadLetters) Pending() int { return len(d.pending) }
 

@@ -124,6 +124,11 @@ func TestDeadLettersIdempotent(t *testing.T) {
 	if c := d.Counts(); c[ClassDecode] != 6 || c[ClassSchema] != 4 {
 		t.Errorf("counts %v, want 6 decode and 4 schema added", c)
 	}
+	d.Close()
+	d.Close()
+	if d.Pending() != 0 {
+		t.Fatalf("%d pending after Close", d.Pending())
+	}
 }
 
 // TestDeadLettersWaitFails: Wait reports a dead letter the server refused,

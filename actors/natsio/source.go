@@ -859,6 +859,7 @@ func (s *Source) Close(ctx context.Context) error {
 		if err := s.dl.Wait(ctx); err != nil && ctx.Err() == nil {
 			errs = append(errs, err)
 		}
+		s.dl.Close()
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("natsio: close source: %w", errors.Join(errs...))
