@@ -88,7 +88,6 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 		Consumer:   consumer,
 		DeadLetter: cfg.deadLetter(),
 		Schema:     Schema,
-		Linger:     200 * time.Millisecond,
 		Bounded:    cfg.Bounded,
 	}), meshflow.EventTime("date_time", 2*time.Second))
 	top := bids.
