@@ -20,7 +20,7 @@ import (
 // domains' status every o.every until ctx is done.
 func runDevMesh(ctx context.Context, env *Env, o devOptions, nc *nats.Conn, store persistence.Store, connect meshflow.DomainConnect) error {
 	m, err := meshflow.NewMesh(mesh.Domains(), meshflow.WithNATS(nc), meshflow.WithState(store), meshflow.WithLogger(env.Logger),
-		meshflow.WithDomainConnect(connect))
+		meshflow.WithDomainConnect(connect), meshflow.WithRetention(devRetention))
 	if err != nil {
 		return err
 	}
