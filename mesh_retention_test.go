@@ -217,3 +217,38 @@ func TestMeshRetentionRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplicateWindowCoversRedelivery: the duplicate window of a mesh's
+// streams outlasts the AckWait of its sources by 10 s or more, so that a
+// row published again after a crash (when its unacknowledged input comes
+// back) is dropped as a duplicate.
+func TestDuplicateWindowCoversRedelivery(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	js := natstest.JetStream(t, nc)
+	_, stop := runMesh(t, retentionMesh(domains.Retention{}, domains.Retention{}),
+		meshflow.WithNATS(nc), meshflow.WithRetention(domains.Retention{MaxAge: time.Hour}))
+	defer func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var ackWait time.Duration
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		c, err := js.Consumer(t.Context(), "MESH_ORDERS_IN_EVENTS", "orders_events")
+		if err != nil {
+			return err
+		}
+		ackWait = c.CachedInfo().Config.AckWait
+		return nil
+	})
+	for _, stream := range []string{"MESH_ORDERS_CLEAN", "MESH_ORDERS__DLQ", "MESH_ANALYTICS_CLEAN"} {
+		s, err := js.Stream(t.Context(), stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := s.CachedInfo().Config.Duplicates; d < ackWait+10*time.Second {
+			t.Errorf("stream %s remembers ids for %v; its sources' AckWait is %v", stream, d, ackWait)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 // runDevMesh runs the example mesh with its generator and prints the
 // domains' status every o.every until ctx is done.
 func runDevMesh(ctx context.Context, env *Env, o devOptions, nc *nats.Conn, store persistence.Store, connect meshflow.DomainConnect) error {
+	defer limitDevMemory(env)()
 	m, err := meshflow.NewMesh(mesh.Domains(), meshflow.WithNATS(nc), meshflow.WithState(store), meshflow.WithLogger(env.Logger),
 		meshflow.WithDomainConnect(connect), meshflow.WithRetention(devRetention))
 	if err != nil {

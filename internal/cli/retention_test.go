@@ -42,9 +42,9 @@ func TestDomainsDescribeRetention(t *testing.T) {
 			return r.err
 		}
 		for _, want := range []string{
-			"Dead letters: MESH_ORDERS__DLQ (max age 1h0m0s, max bytes 64 MiB, max messages unlimited, discard old)",
-			"input port checkout (contract v1) on mesh.orders.in.checkout\n  stream:  MESH_ORDERS_IN_CHECKOUT (max age 1h0m0s, max bytes 64 MiB, max messages unlimited, discard old)\n",
-			"output port placed (contract v1) on mesh.orders.placed\n  about:   every valid order\n  stream:  MESH_ORDERS_PLACED (max age 1h0m0s, max bytes 64 MiB, max messages unlimited, discard old)\n",
+			"Dead letters: MESH_ORDERS__DLQ (max age 1h0m0s, max bytes 30 MiB, max messages unlimited, discard old)",
+			"input port checkout (contract v1) on mesh.orders.in.checkout\n  stream:  MESH_ORDERS_IN_CHECKOUT (max age 1h0m0s, max bytes 30 MiB, max messages unlimited, discard old)\n",
+			"output port placed (contract v1) on mesh.orders.placed\n  about:   every valid order\n  stream:  MESH_ORDERS_PLACED (max age 1h0m0s, max bytes 30 MiB, max messages unlimited, discard old)\n",
 		} {
 			if !strings.Contains(r.stdout, want) {
 				return fmt.Errorf("describe does not show %q:\n%s", want, r.stdout)
@@ -61,13 +61,13 @@ func TestDomainsDescribeRetention(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &d); err != nil {
 		t.Fatalf("describe -o json: %v\n%s", err, r.stdout)
 	}
-	want := meshflow.StreamStatus{Name: "MESH_ANALYTICS_BIG_ORDERS", Managed: true, MaxAge: time.Hour, MaxBytes: 64 << 20, Discard: "old"}
+	want := meshflow.StreamStatus{Name: "MESH_ANALYTICS_BIG_ORDERS", Managed: true, MaxAge: time.Hour, MaxBytes: 30 << 20, Discard: "old"}
 	for _, p := range d.Ports {
 		if p.Name == "big_orders" && (p.Stream == nil || *p.Stream != want) {
 			t.Errorf("big_orders stream %+v, want %+v", p.Stream, want)
 		}
 	}
-	if !strings.Contains(r.stdout, `"max_age": 3600000000000,`) || !strings.Contains(r.stdout, `"max_bytes": 67108864,`) {
+	if !strings.Contains(r.stdout, `"max_age": 3600000000000,`) || !strings.Contains(r.stdout, `"max_bytes": 31457280,`) {
 		t.Errorf("JSON lacks the limits:\n%s", r.stdout)
 	}
 }
