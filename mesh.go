@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow/actors"
-	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/cluster"
 	"github.com/meshflow/meshflow/domains"
 )
@@ -107,6 +106,8 @@ type PortStatus struct {
 	Version     int           `json:"version"`
 	Schema      []FieldStatus `json:"schema"`
 	Rules       []string      `json:"rules,omitempty"`
+	// Stream holding the port's messages, with its retention.
+	Stream *StreamStatus `json:"stream,omitempty"`
 	// Counts at the port's boundary.
 	RowsIn       int64 `json:"rows_in"`
 	RowsOut      int64 `json:"rows_out"`
@@ -131,6 +132,8 @@ type DomainStatus struct {
 	State       DomainState  `json:"state"`
 	Error       string       `json:"error,omitempty"`
 	Ports       []PortStatus `json:"ports"`
+	// DeadLetters is the stream of the domain's dead letters.
+	DeadLetters *StreamStatus `json:"dead_letters,omitempty"`
 }
 
 // CatalogSubject is where a running mesh answers requests with the JSON
@@ -160,6 +163,7 @@ type Mesh struct {
 	state      map[string]DomainState
 	errs       map[string]error
 	portCounts map[string]*domains.Counts
+	streams    map[string]StreamStatus // by subject
 }
 
 // NewMesh checks the domains and their references to each other.
@@ -247,6 +251,7 @@ func (m *Mesh) Status() []DomainStatus {
 			for _, r := range c.Rules {
 				ps.Rules = append(ps.Rules, r.Name)
 			}
+			ps.Stream = m.streamOf(ps.Subject)
 			if c := m.portCounts[d.Name+"/"+key]; c != nil {
 				ps.RowsIn, ps.RowsOut = c.RowsIn.Load(), c.RowsOut.Load()
 				ps.DeadLetteredBy = c.DeadLettered.Counts()
@@ -262,6 +267,7 @@ func (m *Mesh) Status() []DomainStatus {
 		for _, o := range d.Outputs {
 			port(PortStatus{Name: o.Name, Kind: "output", Subject: domains.ProductSubject(d.Name, o.Name), Description: o.Description}, o.Contract, "out."+o.Name)
 		}
+		st.DeadLetters = m.streamOf(domains.DeadLetterSubject(d.Name))
 		out = append(out, st)
 	}
 	return out
@@ -310,10 +316,8 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 	}
 	var jobs []job
 	for _, d := range m.domains {
-		for _, s := range append(outputSubjects(d), inputSubjects(d)...) {
-			if _, err := natsio.EnsureStream(ctx, js, domains.StreamName(s), []string{s}); err != nil {
-				return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
-			}
+		if err := m.ensureStreams(ctx, js, d); err != nil {
+			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
 		}
 		nc := m.cfg.nc
 		if m.cfg.domainConnect != nil {
@@ -366,22 +370,4 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 		return err
 	}
 	return ctx.Err()
-}
-
-func outputSubjects(d *Domain) []string {
-	var out []string
-	for _, o := range d.Outputs {
-		out = append(out, domains.ProductSubject(d.Name, o.Name))
-	}
-	return append(out, domains.DeadLetterSubject(d.Name))
-}
-
-func inputSubjects(d *Domain) []string {
-	var out []string
-	for _, in := range d.Inputs {
-		if in.From == "" {
-			out = append(out, d.InputSubjectOf(in))
-		}
-	}
-	return out
 }

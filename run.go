@@ -32,6 +32,7 @@ type runConfig struct {
 	window    int
 
 	domainConnect DomainConnect
+	retention     retentionDefaults
 }
 
 // WithNATS runs the pipeline over an existing connection (to an embedded

@@ -34,6 +34,9 @@ type Input struct {
 	From string
 	// Format of the messages: JSON (default) or Arrow IPC.
 	Format natsio.Format
+	// Retention bounds the port's stream; only for a port fed by
+	// producers (a data product's stream is bounded by its output port).
+	Retention Retention
 }
 
 // Output is an output port: a data product.
@@ -43,6 +46,8 @@ type Output struct {
 	Contract    Contract
 	// Format of the messages published: JSON (default) or Arrow IPC.
 	Format natsio.Format
+	// Retention bounds the port's stream.
+	Retention Retention
 }
 
 var domainNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -82,10 +87,19 @@ func (d *Domain) Validate() error {
 			} else if dom == d.Name {
 				add("input port %q: a domain does not consume its own data product %q", in.Name, in.From)
 			}
+			if !in.Retention.IsZero() {
+				add("input port %q: retention set, but the port reads %s, whose output port sets its stream's retention", in.Name, in.From)
+			}
+		}
+		if err := in.Retention.Validate(); err != nil {
+			add("input port %q: retention: %w", in.Name, err)
 		}
 	}
 	for _, out := range d.Outputs {
 		port("output", out.Name, out.Contract)
+		if err := out.Retention.Validate(); err != nil {
+			add("output port %q: retention: %w", out.Name, err)
+		}
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("domains: %w", errors.Join(errs...))

@@ -139,6 +139,9 @@ func describeDomain(w io.Writer, d meshflow.DomainStatus) error {
 	if d.Error != "" {
 		fmt.Fprintf(w, "Error:   %s\n", d.Error)
 	}
+	if d.DeadLetters != nil {
+		fmt.Fprintf(w, "Dead letters: %s\n", describeStream(*d.DeadLetters))
+	}
 	for _, p := range d.Ports {
 		fmt.Fprintf(w, "\n%s port %s (contract v%d) on %s\n", p.Kind, p.Name, p.Version, p.Subject)
 		if p.From != "" {
@@ -146,6 +149,9 @@ func describeDomain(w io.Writer, d meshflow.DomainStatus) error {
 		}
 		if p.Description != "" {
 			fmt.Fprintf(w, "  about:   %s\n", p.Description)
+		}
+		if p.Stream != nil {
+			fmt.Fprintf(w, "  stream:  %s\n", describeStream(*p.Stream))
 		}
 		fmt.Fprintf(w, "  rows in %d, out %d, dead-lettered %d%s\n", p.RowsIn, p.RowsOut, p.DeadLettered, byClass(p.DeadLetteredBy))
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -174,4 +180,14 @@ func byClass(m map[string]int64) string {
 		parts[i] = fmt.Sprintf("%s %d", c, m[c])
 	}
 	return " (" + strings.Join(parts, ", ") + ")"
+}
+
+// describeStream shows a stream and its retention, e.g. "MESH_ORDERS_PLACED
+// (max age 1h0m0s, max bytes 64 MiB, max messages unlimited, discard old)".
+func describeStream(st meshflow.StreamStatus) string {
+	owner := ""
+	if !st.Managed {
+		owner = "; made outside Meshflow, which leaves its limits alone"
+	}
+	return fmt.Sprintf("%s (%s, discard %s%s)", st.Name, st.Retention(), st.Discard, owner)
 }
