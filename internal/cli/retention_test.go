@@ -15,7 +15,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/examples/mesh"
+	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
 )
@@ -92,44 +94,63 @@ func freeAddr(t *testing.T) string {
 }
 
 // TestDevStreamsBounded: every stream `meshflow dev` makes for the example
-// mesh has the dev retention.
+// mesh has the dev retention. The streams are read from the data directory
+// once dev has stopped: producers may not read the input streams' config.
 func TestDevStreamsBounded(t *testing.T) {
 	addr := freeAddr(t)
+	dataDir := filepath.Join(t.TempDir(), "dev")
 	ctx, stop := context.WithCancel(t.Context())
 	done := make(chan result, 1)
 	go func() {
-		done <- run(ctx, "", "dev", "--data-dir", filepath.Join(t.TempDir(), "dev"), "--listen", addr, "--rate", "50", "--every", "1h")
+		done <- run(ctx, "", "dev", "--data-dir", dataDir, "--listen", addr, "--rate", "50", "--every", "1h")
 	}()
-	var nc *nats.Conn
-	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() (err error) {
-		nc, err = nats.Connect("nats://" + addr)
-		return err
+	testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
+		nc, err := nats.Connect("nats://"+addr, nats.CustomInboxPrefix(domains.InboxPrefix("producer")))
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		msg, err := nc.Request(meshflow.CatalogSubject, nil, time.Second)
+		if err != nil {
+			return err
+		}
+		var st []meshflow.DomainStatus
+		if err := json.Unmarshal(msg.Data, &st); err != nil {
+			return err
+		}
+		for _, d := range st {
+			if d.State != meshflow.DomainRunning {
+				return fmt.Errorf("domain %s is %s", d.Name, d.State)
+			}
+		}
+		return nil
 	})
-	defer nc.Close()
-	js := natstest.JetStream(t, nc)
+	stop()
+	if r := <-done; r.err != nil && !errors.Is(r.err, context.Canceled) {
+		t.Fatalf("dev: %v\n%s", r.err, r.stderr)
+	}
+	srv, err := natsembed.Start(t.Context(), natsembed.Config{Name: "reader", StoreDir: filepath.Join(dataDir, "nats"), DontListen: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown(context.WithoutCancel(t.Context()))
+	js := natstest.JetStream(t, natstest.Connect(t, srv))
 	subjects := []string{"mesh.orders.in.checkout", "mesh.orders.placed", "mesh.orders._dlq",
 		"mesh.payments.in.transactions", "mesh.payments.settled", "mesh.payments._dlq",
 		"mesh.analytics.big_orders", "mesh.analytics.settled_eur", "mesh.analytics._dlq"}
 	for _, subj := range subjects {
-		testutil.CheckFor(t, 30*time.Second, 20*time.Millisecond, func() error {
-			name, err := js.StreamNameBySubject(t.Context(), subj)
-			if err != nil {
-				return fmt.Errorf("stream for %s: %w", subj, err)
-			}
-			s, err := js.Stream(t.Context(), name)
-			if err != nil {
-				return err
-			}
-			cfg := s.CachedInfo().Config
-			if cfg.MaxAge != devRetention.MaxAge || cfg.MaxBytes != devRetention.MaxBytes || cfg.Discard != jetstream.DiscardOld {
-				t.Errorf("stream %s: max age %v, max bytes %d, discard %v; want %v, %d, old",
-					name, cfg.MaxAge, cfg.MaxBytes, cfg.Discard, devRetention.MaxAge, devRetention.MaxBytes)
-			}
-			return nil
-		})
-	}
-	stop()
-	if r := <-done; r.err != nil && !errors.Is(r.err, context.Canceled) {
-		t.Fatalf("dev: %v\n%s", r.err, r.stderr)
+		name, err := js.StreamNameBySubject(t.Context(), subj)
+		if err != nil {
+			t.Fatalf("stream for %s: %v", subj, err)
+		}
+		s, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.MaxAge != devRetention.MaxAge || cfg.MaxBytes != devRetention.MaxBytes || cfg.Discard != jetstream.DiscardOld {
+			t.Errorf("stream %s: max age %v, max bytes %d, discard %v; want %v, %d, old",
+				name, cfg.MaxAge, cfg.MaxBytes, cfg.Discard, devRetention.MaxAge, devRetention.MaxBytes)
+		}
 	}
 }
