@@ -1,8 +1,14 @@
 package cli
 
 import (
+	"context"
+	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/domains"
 )
 
@@ -18,3 +24,22 @@ import (
 // blocks of each busy stream in memory (the one written, and the oldest
 // one while the limit deletes from it).
 var devRetention = domains.Retention{MaxAge: time.Hour, MaxBytes: 30 << 20}
+
+// boundDevStreams makes the streams of subjects (a pipeline's input, its
+// dead letters and its output) with devRetention, or bounds them to it,
+// before a pipeline `meshflow dev` runs outside a mesh starts: its
+// sources and sinks then find them. The streams are named as a mesh
+// names its own (MESH_ORDERS_PLACED for mesh.orders.placed).
+func boundDevStreams(ctx context.Context, nc *nats.Conn, subjects ...string) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	limits := natsio.Limits{MaxAge: devRetention.MaxAge, MaxBytes: devRetention.MaxBytes, MaxMsgs: devRetention.MaxMsgs}
+	for _, s := range subjects {
+		if _, err := natsio.EnsureOwnedStream(ctx, js, domains.StreamName(s), s, limits); err != nil {
+			return fmt.Errorf("dev: %w", err)
+		}
+	}
+	return nil
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/examples/mesh"
 	"github.com/meshflow/meshflow/internal/natsembed"
@@ -151,6 +152,31 @@ func TestDevStreamsBounded(t *testing.T) {
 		if cfg.MaxAge != devRetention.MaxAge || cfg.MaxBytes != devRetention.MaxBytes || cfg.Discard != jetstream.DiscardOld {
 			t.Errorf("stream %s: max age %v, max bytes %d, discard %v; want %v, %d, old",
 				name, cfg.MaxAge, cfg.MaxBytes, cfg.Discard, devRetention.MaxAge, devRetention.MaxBytes)
+		}
+	}
+}
+
+// TestBoundDevStreams: the streams of a pipeline dev runs outside a mesh
+// get the dev retention, and its source and sink use them.
+func TestBoundDevStreams(t *testing.T) {
+	s := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, s)
+	js := natstest.JetStream(t, nc)
+	createStream(t, nc, "BIDS_IN", "bids.in") // made by an earlier run, unbounded
+	if err := boundDevStreams(t.Context(), nc, "bids.in", "bids.in.dlq", "bids.top"); err != nil {
+		t.Fatal(err)
+	}
+	for subj, name := range map[string]string{"bids.in": "BIDS_IN", "bids.in.dlq": "BIDS_IN_DLQ", "bids.top": "BIDS_TOP"} {
+		got, err := natsio.EnsureStream(t.Context(), js, "OTHER", []string{subj})
+		if err != nil || got != name {
+			t.Errorf("%s: a source or sink would use stream %q (%v), want %s", subj, got, err, name)
+		}
+		st, err := js.Stream(t.Context(), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg := st.CachedInfo().Config; cfg.MaxAge != devRetention.MaxAge || cfg.MaxBytes != devRetention.MaxBytes || cfg.Discard != jetstream.DiscardOld {
+			t.Errorf("stream %s: max age %v, max bytes %d, discard %v", name, cfg.MaxAge, cfg.MaxBytes, cfg.Discard)
 		}
 	}
 }
