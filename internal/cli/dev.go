@@ -179,6 +179,10 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 		return runDevMesh(ctx, env, o, conns, store)
 	}
 	p := bids.Pipeline(bidsCfg)
+	if err := boundDevStreams(ctx, conns.node, o.input, o.input+".dlq", o.resultSubj); err != nil {
+		return err
+	}
+	defer limitDevMemory(env)()
 
 	genCtx, stopGen := context.WithCancel(ctx)
 	var wg sync.WaitGroup
