@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/zeebo/xxh3"
@@ -1033,13 +1036,7 @@ func (s *instance) lineageOf(n int, how rowMap) *messages.Lineage {
 	case how.same && n == s.inRows:
 		return in
 	case how.mask != nil && how.mask.Len() == s.inRows:
-		pos := make([]uint64, 0, n)
-		for i := 0; i < s.inRows; i++ {
-			if how.mask.IsValid(i) && how.mask.Value(i) {
-				pos = append(pos, in.At(i))
-			}
-		}
-		if len(pos) == n {
+		if pos := selectPositions(in, how.mask, n); len(pos) == n {
 			return &messages.Lineage{Origin: in.Origin, Pos: pos}
 		}
 	case how.rows != nil && len(how.rows) == n:
@@ -1078,3 +1075,43 @@ func (s *instance) unplacedLineage(n int) *messages.Lineage {
 }
 
 func (s *instance) unplacedOrigin() string { return s.id.Operator + "~" + s.run }
+
+// selectPositions returns the positions of the rows of in where mask is
+// true (and not null), a 64-row word at a time.
+func selectPositions(in *messages.Lineage, mask *array.Boolean, n int) []uint64 {
+	pos := make([]uint64, 0, n)
+	data := mask.Data()
+	off, length := data.Offset(), mask.Len()
+	vals := data.Buffers()[1].Bytes()
+	var valid []byte
+	if mask.NullN() > 0 && data.Buffers()[0] != nil {
+		valid = data.Buffers()[0].Bytes()
+	}
+	base, src := in.Base, in.Pos
+	at := func(i int) uint64 {
+		if src == nil {
+			return base + uint64(i)
+		}
+		return src[i]
+	}
+	for i := 0; i < length; {
+		if (off+i)%8 == 0 && i+64 <= length {
+			b := (off + i) / 8
+			w := binary.LittleEndian.Uint64(vals[b:])
+			if valid != nil {
+				w &= binary.LittleEndian.Uint64(valid[b:])
+			}
+			for w != 0 {
+				pos = append(pos, at(i+bits.TrailingZeros64(w)))
+				w &= w - 1
+			}
+			i += 64
+			continue
+		}
+		if bitutil.BitIsSet(vals, off+i) && (valid == nil || bitutil.BitIsSet(valid, off+i)) {
+			pos = append(pos, at(i))
+		}
+		i++
+	}
+	return pos
+}
