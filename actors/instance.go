@@ -1082,6 +1082,9 @@ func selectPositions(in *messages.Lineage, mask *array.Boolean, n int) []uint64 
 	pos := make([]uint64, 0, n)
 	data := mask.Data()
 	off, length := data.Offset(), mask.Len()
+	if length == 0 || data.Buffers()[1] == nil {
+		return pos
+	}
 	vals := data.Buffers()[1].Bytes()
 	var valid []byte
 	if mask.NullN() > 0 && data.Buffers()[0] != nil {

@@ -2,7 +2,9 @@ package actors
 
 import (
 	"math/rand/v2"
+	"os"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -18,7 +20,13 @@ func TestSelectPositions(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
+	if v := os.Getenv("MESHFLOW_SEED"); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("MESHFLOW_SEED: %v", err)
+		}
+	}
+	t.Logf("seed %d (rerun with MESHFLOW_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 1))
 	for iter := 0; iter < 300; iter++ {
 		n := rng.IntN(300)
