@@ -46,11 +46,14 @@ type (
 		limit uint64
 	}
 	readResult struct {
-		gen  uint64
-		rec  arrow.RecordBatch
-		pos  []uint64 // from a Positioner source
-		err  error
-		part *jobPart
+		gen uint64
+		rec arrow.RecordBatch
+		pos []uint64 // from a Positioner source
+		// from a PositionRanger: row i at base+i
+		base   uint64
+		ranged bool
+		err    error
+		part   *jobPart
 	}
 	tickMsg       struct{}
 	stopSourceMsg struct{}
@@ -876,18 +879,26 @@ func (s *instance) startReader() {
 			}
 			var rec arrow.RecordBatch
 			var pos []uint64
+			var base uint64
+			var ranged bool
 			err := s.call(func() error {
 				var err error
 				rec, err = src.Read(ctx)
-				if p, ok := src.(Positioner); ok && rec != nil && err == nil {
+				if rec == nil || err != nil {
+					return err
+				}
+				if r, ok := src.(PositionRanger); ok {
+					base, ranged = r.PositionBase()
+				}
+				if p, ok := src.(Positioner); ok && !ranged {
 					pos = p.Positions()
 				}
-				return err
+				return nil
 			})
 			if ctx.Err() != nil && err != nil && !errors.Is(err, io.EOF) {
 				return
 			}
-			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, pos: pos, err: err, part: s.part}))
+			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, pos: pos, base: base, ranged: ranged, err: err, part: s.part}))
 			if err != nil {
 				return
 			}
@@ -951,6 +962,8 @@ func (s *instance) onRead(c actor.Context, m *readResult) {
 	rows := int(m.rec.NumRows())
 	var lin *messages.Lineage
 	switch {
+	case m.ranged:
+		lin = &messages.Lineage{Origin: s.id.Operator, Base: m.base}
 	case m.pos == nil:
 		lin = s.unplacedLineage(rows)
 	case len(m.pos) != rows:

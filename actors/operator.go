@@ -160,6 +160,14 @@ type Positioner interface {
 	Positions() []uint64
 }
 
+// PositionRanger is implemented by Positioners whose batches may have
+// consecutive positions: the runtime calls PositionBase right after Read,
+// before Positions; when it reports ok, row i of the batch is at base+i and
+// Positions is not called for that batch. It spares a slice per batch.
+type PositionRanger interface {
+	PositionBase() (base uint64, ok bool)
+}
+
 type (
 	inputSeqKey     struct{}
 	inputLineageKey struct{}

@@ -239,8 +239,12 @@ type Source struct {
 	readyRows int
 	// out holds Arrow IPC batches cut and not yet returned.
 	out []outBatch
-	// lastPos are the positions of the batch the last Read returned.
-	lastPos []uint64
+	// lastPos are the positions of the batch the last Read returned; when
+	// lastRanged, they are lastBase + row index instead.
+	lastPos    []uint64
+	lastBase   uint64
+	lastRanged bool
+	lastRows   int
 	// lastPending is the consumer's pending count after the last message
 	// read (-1: none read yet).
 	lastPending int64
@@ -467,8 +471,24 @@ func (s *Source) full() bool {
 // returned (see [Position]), and hands the slice over.
 func (s *Source) Positions() []uint64 {
 	p := s.lastPos
+	if s.lastRanged {
+		p = make([]uint64, s.lastRows)
+		for i := range p {
+			p[i] = s.lastBase + uint64(i)
+		}
+		s.lastRanged = false
+	}
 	s.lastPos = nil
 	return p
+}
+
+// PositionBase implements actors.PositionRanger: the rows of an Arrow IPC
+// batch handed over as decoded from one message have consecutive
+// positions, given without a slice.
+func (s *Source) PositionBase() (uint64, bool) {
+	ok := s.lastRanged
+	s.lastRanged = false
+	return s.lastBase, ok
 }
 
 // cut hands over the batch being built, with the messages behind it. It
@@ -483,7 +503,7 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 	s.bytes = 0
 	if s.dec != nil {
 		s.handOver()
-		s.lastPos, s.pos = s.pos, nil
+		s.lastPos, s.pos, s.lastRanged = s.pos, nil, false
 		return s.dec.NewBatch(), nil
 	}
 	ready := s.ready
@@ -496,7 +516,7 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 	}()
 	if len(ready) == 0 {
 		s.handOver()
-		s.lastPos = nil
+		s.lastPos, s.lastRanged = nil, false
 		cols := emptyColumns(s.mem, s.cfg.Schema)
 		rec := array.NewRecordBatch(s.cfg.Schema, cols, 0)
 		for _, c := range cols {
@@ -520,7 +540,11 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 			s.out = s.out[:0]
 			return nil, err
 		}
-		s.out = append(s.out, outBatch{rec: rec, pos: readyPositions(ready[:n])})
+		if n == 1 {
+			s.out = append(s.out, outBatch{rec: rec, base: Position(ready[0].seq, ready[0].line), ranged: true})
+		} else {
+			s.out = append(s.out, outBatch{rec: rec, pos: readyPositions(ready[:n])})
+		}
 		for _, r := range ready[:n] {
 			r.rec.Release()
 		}
@@ -532,8 +556,10 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 
 // outBatch is a batch cut and not yet returned.
 type outBatch struct {
-	rec arrow.RecordBatch
-	pos []uint64
+	rec    arrow.RecordBatch
+	pos    []uint64
+	base   uint64 // with ranged: row i is at base+i
+	ranged bool
 }
 
 // popOut returns the next batch cut; with the last one, the messages
@@ -545,7 +571,7 @@ func (s *Source) popOut() arrow.RecordBatch {
 	if len(s.out) == 0 {
 		s.handOver()
 	}
-	s.lastPos = o.pos
+	s.lastPos, s.lastBase, s.lastRanged, s.lastRows = o.pos, o.base, o.ranged, int(o.rec.NumRows())
 	return o.rec
 }
 
