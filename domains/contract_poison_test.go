@@ -84,12 +84,7 @@ func checkRows(t *testing.T, c domains.Contract, events ...string) (broken []str
 }
 
 func TestContractNonFinite(t *testing.T) {
-	cases := []struct {
-		name   string
-		rule   domains.Rule
-		events []string
-		broken []string
-	}{
+	cases := []ruleCase{
 		{"range", domains.Range("amount", 0.01, 100000), []string{
 			`{"id":1,"weight":0,"amount":"NaN"}`,
 			`{"id":2,"weight":0,"amount":"Infinity"}`,
@@ -137,17 +132,7 @@ func TestContractNonFinite(t *testing.T) {
 			`{"id":2,"weight":0,"amount":5}`,
 		}, []string{"", "amount is not 5"}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{tc.rule}}
-			broken, _ := checkRows(t, c, tc.events...)
-			for i := range tc.events {
-				if broken[i] != tc.broken[i] {
-					t.Errorf("%s: broke %q, want %q", tc.events[i], broken[i], tc.broken[i])
-				}
-			}
-		})
-	}
+	runRuleCases(t, cases)
 }
 
 // TestContractNonFiniteInNotNullColumn: NaN and ±Inf in a non-nullable
@@ -496,12 +481,7 @@ func (s rowSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emi
 // value (integer overflow, division by zero) refuses that row, with the
 // reason, and not the rows around it.
 func TestContractRuleFailsOnAValue(t *testing.T) {
-	cases := []struct {
-		name   string
-		rule   domains.Rule
-		events []string
-		broken []string
-	}{
+	cases := []ruleCase{
 		{"overflow", domains.Check("id after next is positive", expr.Col("id").Add(1).Gt(0)), []string{
 			`{"id":1,"weight":0}`, `{"id":9223372036854775807,"weight":0}`, `{"id":-5,"weight":0}`, `{"id":2,"weight":0}`,
 		}, []string{"", "id after next is positive (9223372036854775807 + 1: kernels: integer overflow)", "id after next is positive", ""}},
@@ -509,17 +489,7 @@ func TestContractRuleFailsOnAValue(t *testing.T) {
 			`{"id":3,"weight":0}`, `{"id":0,"weight":0}`, `{"id":4,"weight":0}`,
 		}, []string{"", "id divides itself (0 / 0: kernels: integer division by zero)", ""}},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			c := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{tc.rule}}
-			broken, _ := checkRows(t, c, tc.events...)
-			for i := range tc.events {
-				if broken[i] != tc.broken[i] {
-					t.Errorf("%s: broke %q, want %q", tc.events[i], broken[i], tc.broken[i])
-				}
-			}
-		})
-	}
+	runRuleCases(t, cases)
 }
 
 // TestContractNullsTheCountHides: nulls are found by the validity bitmap,
@@ -545,4 +515,28 @@ func TestContractNullsTheCountHides(t *testing.T) {
 	nulls := array.NewNull(2)
 	defer nulls.Release()
 	checkColumn(t, mem, arrow.Field{Name: "z", Type: arrow.Null}, nulls, []string{"z not null", "z not null"})
+}
+
+// ruleCase is one rule checked on events of floatSchema: broken[i] is what
+// event i breaks ("" for nothing).
+type ruleCase struct {
+	name   string
+	rule   domains.Rule
+	events []string
+	broken []string
+}
+
+func runRuleCases(t *testing.T, cases []ruleCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := domains.Contract{Schema: floatSchema, Version: 1, Rules: []domains.Rule{tc.rule}}
+			broken, _ := checkRows(t, c, tc.events...)
+			for i := range tc.events {
+				if broken[i] != tc.broken[i] {
+					t.Errorf("%s: broke %q, want %q", tc.events[i], broken[i], tc.broken[i])
+				}
+			}
+		})
+	}
 }
