@@ -103,8 +103,8 @@ type Sink struct {
 	head   int
 	bytes  int
 
-	published, duplicates, deadLettered atomic.Int64
-	lastSeq                             atomic.Uint64
+	published, duplicates atomic.Int64
+	lastSeq               atomic.Uint64
 }
 
 // pendingPub is a publish awaiting its acknowledgement. data is the
@@ -153,8 +153,13 @@ type SinkStats struct {
 
 // Stats returns what the sink has published so far.
 func (s *Sink) Stats() SinkStats {
-	return SinkStats{Published: s.published.Load(), Duplicates: s.duplicates.Load(),
-		DeadLettered: s.deadLettered.Load(), LastSequence: s.lastSeq.Load()}
+	st := SinkStats{Published: s.published.Load(), Duplicates: s.duplicates.Load(), LastSequence: s.lastSeq.Load()}
+	if s.dlq != nil {
+		for _, n := range s.dlq.Counts() {
+			st.DeadLettered += n
+		}
+	}
+	return st
 }
 
 // Open makes sure streams capture the subject and the dead-letter subject.
@@ -266,7 +271,6 @@ func (s *Sink) publishIPC(ctx context.Context, in arrow.RecordBatch, lin *messag
 
 // oversize dead-letters one row too large for the subject.
 func (s *Sink) oversize(ctx context.Context, data []byte, row int, lin *messages.Lineage, reason string) error {
-	s.deadLettered.Add(1)
 	return s.dlq.Add(ctx, DeadLetter{
 		ID:      s.prefix + "dlq." + lin.Origin + ":" + strconv.FormatUint(lin.At(row), 36) + "." + strconv.Itoa(row),
 		Payload: data,
@@ -331,7 +335,6 @@ func (s *Sink) drain(ctx context.Context, maxMsgs, maxBytes int) error {
 			}
 		case err := <-p.f.Err():
 			if tooLarge(err) {
-				s.deadLettered.Add(1)
 				if err := s.dlq.Add(ctx, DeadLetter{ID: p.id + ".dlq", Payload: p.data, Class: ClassOversize,
 					Reason: fmt.Sprintf("the stream refused %d bytes: %v", len(p.data), err)}); err != nil {
 					return err
