@@ -60,6 +60,11 @@ func TestMeshWithDomainUsers(t *testing.T) {
 	producer := natstest.Connect(t, srv, nats.CustomInboxPrefix(domains.InboxPrefix("producer"))) // no credentials: the producer user
 	pjs := natstest.JetStream(t, producer)
 	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, func() error {
+		select {
+		case err := <-done:
+			t.Fatalf("mesh stopped before its streams were made: %v", err)
+		default:
+		}
 		_, err := pjs.StreamNameBySubject(ctx, domains.InputSubject("orders", "checkout"))
 		return err
 	})
