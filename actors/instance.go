@@ -1032,6 +1032,8 @@ func (s *instance) Logger() *slog.Logger        { return s.log }
 func (s *instance) Allocator() memory.Allocator { return s.mem }
 func (s *instance) State() persistence.Store    { return s.state }
 func (s *instance) Timers() TimerService        { return s.timers }
+func (s *instance) Checkpointing() bool         { return s.part.checkpointing }
+func (s *instance) RestoredCheckpoint() uint64  { return s.part.restored }
 
 // lineageOf returns the lineage of a batch of n rows emitted for the input
 // being processed, as how derives them from the input's rows. An emit that

@@ -25,6 +25,11 @@ type jobPart struct {
 	log       *slog.Logger
 	multiNode bool
 
+	// checkpointing is true when the job takes checkpoints; restored is
+	// the id of the checkpoint this run was restored from (0: none).
+	checkpointing bool
+	restored      uint64
+
 	// ctx is handed to user code; cancelled on hard stop and at the end.
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -94,6 +94,15 @@ type OperatorContext interface {
 	State() persistence.Store
 	// Timers registers timers delivered to [TimerHandler.OnTimer].
 	Timers() TimerService
+	// Checkpointing reports whether the job takes checkpoints. Sources
+	// and sinks that are transactional acknowledge input and publish
+	// output on checkpoint completion when it is true (see
+	// [CheckpointListener]), and at once when it is false.
+	Checkpointing() bool
+	// RestoredCheckpoint is the id of the checkpoint (or savepoint) this
+	// run of the job was restored from, 0 when it started empty. The
+	// instance's Store holds that checkpoint's state when Open is called.
+	RestoredCheckpoint() uint64
 }
 
 // TimerKind tells event-time timers from processing-time timers.

@@ -39,6 +39,8 @@ func (testOC) Logger() *slog.Logger          { return logging.Discard() }
 func (c testOC) Allocator() memory.Allocator { return c.mem }
 func (testOC) State() persistence.Store      { return nil }
 func (testOC) Timers() actors.TimerService   { return nil }
+func (testOC) Checkpointing() bool           { return false }
+func (testOC) RestoredCheckpoint() uint64    { return 0 }
 
 func checked(t *testing.T) *memory.CheckedAllocator {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
