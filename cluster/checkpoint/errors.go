@@ -1,0 +1,20 @@
+package checkpoint
+
+import "errors"
+
+var (
+	// ErrConfig is wrapped by the errors of Config.Validate.
+	ErrConfig = errors.New("checkpoint: invalid config")
+	// ErrAborted is wrapped by the error answering a trigger whose
+	// checkpoint was aborted (declined, timed out, commit failed).
+	ErrAborted = errors.New("checkpoint: aborted")
+	// ErrStopping answers a trigger that came after Stop.
+	ErrStopping = errors.New("checkpoint: coordinator stopping")
+	// ErrStopped answers what comes after the coordinator stopped.
+	ErrStopped = errors.New("checkpoint: coordinator stopped")
+	// ErrJobFailed answers what comes after too many checkpoints failed in
+	// a row.
+	ErrJobFailed = errors.New("checkpoint: job failed")
+	// ErrUnknownJob is returned by the store for a job it has no record of.
+	ErrUnknownJob = errors.New("checkpoint: unknown job")
+)
