@@ -334,6 +334,7 @@ type Coordinator struct {
 	savepoints []uint64
 
 	inflight *pending
+	orphans  []uint64 // to delete at the first step
 
 	// queued on-demand triggers, served by the next checkpoint
 	queued          []uint64
@@ -367,6 +368,14 @@ func New(cfg Config, restored Restored) *Coordinator {
 		top = max(top, id)
 	}
 	c.next = top + 1
+	// Ids above the latest complete checkpoint were in flight when the
+	// previous coordinator went away: what they uploaded is garbage.
+	for id := top; id > restored.Latest && len(c.orphans) < maxOrphans; id-- {
+		if !slices.Contains(restored.Retained, id) && !slices.Contains(restored.Savepoints, id) {
+			c.orphans = append(c.orphans, id)
+		}
+	}
+	slices.Reverse(c.orphans)
 	c.latest = restored.Latest
 	c.retained = slices.Sorted(slices.Values(restored.Retained))
 	c.savepoints = slices.Sorted(slices.Values(restored.Savepoints))
@@ -406,28 +415,39 @@ func (c *Coordinator) Status() Status {
 	return s
 }
 
-// Step applies ev and returns what must be done, in order.
+// maxOrphans bounds how many ids above the latest complete checkpoint a new
+// coordinator deletes (the newest ones).
+const maxOrphans = 16
+
+// Step applies ev and returns what must be done, in order. The first step
+// of a restored coordinator starts with DeleteCheckpoint for the ids above
+// the latest complete checkpoint (at most 16, the newest): they were in
+// flight when the previous coordinator went away.
 func (c *Coordinator) Step(ev Event) []Action {
 	var out []Action
+	for _, id := range c.orphans {
+		out = append(out, DeleteCheckpoint{ID: id})
+	}
+	c.orphans = nil
 	switch e := ev.(type) {
 	case Tick:
-		out = c.tick(e)
+		out = append(out, c.tick(e)...)
 	case Trigger:
-		out = c.trigger(e)
+		out = append(out, c.trigger(e)...)
 	case Persisted:
-		out = c.persisted(e)
+		out = append(out, c.persisted(e)...)
 	case Ack:
-		out = c.ack(e)
+		out = append(out, c.ack(e)...)
 	case Decline:
-		out = c.decline(e)
+		out = append(out, c.decline(e)...)
 	case TimeoutFired:
-		out = c.timeout(e)
+		out = append(out, c.timeout(e)...)
 	case Committed:
-		out = c.committed(e)
+		out = append(out, c.committed(e)...)
 	case Stop:
-		out = c.stop(e)
+		out = append(out, c.stop(e)...)
 	default:
-		out = []Action{Rejected{Reason: fmt.Sprintf("unknown event %T", ev)}}
+		out = append(out, Rejected{Reason: fmt.Sprintf("unknown event %T", ev)})
 	}
 	return out
 }

@@ -18,3 +18,16 @@ var (
 	// ErrUnknownJob is returned by the store for a job it has no record of.
 	ErrUnknownJob = errors.New("checkpoint: unknown job")
 )
+
+var (
+	// ErrNotFound is returned by the store for a checkpoint that is not
+	// complete or no longer kept.
+	ErrNotFound = errors.New("checkpoint: not found")
+	// ErrConflict is returned by Store.Commit when the id already holds
+	// another checkpoint.
+	ErrConflict = errors.New("checkpoint: conflicting commit")
+	// ErrSuperseded is returned by Store.Commit and Store.SetAttempt when
+	// the record is already at the id or beyond (another coordinator of the
+	// job went further).
+	ErrSuperseded = errors.New("checkpoint: superseded")
+)
