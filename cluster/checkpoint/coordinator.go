@@ -650,7 +650,7 @@ func (c *Coordinator) committed(e Committed) []Action {
 	c.latest = p.id
 	out := []Action{NotifyComplete{ID: p.id}}
 	for _, t := range p.tokens {
-		out = append(out, Reply{Token: t, Meta: meta})
+		out = append(out, Reply{Token: t, Meta: proto.Clone(meta).(*pb.CheckpointMeta)})
 	}
 	if p.savepoint {
 		c.savepoints = append(c.savepoints, p.id)

@@ -336,7 +336,8 @@ type coordActor struct {
 	waiters   map[uint64]func(*pb.CheckpointMeta, error)
 	nextToken uint64
 	timers    map[uint64]*time.Timer
-	done      bool // the coordinator reported Stopped
+	done      bool               // the coordinator reported Stopped
+	commit    *pb.CheckpointMeta // the last one asked for, for the log
 }
 
 func (a *coordActor) Receive(ctx actor.Context) {
@@ -413,6 +414,7 @@ func (a *coordActor) do(act Action) {
 		})
 	case Commit:
 		meta := x.Meta
+		a.commit = meta
 		a.stopTimer(meta.Id)
 		d.io.push(func(ctx context.Context) {
 			err := d.cfg.Store.Commit(ctx, meta)
@@ -420,7 +422,11 @@ func (a *coordActor) do(act Action) {
 		})
 	case NotifyComplete:
 		a.publish(&pb.CheckpointCommand{Kind: pb.CheckpointCommand_KIND_COMPLETE, Id: x.ID})
-		d.log.Info("checkpoint complete", "checkpoint_id", x.ID)
+		if m := a.commit; m != nil && m.Id == x.ID {
+			d.log.Info("checkpoint complete", "checkpoint_id", x.ID, "savepoint", m.Savepoint,
+				"duration", time.Duration(m.DurationUs)*time.Microsecond, "bytes", m.Size,
+				"max_alignment", time.Duration(m.MaxAlignmentUs)*time.Microsecond)
+		}
 	case Abort:
 		a.stopTimer(x.ID)
 		a.publish(&pb.CheckpointCommand{Kind: pb.CheckpointCommand_KIND_ABORT, Id: x.ID, Reason: x.Reason})

@@ -26,7 +26,7 @@ import (
 // driverEnv is an embedded JetStream server with the checkpoint store, an
 // object store for snapshots, and an actor system.
 type driverEnv struct {
-	t     *testing.T
+	t     testing.TB
 	ctx   context.Context
 	nc    *nats.Conn
 	store *Store
@@ -34,7 +34,7 @@ type driverEnv struct {
 	sys   *actor.ActorSystem
 }
 
-func newDriverEnv(t *testing.T) *driverEnv {
+func newDriverEnv(t testing.TB) *driverEnv {
 	t.Helper()
 	srv := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, srv)
@@ -111,6 +111,8 @@ type fakeTasks struct {
 	job    string
 	tasks  []string
 	behave taskBehavior
+	// noUpload: ack without uploading an object (benchmarks)
+	noUpload bool
 
 	mu        sync.Mutex
 	completed []uint64
@@ -119,7 +121,12 @@ type fakeTasks struct {
 }
 
 func (e *driverEnv) startTasks(job string, tasks []string, behave taskBehavior) *fakeTasks {
-	f := &fakeTasks{e: e, job: job, tasks: tasks, behave: behave, held: map[uint64][]*pb.CheckpointAck{}}
+	return e.startFakeTasks(&fakeTasks{job: job, tasks: tasks, behave: behave})
+}
+
+func (e *driverEnv) startFakeTasks(f *fakeTasks) *fakeTasks {
+	f.e, f.held = e, map[uint64][]*pb.CheckpointAck{}
+	job := f.job
 	sub, err := e.nc.Subscribe(CommandSubject(job), f.onCommand)
 	if err != nil {
 		e.t.Fatal(err)
@@ -153,12 +160,14 @@ func (f *fakeTasks) onCommand(m *nats.Msg) {
 				continue
 			}
 			ack.Object = fmt.Sprintf("%s/%d/%s", f.job, cmd.Id, task)
-			info, err := f.e.obs.PutBytes(f.e.ctx, ack.Object, []byte("state of "+ack.Object))
-			if err != nil {
-				f.e.t.Errorf("upload %s: %v", ack.Object, err)
-				return
+			if !f.noUpload {
+				info, err := f.e.obs.PutBytes(f.e.ctx, ack.Object, []byte("state of "+ack.Object))
+				if err != nil {
+					f.e.t.Errorf("upload %s: %v", ack.Object, err)
+					return
+				}
+				ack.Size = info.Size
 			}
-			ack.Size = info.Size
 			if b == "late" {
 				f.mu.Lock()
 				f.held[cmd.Id] = append(f.held[cmd.Id], ack)
