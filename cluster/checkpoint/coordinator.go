@@ -212,7 +212,9 @@ type Committed struct {
 }
 
 // Stop asks for a final checkpoint (a savepoint if Savepoint), answered by
-// Reply(Token), then Stopped.
+// Reply(Token), then Stopped. It starts once the checkpoint in flight, if
+// any, has ended, and also answers the triggers queued then; triggers
+// after Stop get ErrStopping.
 type Stop struct {
 	Now       time.Time
 	Savepoint bool

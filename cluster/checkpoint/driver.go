@@ -43,8 +43,9 @@ var ErrClosed = errors.New("checkpoint: driver closed")
 // Driver runs the Coordinator of one job: one actor owns the state machine;
 // a ticker goroutine feeds it time, NATS subscriptions feed it acks and
 // triggers, and an I/O goroutine carries out its store writes and
-// deletions one at a time, feeding their results back. The actor itself
-// never blocks on I/O (NATS publishes are buffered).
+// deletions one at a time, in order, feeding their results back as events.
+// The actor publishes commands itself (NATS buffers them) and does no
+// store I/O.
 type Driver struct {
 	cfg     DriverConfig
 	job     string
@@ -466,10 +467,9 @@ func (a *coordActor) stopTimer(id uint64) {
 	}
 }
 
-// publish sends a command to every node of the job. A lost INJECT ends in
-// the checkpoint's timeout, a lost COMPLETE is covered by the next one
-// (tasks complete every epoch up to the id they are told), a lost ABORT
-// changes nothing that the next checkpoint does not.
+// publish sends a command to every node of the job. Publishing fails only
+// on a closed connection; the error is logged, and a lost INJECT ends in
+// the checkpoint's timeout.
 func (a *coordActor) publish(cmd *pb.CheckpointCommand) {
 	data, err := proto.Marshal(cmd)
 	if err == nil {

@@ -96,8 +96,9 @@ func (s *Store) unknownJob(ctx context.Context, job string) error {
 
 // Commit records meta as a complete checkpoint of meta.Job: it writes
 // meta.<id> (once: a second commit of the same id with other content fails
-// with ErrConflict), then moves latest to it with a CAS. If latest already
-// points at meta.Id or past it, the commit fails with ErrSuperseded. A
+// with ErrConflict, the same commit again succeeds), then moves latest to
+// it with a CAS. If latest already points past meta.Id, the commit fails
+// with ErrSuperseded. A
 // failed commit removes the meta.<id> it wrote, so that the checkpoint does
 // not become complete when latest later moves past it.
 func (s *Store) Commit(ctx context.Context, meta *pb.CheckpointMeta) error {
@@ -153,7 +154,9 @@ func (s *Store) moveLatest(ctx context.Context, job string, id uint64) error {
 			_, err = s.kv.Create(ctx, key, data)
 		case err != nil:
 			return fmt.Errorf("checkpoint %d: read %s: %w", id, key, err)
-		case cur.Id >= id:
+		case cur.Id == id:
+			return nil // a retried commit whose first try landed
+		case cur.Id > id:
 			return fmt.Errorf("checkpoint %d: %w: latest is %d", id, ErrSuperseded, cur.Id)
 		default:
 			_, err = s.kv.Update(ctx, key, data, rev)

@@ -120,8 +120,8 @@ func TestStoreCommitAndRead(t *testing.T) {
 	}
 	// Committing the same checkpoint again is harmless, another one under
 	// the same id is refused.
-	if err := s.Commit(ctx, testMeta(job, 4, false)); !errors.Is(err, ErrSuperseded) {
-		t.Fatalf("recommit of 4: %v, want ErrSuperseded", err)
+	if err := s.Commit(ctx, testMeta(job, 4, false)); err != nil {
+		t.Fatalf("recommit of 4: %v", err)
 	}
 	other := testMeta(job, 4, false)
 	other.Size = 99
