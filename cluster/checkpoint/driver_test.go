@@ -307,6 +307,12 @@ func TestDriverTriggerOverNATS(t *testing.T) {
 	if r.Error != "" || r.Meta.GetId() != 2 || r.Meta.Savepoint {
 		t.Fatalf("trigger over NATS: %v", r)
 	}
+	if m, err := RequestCheckpoint(e.ctx, e.nc, job, true); err != nil || m.Id != 3 || !m.Savepoint {
+		t.Fatalf("RequestCheckpoint: %v, %v", m, err)
+	}
+	if _, err := RequestCheckpoint(e.ctx, e.nc, "nosuchjob", false); !errors.Is(err, ErrNoCoordinator) {
+		t.Fatalf("RequestCheckpoint of a job without coordinator: %v", err)
+	}
 	if r := request(&pb.TriggerRequest{Job: "other"}); !strings.Contains(r.Error, "other") {
 		t.Fatalf("trigger of another job: %v", r)
 	}
@@ -324,7 +330,7 @@ func TestDriverTriggerOverNATS(t *testing.T) {
 	}
 	wg.Wait()
 	for i := range metas {
-		if errs[i] != nil || metas[i].Id <= 2 {
+		if errs[i] != nil || metas[i].Id <= 3 {
 			t.Fatalf("concurrent trigger %d: %v, %v", i, metas[i], errs[i])
 		}
 	}
@@ -370,6 +376,9 @@ func TestDriverDeclineFailsJob(t *testing.T) {
 	})
 	if _, err := d.Trigger(e.ctx, false); !errors.Is(err, ErrJobFailed) {
 		t.Fatalf("trigger after failure: %v", err)
+	}
+	if _, err := RequestCheckpoint(e.ctx, e.nc, job, false); !errors.Is(err, ErrTriggerFailed) || !strings.Contains(err.Error(), "job failed") {
+		t.Fatalf("RequestCheckpoint after failure: %v", err)
 	}
 }
 
@@ -485,4 +494,47 @@ func TestDriverRejectsBadConfig(t *testing.T) {
 			t.Errorf("%s: %v, want ErrConfig", name, err)
 		}
 	}
+}
+
+// TestDriverBadInput: undecodable or misaddressed messages are refused or
+// ignored, and checkpoints go on.
+func TestDriverBadInput(t *testing.T) {
+	e := newDriverEnv(t)
+	const job = "orders"
+	tasks := []string{"src/0"}
+	e.startTasks(job, tasks, nil)
+	cfg := DefaultConfig(job, tasks)
+	cfg.Interval = time.Hour
+	d := e.startDriver(cfg)
+
+	msg, err := e.nc.RequestWithContext(e.ctx, TriggerSubject(job), []byte{0xff, 0xff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reply pb.TriggerReply
+	if err := proto.Unmarshal(msg.Data, &reply); err != nil || !strings.Contains(reply.Error, "undecodable") {
+		t.Fatalf("reply to garbage: %v, %v", &reply, err)
+	}
+	for _, data := range [][]byte{
+		{0xff, 0xff},
+		mustMarshal(t, &pb.CheckpointAck{Job: "other", Id: 1, Operator: "src"}),
+		mustMarshal(t, &pb.CheckpointAck{Job: job, Id: 1, Operator: "ghost"}),
+		mustMarshal(t, &pb.CheckpointAck{Job: job, Id: 99, Operator: "src"}),
+	} {
+		if err := e.nc.Publish(AckSubject(job), data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m, err := d.Trigger(e.ctx, false); err != nil || m.Id != 1 {
+		t.Fatalf("trigger after bad input: %v, %v", m, err)
+	}
+}
+
+func mustMarshal(t *testing.T, m proto.Message) []byte {
+	t.Helper()
+	data, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }

@@ -31,3 +31,12 @@ var (
 	// job went further).
 	ErrSuperseded = errors.New("checkpoint: superseded")
 )
+
+var (
+	// ErrNoCoordinator is returned by RequestCheckpoint when no coordinator
+	// of the job answers.
+	ErrNoCoordinator = errors.New("checkpoint: no coordinator running")
+	// ErrTriggerFailed wraps a coordinator's answer to a trigger whose
+	// checkpoint failed.
+	ErrTriggerFailed = errors.New("checkpoint: trigger failed")
+)
