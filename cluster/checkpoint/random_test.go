@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,7 +28,8 @@ func TestRandomized(t *testing.T) {
 	}
 	t.Logf("seed %d (replay with MESHFLOW_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	for run := range 50 {
+	total := map[string]int{}
+	for run := range 200 {
 		s := newSim(rng)
 		for step := range 400 {
 			if err := s.step(); err != nil {
@@ -34,8 +37,15 @@ func TestRandomized(t *testing.T) {
 					seed, run, step, err, s.cfg, s.history())
 			}
 		}
-		if s.completed == 0 {
-			t.Logf("run %d: no checkpoint completed (config %+v)", run, s.cfg)
+		for k, v := range s.counts {
+			total[k] += v
+		}
+	}
+	t.Logf("actions seen: %v", total)
+	// The runs must reach every kind of outcome, or they check little.
+	for _, k := range []string{"NotifyComplete", "Abort", "DeleteCheckpoint", "FailJob", "Stopped", "restart", "Rejected"} {
+		if total[k] == 0 {
+			t.Errorf("no %s in any run", k)
 		}
 	}
 }
@@ -45,7 +55,7 @@ type sim struct {
 	cfg Config
 	c   *Coordinator
 	now time.Time
-	log []string
+	log []any // recent events, actions ("-> " prefixed) and restarts
 
 	// store model, as the driver keeps it
 	attempt   uint64
@@ -69,6 +79,7 @@ type sim struct {
 	nextToken   uint64
 	stopped     bool
 	failed      bool
+	counts      map[string]int
 }
 
 func newSim(rng *rand.Rand) *sim {
@@ -82,7 +93,7 @@ func newSim(rng *rand.Rand) *sim {
 	cfg.Timeout = time.Duration(2+rng.IntN(8)) * time.Second
 	cfg.Retained = 1 + rng.IntN(4)
 	cfg.TolerableFailures = []int{Unlimited, Unlimited, 0, 1, 3}[rng.IntN(5)]
-	s := &sim{rng: rng, cfg: cfg, now: t0, kept: map[uint64]bool{}}
+	s := &sim{rng: rng, cfg: cfg, now: t0, kept: map[uint64]bool{}, counts: map[string]int{}}
 	s.restart()
 	return s
 }
@@ -106,16 +117,31 @@ func (s *sim) restart() {
 	s.acked, s.committedOK = map[uint64]map[string]bool{}, map[uint64]bool{}
 	s.timeouts, s.tokens = map[uint64]time.Time{}, map[uint64]bool{}
 	s.stopped, s.failed = false, false
-	s.log = append(s.log, "restart")
+	s.record("restart")
+	s.counts["restart"]++
+}
+
+func (s *sim) record(v any) {
+	if len(s.log) >= 200 {
+		s.log = append(s.log[:0], s.log[100:]...)
+	}
+	s.log = append(s.log, v)
 }
 
 func (s *sim) history() string {
 	from := max(0, len(s.log)-30)
-	out := ""
+	var b strings.Builder
 	for _, l := range s.log[from:] {
-		out += "  " + l + "\n"
+		switch l := l.(type) {
+		case Action:
+			fmt.Fprintf(&b, "      -> %#v\n", l)
+		case Event:
+			fmt.Fprintf(&b, "  %#v\n", l)
+		default:
+			fmt.Fprintf(&b, "  %v\n", l)
+		}
 	}
-	return out
+	return b.String()
 }
 
 // step feeds one random event and checks the actions it produced.
@@ -126,7 +152,7 @@ func (s *sim) step() error {
 	}
 	s.now = s.now.Add(time.Duration(s.rng.IntN(700)) * time.Millisecond)
 	ev := s.randomEvent()
-	s.log = append(s.log, fmt.Sprintf("%v %#v", s.now.Sub(t0), ev))
+	s.record(ev)
 	// What the event itself tells the model.
 	switch e := ev.(type) {
 	case Persisted:
@@ -155,7 +181,8 @@ func (s *sim) step() error {
 		s.tokens[e.Token] = true
 	}
 	for _, a := range s.c.Step(ev) {
-		s.log = append(s.log, fmt.Sprintf("    -> %#v", a))
+		s.record(a)
+		s.counts[actionName(a)]++
 		if err := s.check(a); err != nil {
 			return err
 		}
@@ -306,4 +333,8 @@ func (s *sim) checkRetention() error {
 		return fmt.Errorf("coordinator retains %v, want %v", st.Retained, want)
 	}
 	return nil
+}
+
+func actionName(a Action) string {
+	return strings.TrimPrefix(reflect.TypeOf(a).String(), "checkpoint.")
 }
