@@ -393,7 +393,8 @@ func TestDriverTimeoutAndLateAcks(t *testing.T) {
 		return ""
 	})
 	cfg := DefaultConfig(job, tasks)
-	cfg.Interval, cfg.Timeout = time.Hour, 100*time.Millisecond
+	// Long enough for checkpoint 2 to complete on a loaded machine.
+	cfg.Interval, cfg.Timeout = time.Hour, time.Second
 	d := e.startDriver(cfg)
 
 	if _, err := d.Trigger(e.ctx, false); !errors.Is(err, ErrAborted) || !strings.Contains(err.Error(), "timed out") {
