@@ -179,6 +179,10 @@ type Handle struct {
 	Object                 string
 	Size                   uint64
 	Alignment, Sync, Async time.Duration
+	// Finished and Paused say whether the task's input had ended, or the
+	// task was a source that had stopped reading, when it took the
+	// checkpoint.
+	Finished, Paused bool
 }
 
 // Ack is a task's acknowledgement of checkpoint ID.
@@ -599,7 +603,7 @@ func (c *Coordinator) allAcked(now time.Time) []Action {
 		meta.Tasks = append(meta.Tasks, &pb.TaskSnapshot{
 			Operator: op, Instance: int32(idx), Object: h.Object, Size: h.Size,
 			AlignmentUs: h.Alignment.Microseconds(), SyncUs: h.Sync.Microseconds(),
-			AsyncUs: h.Async.Microseconds(),
+			AsyncUs: h.Async.Microseconds(), Finished: h.Finished, Paused: h.Paused,
 		})
 	}
 	slices.SortFunc(meta.Tasks, func(a, b *pb.TaskSnapshot) int {

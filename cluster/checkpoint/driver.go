@@ -150,6 +150,7 @@ func (d *Driver) onAck(m *nats.Msg) {
 	d.send(Ack{Now: now, ID: a.Id, Task: task, Handle: Handle{
 		Object: a.Object, Size: a.Size, Alignment: time.Duration(a.AlignmentUs) * time.Microsecond,
 		Sync: time.Duration(a.SyncUs) * time.Microsecond, Async: time.Duration(a.AsyncUs) * time.Microsecond,
+		Finished: a.Finished, Paused: a.Paused,
 	}})
 }
 

@@ -265,7 +265,11 @@ type CheckpointAck struct {
 	SyncUs      int64 `protobuf:"varint,8,opt,name=sync_us,json=syncUs,proto3" json:"sync_us,omitempty"`
 	AsyncUs     int64 `protobuf:"varint,9,opt,name=async_us,json=asyncUs,proto3" json:"async_us,omitempty"`
 	// Set when the task declines checkpoint id: why.
-	Error         string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,10,opt,name=error,proto3" json:"error,omitempty"`
+	// The task had finished (its input ended) when it took the checkpoint.
+	Finished bool `protobuf:"varint,11,opt,name=finished,proto3" json:"finished,omitempty"`
+	// The task is a source that had stopped reading (the job is stopping).
+	Paused        bool `protobuf:"varint,12,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -368,6 +372,20 @@ func (x *CheckpointAck) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *CheckpointAck) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
+}
+
+func (x *CheckpointAck) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
 }
 
 // TriggerRequest asks a job's coordinator for a checkpoint now.
@@ -480,14 +498,17 @@ func (x *TriggerReply) GetError() string {
 
 // TaskSnapshot is one task's part of a complete checkpoint.
 type TaskSnapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Operator      string                 `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
-	Instance      int32                  `protobuf:"varint,2,opt,name=instance,proto3" json:"instance,omitempty"`
-	Object        string                 `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
-	Size          uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
-	AlignmentUs   int64                  `protobuf:"varint,5,opt,name=alignment_us,json=alignmentUs,proto3" json:"alignment_us,omitempty"`
-	SyncUs        int64                  `protobuf:"varint,6,opt,name=sync_us,json=syncUs,proto3" json:"sync_us,omitempty"`
-	AsyncUs       int64                  `protobuf:"varint,7,opt,name=async_us,json=asyncUs,proto3" json:"async_us,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Operator    string                 `protobuf:"bytes,1,opt,name=operator,proto3" json:"operator,omitempty"`
+	Instance    int32                  `protobuf:"varint,2,opt,name=instance,proto3" json:"instance,omitempty"`
+	Object      string                 `protobuf:"bytes,3,opt,name=object,proto3" json:"object,omitempty"`
+	Size        uint64                 `protobuf:"varint,4,opt,name=size,proto3" json:"size,omitempty"`
+	AlignmentUs int64                  `protobuf:"varint,5,opt,name=alignment_us,json=alignmentUs,proto3" json:"alignment_us,omitempty"`
+	SyncUs      int64                  `protobuf:"varint,6,opt,name=sync_us,json=syncUs,proto3" json:"sync_us,omitempty"`
+	AsyncUs     int64                  `protobuf:"varint,7,opt,name=async_us,json=asyncUs,proto3" json:"async_us,omitempty"`
+	// As in CheckpointAck.
+	Finished      bool `protobuf:"varint,8,opt,name=finished,proto3" json:"finished,omitempty"`
+	Paused        bool `protobuf:"varint,9,opt,name=paused,proto3" json:"paused,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -569,6 +590,20 @@ func (x *TaskSnapshot) GetAsyncUs() int64 {
 		return x.AsyncUs
 	}
 	return 0
+}
+
+func (x *TaskSnapshot) GetFinished() bool {
+	if x != nil {
+		return x.Finished
+	}
+	return false
+}
+
+func (x *TaskSnapshot) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
 }
 
 // CheckpointMeta describes a complete checkpoint or savepoint.
@@ -828,7 +863,7 @@ const file_meshflow_v1_checkpoint_proto_rawDesc = "" +
 	"\vKIND_INJECT\x10\x01\x12\x11\n" +
 	"\rKIND_COMPLETE\x10\x02\x12\x0e\n" +
 	"\n" +
-	"KIND_ABORT\x10\x03\"\x82\x02\n" +
+	"KIND_ABORT\x10\x03\"\xb6\x02\n" +
 	"\rCheckpointAck\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
@@ -840,13 +875,15 @@ const file_meshflow_v1_checkpoint_proto_rawDesc = "" +
 	"\async_us\x18\b \x01(\x03R\x06syncUs\x12\x19\n" +
 	"\basync_us\x18\t \x01(\x03R\aasyncUs\x12\x14\n" +
 	"\x05error\x18\n" +
-	" \x01(\tR\x05error\"@\n" +
+	" \x01(\tR\x05error\x12\x1a\n" +
+	"\bfinished\x18\v \x01(\bR\bfinished\x12\x16\n" +
+	"\x06paused\x18\f \x01(\bR\x06paused\"@\n" +
 	"\x0eTriggerRequest\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x1c\n" +
 	"\tsavepoint\x18\x02 \x01(\bR\tsavepoint\"U\n" +
 	"\fTriggerReply\x12/\n" +
 	"\x04meta\x18\x01 \x01(\v2\x1b.meshflow.v1.CheckpointMetaR\x04meta\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error\"\xc9\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xfd\x01\n" +
 	"\fTaskSnapshot\x12\x1a\n" +
 	"\boperator\x18\x01 \x01(\tR\boperator\x12\x1a\n" +
 	"\binstance\x18\x02 \x01(\x05R\binstance\x12\x16\n" +
@@ -854,7 +891,9 @@ const file_meshflow_v1_checkpoint_proto_rawDesc = "" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12!\n" +
 	"\falignment_us\x18\x05 \x01(\x03R\valignmentUs\x12\x17\n" +
 	"\async_us\x18\x06 \x01(\x03R\x06syncUs\x12\x19\n" +
-	"\basync_us\x18\a \x01(\x03R\aasyncUs\"\xb2\x02\n" +
+	"\basync_us\x18\a \x01(\x03R\aasyncUs\x12\x1a\n" +
+	"\bfinished\x18\b \x01(\bR\bfinished\x12\x16\n" +
+	"\x06paused\x18\t \x01(\bR\x06paused\"\xb2\x02\n" +
 	"\x0eCheckpointMeta\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1c\n" +
