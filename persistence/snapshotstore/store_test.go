@@ -241,7 +241,10 @@ func TestPutWhileWriting(t *testing.T) {
 			}
 			defer snap.Close()
 
-			stop := make(chan struct{})
+			// The scan waits half-way until the writer has applied some
+			// batches, so writes always happen during the upload.
+			stop, written := make(chan struct{}), make(chan struct{})
+			gated := &gatedSnapshot{Snapshot: snap, at: n / 2, gate: written}
 			var wg sync.WaitGroup
 			var rounds int
 			var writeErr error
@@ -251,6 +254,9 @@ func TestPutWhileWriting(t *testing.T) {
 					case <-stop:
 						return
 					default:
+					}
+					if rounds == 4 {
+						close(written)
 					}
 					var b persistence.Batch
 					for i := rounds % 5; i < n; i += 50 {
@@ -268,7 +274,7 @@ func TestPutWhileWriting(t *testing.T) {
 					}
 				}
 			})
-			h, err := st.Put(ctx, "job-"+be.name, 1, "op/0", nil, snap)
+			h, err := st.Put(ctx, "job-"+be.name, 1, "op/0", nil, gated)
 			close(stop)
 			wg.Wait()
 			if err != nil {
@@ -278,9 +284,6 @@ func TestPutWhileWriting(t *testing.T) {
 				t.Fatal(writeErr)
 			}
 			t.Logf("%d write batches during the upload", rounds-1)
-			if content := content(t, ns); slices.Equal(content, want) {
-				t.Fatal("the writer changed nothing")
-			}
 			into := be.open(t).Namespace("op/0")
 			if _, err := st.Restore(ctx, h.Object, into); err != nil {
 				t.Fatal(err)
@@ -290,6 +293,28 @@ func TestPutWhileWriting(t *testing.T) {
 			}
 		})
 	}
+}
+
+// gatedSnapshot waits for gate before the entry at.
+type gatedSnapshot struct {
+	persistence.Snapshot
+	at   int
+	gate <-chan struct{}
+}
+
+func (g *gatedSnapshot) Scan(ctx context.Context, fn func(k, v []byte) error) error {
+	i := 0
+	return g.Snapshot.Scan(ctx, func(k, v []byte) error {
+		if i == g.at {
+			select {
+			case <-g.gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		i++
+		return fn(k, v)
+	})
 }
 
 // TestLarge round-trips 200 000 keys.
