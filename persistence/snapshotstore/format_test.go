@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -248,6 +249,34 @@ func TestDecodeErrors(t *testing.T) {
 	}
 	if _, err := snapshotstore.Decode(bytes.NewReader(v)); err != nil {
 		t.Fatalf("the valid object does not decode: %v", err)
+	}
+}
+
+// TestDecodeBoundedAllocation: lengths that lie (up to the format's limits)
+// in a small object make Decode allocate nothing near what they announce.
+func TestDecodeBoundedAllocation(t *testing.T) {
+	v := valid(t)
+	metaEnd := 7 + 1 + 4
+	for _, tt := range []struct {
+		name string
+		data []byte
+	}{
+		{"meta", reseal(slices.Concat(v[:7], binary.AppendUvarint(nil, snapshotstore.MaxMetaSize), v[8:]))},
+		{"key", reseal(slices.Concat(v[:metaEnd], binary.AppendUvarint(nil, snapshotstore.MaxKeySize), v[metaEnd+1:]))},
+		{"value", reseal(slices.Concat(v[:metaEnd+3], binary.AppendUvarint(nil, snapshotstore.MaxValueSize), v[metaEnd+4:]))},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := snapshotstore.Decode(bytes.NewReader(tt.data))
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, snapshotstore.ErrCorrupt) {
+				t.Fatalf("Decode = %v, want ErrCorrupt", err)
+			}
+			if n := after.TotalAlloc - before.TotalAlloc; n > 1<<20 {
+				t.Fatalf("Decode of %d bytes allocated %d bytes", len(tt.data), n)
+			}
+		})
 	}
 }
 
