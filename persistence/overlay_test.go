@@ -434,6 +434,34 @@ func TestOverlayCommitFailure(t *testing.T) {
 	}
 }
 
+// TestOverlayClose: closing the overlay closes the store under it and
+// drops the buffer; closing a namespace view of it does nothing.
+func TestOverlayClose(t *testing.T) {
+	ctx := context.Background()
+	under := memstore.New()
+	apply(t, under, "stored=1")
+	o := persistence.NewOverlay(under)
+	apply(t, o, "buffered=1")
+	if err := o.Namespace("ns").Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := dump(t, o); got != "buffered=1 stored=1" {
+		t.Fatalf("after closing a namespace view: %q", got)
+	}
+	if err := o.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := under.Get(ctx, []byte("stored")); !errors.Is(err, persistence.ErrClosed) {
+		t.Fatalf("underlying Get after Close = %v, want ErrClosed", err)
+	}
+	if o.Size() != 0 {
+		t.Fatalf("Size = %d after Close", o.Size())
+	}
+	if err := o.Commit(ctx); !errors.Is(err, persistence.ErrClosed) {
+		t.Fatalf("Commit after Close = %v, want ErrClosed", err)
+	}
+}
+
 // TestOverlayModel applies random puts and deletes to a store and to an
 // overlay over it, in several namespaces, and checks every Get and prefix
 // Scan against a model, before and after Commit.
