@@ -93,7 +93,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("badgerstore: open %s: %w", describe(o), err)
 	}
-	kv := &kv{db: db}
+	kv := &kv{db: db, snaps: map[*snapshot]struct{}{}}
 	kv.idle.L = &kv.mu
 	return &Store{root: persistence.NewStore(kv), kv: kv}, nil
 }
@@ -182,8 +182,13 @@ func (s *Store) Apply(ctx context.Context, b *persistence.Batch) error {
 func (s *Store) Namespace(name string) persistence.Store { return s.root.Namespace(name) }
 
 // Close implements [persistence.Store]: it waits for calls in progress,
-// then closes the database.
+// closes the open snapshots (a snapshot scan in progress stops at its next
+// key with persistence.ErrClosed), then closes the database.
 func (s *Store) Close() error { return s.root.Close() }
+
+// Unwrap implements [persistence.Wrapper]: it returns the root view, for
+// persistence.OpenSnapshot and persistence.ReplaceNamespace.
+func (s *Store) Unwrap() persistence.Store { return s.root }
 
 // kv is the backend over the database. Calls register in active so that
 // Close can wait for them before closing the database (Badger must not be
@@ -194,9 +199,10 @@ type kv struct {
 	db *badger.DB
 
 	mu     sync.Mutex
-	idle   sync.Cond // signalled when active drops to 0 after Close
+	idle   sync.Cond // signalled when active or snaps drops to 0 after Close
 	active int
 	closed bool
+	snaps  map[*snapshot]struct{} // open snapshots, closed by Close
 }
 
 func (s *kv) enter() error {
@@ -308,6 +314,21 @@ func (s *kv) Close() error {
 	}
 	s.closed = true
 	for s.active > 0 {
+		s.idle.Wait()
+	}
+	snaps := make([]*snapshot, 0, len(s.snaps))
+	for sn := range s.snaps {
+		snaps = append(snaps, sn)
+	}
+	s.mu.Unlock()
+	// Badger must not be closed under a read transaction: close the
+	// snapshots (their scans stop at the next key), and wait for those
+	// whose Close is running elsewhere.
+	for _, sn := range snaps {
+		sn.Close()
+	}
+	s.mu.Lock()
+	for len(s.snaps) > 0 {
 		s.idle.Wait()
 	}
 	s.mu.Unlock()

@@ -8,12 +8,15 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/meshflow/meshflow/persistence"
 )
 
 // Store is an in-memory store. It is safe for concurrent use; every Apply is
-// atomic, whatever its size.
+// atomic, whatever its size. It supports persistence.OpenSnapshot with
+// copy-on-write snapshots: opening one is O(1), and while one is open the
+// first write to each block of 512 keys copies that block.
 type Store struct {
 	root persistence.Store
 	kv   *kv
@@ -45,8 +48,13 @@ func (s *Store) Apply(ctx context.Context, b *persistence.Batch) error {
 // Namespace implements [persistence.Store].
 func (s *Store) Namespace(name string) persistence.Store { return s.root.Namespace(name) }
 
-// Close implements [persistence.Store]. The data is dropped.
+// Close implements [persistence.Store]. The data is dropped; open
+// snapshots return persistence.ErrClosed from then on.
 func (s *Store) Close() error { return s.root.Close() }
+
+// Unwrap implements [persistence.Wrapper]: it returns the root view, for
+// persistence.OpenSnapshot and persistence.ReplaceNamespace.
+func (s *Store) Unwrap() persistence.Store { return s.root }
 
 // Len is the number of keys stored, in all namespaces.
 func (s *Store) Len() int {
@@ -58,11 +66,29 @@ func (s *Store) Len() int {
 // kv is the backend: a sorted sequence of entries cut into blocks of at
 // most maxBlock entries, so that an insert or delete moves at most one
 // block and the slice of blocks, not the whole key space.
+//
+// Snapshots are copy-on-write: opening one keeps the current slice of
+// blocks (O(1)) and starts a new generation. While a snapshot is open, a
+// writer copies a block made in an earlier generation before changing it,
+// and the slice of blocks too, once per generation; so a snapshot's blocks
+// never change. Entries (their key and value bytes) are never modified once
+// stored. With no snapshot open, writers change blocks in place.
 type kv struct {
 	mu     sync.RWMutex
-	blocks [][]entry // each sorted and non-empty; blocks in key order
+	blocks []*block // each sorted and non-empty; blocks in key order
 	n      int
 	closed bool
+	// isClosed mirrors closed for snapshot scans, which run without mu.
+	isClosed atomic.Bool
+
+	gen       uint64 // current generation; a snapshot opens a new one
+	blocksGen uint64 // generation of the array of blocks
+	snaps     int    // open snapshots
+}
+
+type block struct {
+	gen     uint64 // generation in which the block was made
+	entries []entry
 }
 
 type entry struct{ key, value []byte } // never modified once stored
@@ -71,20 +97,46 @@ const maxBlock = 512
 
 func cmpEntry(e entry, key []byte) int { return bytes.Compare(e.key, key) }
 
-// search returns the position of key, or where it would be inserted.
-func (s *kv) search(key []byte) (bi, i int, found bool) {
-	bi = sort.Search(len(s.blocks), func(j int) bool {
-		b := s.blocks[j]
+// search returns the position of key in blocks, or where it would be
+// inserted.
+func search(blocks []*block, key []byte) (bi, i int, found bool) {
+	bi = sort.Search(len(blocks), func(j int) bool {
+		b := blocks[j].entries
 		return bytes.Compare(b[len(b)-1].key, key) >= 0
 	})
-	if bi == len(s.blocks) { // after the last key
+	if bi == len(blocks) { // after the last key
 		if bi == 0 {
 			return 0, 0, false
 		}
-		return bi - 1, len(s.blocks[bi-1]), false
+		return bi - 1, len(blocks[bi-1].entries), false
 	}
-	i, found = slices.BinarySearchFunc(s.blocks[bi], key, cmpEntry)
+	i, found = slices.BinarySearchFunc(blocks[bi].entries, key, cmpEntry)
 	return bi, i, found
+}
+
+// shared reports whether something made in generation gen may be seen by
+// an open snapshot. Called with mu held.
+func (s *kv) shared(gen uint64) bool { return s.snaps > 0 && gen < s.gen }
+
+// ownBlocks makes the array of blocks writable. Called with mu held.
+func (s *kv) ownBlocks() {
+	if s.shared(s.blocksGen) {
+		s.blocks = slices.Clone(s.blocks)
+		s.blocksGen = s.gen
+	}
+}
+
+// ownBlock makes block bi writable and returns it. Called with mu held.
+func (s *kv) ownBlock(bi int) *block {
+	s.ownBlocks()
+	b := s.blocks[bi]
+	if s.shared(b.gen) {
+		nb := &block{gen: s.gen, entries: make([]entry, len(b.entries), len(b.entries)+1)}
+		copy(nb.entries, b.entries)
+		s.blocks[bi] = nb
+		return nb
+	}
+	return b
 }
 
 func (s *kv) Get(_ context.Context, key []byte) ([]byte, error) {
@@ -93,11 +145,11 @@ func (s *kv) Get(_ context.Context, key []byte) ([]byte, error) {
 	if s.closed {
 		return nil, persistence.ErrClosed
 	}
-	bi, i, found := s.search(key)
+	bi, i, found := search(s.blocks, key)
 	if !found {
 		return nil, persistence.ErrNotFound
 	}
-	return bytes.Clone(s.blocks[bi][i].value), nil
+	return bytes.Clone(s.blocks[bi].entries[i].value), nil
 }
 
 // Scan collects the matching entries under the read lock and calls fn
@@ -109,10 +161,10 @@ func (s *kv) Scan(_ context.Context, prefix []byte, fn func(key, value []byte) e
 		return persistence.ErrClosed
 	}
 	var found []entry
-	bi, i, _ := s.search(prefix)
+	bi, i, _ := search(s.blocks, prefix)
 scan:
 	for ; bi < len(s.blocks); bi, i = bi+1, 0 {
-		for _, e := range s.blocks[bi][i:] {
+		for _, e := range s.blocks[bi].entries[i:] {
 			if !bytes.HasPrefix(e.key, prefix) {
 				break scan
 			}
@@ -135,17 +187,18 @@ func (s *kv) Write(_ context.Context, ops []persistence.Op) error {
 		return persistence.ErrClosed
 	}
 	for _, op := range ops {
-		bi, i, found := s.search(op.Key)
+		bi, i, found := search(s.blocks, op.Key)
 		switch {
 		case op.Delete && found:
-			s.blocks[bi] = slices.Delete(s.blocks[bi], i, i+1)
-			if len(s.blocks[bi]) == 0 {
-				s.blocks = slices.Delete(s.blocks, bi, bi+1)
+			b := s.ownBlock(bi)
+			b.entries = slices.Delete(b.entries, i, i+1)
+			if len(b.entries) == 0 {
+				s.blocks = slices.Delete(s.blocks, bi, bi+1) // ownBlock owned the array
 			}
 			s.n--
 		case op.Delete:
 		case found:
-			s.blocks[bi][i].value = bytes.Clone(op.Value)
+			s.ownBlock(bi).entries[i].value = bytes.Clone(op.Value)
 		default:
 			s.insert(bi, i, entry{bytes.Clone(op.Key), bytes.Clone(op.Value)})
 			s.n++
@@ -156,19 +209,19 @@ func (s *kv) Write(_ context.Context, ops []persistence.Op) error {
 
 func (s *kv) insert(bi, i int, e entry) {
 	if len(s.blocks) == 0 {
-		s.blocks = [][]entry{{e}}
+		s.ownBlocks()
+		s.blocks = append(s.blocks, &block{gen: s.gen, entries: []entry{e}})
 		return
 	}
-	b := slices.Insert(s.blocks[bi], i, e)
-	if len(b) <= maxBlock {
-		s.blocks[bi] = b
+	b := s.ownBlock(bi)
+	b.entries = slices.Insert(b.entries, i, e)
+	if len(b.entries) <= maxBlock {
 		return
 	}
-	half := len(b) / 2
-	left := slices.Clip(b[:half])
-	right := append(make([]entry, 0, maxBlock), b[half:]...)
-	clear(b[half:]) // the left half keeps b's array
-	s.blocks[bi] = left
+	half := len(b.entries) / 2
+	right := &block{gen: s.gen, entries: append(make([]entry, 0, maxBlock), b.entries[half:]...)}
+	clear(b.entries[half:]) // the left half keeps b's array
+	b.entries = slices.Clip(b.entries[:half])
 	s.blocks = slices.Insert(s.blocks, bi+1, right)
 }
 
@@ -176,6 +229,95 @@ func (s *kv) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true
+	s.isClosed.Store(true)
 	s.blocks, s.n = nil, 0
+	return nil
+}
+
+// Snapshot implements [persistence.SnapshotBackend], copy-on-write (see kv):
+// opening one takes the write lock for O(1) work.
+func (s *kv) Snapshot(prefix []byte) (persistence.Snapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, persistence.ErrClosed
+	}
+	sn := &snapshot{kv: s, blocks: s.blocks, prefix: bytes.Clone(prefix)}
+	sn.idle.L = &sn.mu
+	s.gen++
+	s.snaps++
+	return sn, nil
+}
+
+type snapshot struct {
+	kv     *kv
+	prefix []byte
+	stop   atomic.Bool // set by Close: a running scan stops
+
+	mu     sync.Mutex
+	idle   sync.Cond // signalled when scans drops to 0
+	blocks []*block  // never modified; nil once closed
+	scans  int
+	closed bool
+}
+
+func (sn *snapshot) Scan(ctx context.Context, fn func(key, value []byte) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	sn.mu.Lock()
+	if sn.closed || sn.kv.isClosed.Load() {
+		sn.mu.Unlock()
+		return persistence.ErrClosed
+	}
+	sn.scans++
+	blocks := sn.blocks
+	sn.mu.Unlock()
+	defer func() {
+		sn.mu.Lock()
+		sn.scans--
+		if sn.scans == 0 {
+			sn.idle.Broadcast()
+		}
+		sn.mu.Unlock()
+	}()
+	n := len(sn.prefix)
+	bi, i, _ := search(blocks, sn.prefix)
+	for ; bi < len(blocks); bi, i = bi+1, 0 {
+		for _, e := range blocks[bi].entries[i:] {
+			if !bytes.HasPrefix(e.key, sn.prefix) {
+				return nil
+			}
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if sn.stop.Load() || sn.kv.isClosed.Load() {
+				return persistence.ErrClosed
+			}
+			if err := fn(e.key[n:], e.value); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (sn *snapshot) Close() error {
+	sn.mu.Lock()
+	if sn.closed {
+		sn.mu.Unlock()
+		return nil
+	}
+	sn.closed = true
+	sn.stop.Store(true)
+	for sn.scans > 0 {
+		sn.idle.Wait()
+	}
+	sn.blocks = nil
+	sn.mu.Unlock()
+	// Only now may writers change in place what the scans read.
+	sn.kv.mu.Lock()
+	sn.kv.snaps--
+	sn.kv.mu.Unlock()
 	return nil
 }

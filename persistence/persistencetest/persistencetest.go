@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
 		{"Closed", testClosed},
 		{"ContextCancelled", testContextCancelled},
 	}
+	tests = append(tests, snapshotTests...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
