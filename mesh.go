@@ -336,6 +336,7 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)
 		}
 		g.Domain, g.Restart = d.Name, d.Restart
+		g.Checkpoint = m.cfg.checkpointConfig(g.SubjectName())
 		jobs = append(jobs, job{d, g})
 	}
 	node, err := m.cfg.newNode()

@@ -452,8 +452,14 @@ type (
 	WatermarkHandler = actors.WatermarkHandler
 	TimerHandler     = actors.TimerHandler
 	Finisher         = actors.Finisher
-	Timer            = actors.Timer
-	Watermark        = messages.Watermark
+	// CheckpointHandler is implemented by operators that keep state outside
+	// their Store between checkpoints: PrepareCheckpoint writes it there.
+	CheckpointHandler = actors.CheckpointHandler
+	// CheckpointListener is implemented by operators that act when a
+	// checkpoint completes (sinks publishing what they staged).
+	CheckpointListener = actors.CheckpointListener
+	Timer              = actors.Timer
+	Watermark          = messages.Watermark
 )
 
 // Expr is a typed column expression, evaluated batch at a time.

@@ -33,6 +33,9 @@ type runConfig struct {
 
 	domainConnect DomainConnect
 	retention     retentionDefaults
+
+	checkpoints *actors.CheckpointConfig // nil: off
+	restore     map[string]uint64        // by job (subject name)
 }
 
 // WithNATS runs the pipeline over an existing connection (to an embedded
@@ -71,6 +74,38 @@ func WithWindow(n int) RunOption { return func(c *runConfig) { c.window = n } }
 // RestartPolicy says how failing operator instances are restarted.
 type RestartPolicy = actors.RestartPolicy
 
+// CheckpointConfig configures a job's checkpoints: interval, timeout,
+// retention, the checkpoint or savepoint to start from and the recovery
+// policy. See docs/checkpoints.md.
+type CheckpointConfig = actors.CheckpointConfig
+
+// RecoveryPolicy says how often a job restarts from its last checkpoint
+// after a failure before it fails.
+type RecoveryPolicy = actors.RecoveryPolicy
+
+// WithCheckpoints sets how jobs take checkpoints. Checkpoints are on by
+// default, every second, with the defaults of [CheckpointConfig].
+func WithCheckpoints(c CheckpointConfig) RunOption {
+	return func(rc *runConfig) { rc.checkpoints = &c }
+}
+
+// WithRestore starts job from checkpoint or savepoint id instead of its
+// latest checkpoint. job is the pipeline's name, or "<domain>.pipeline" for
+// a domain's job in a mesh (as `meshflow checkpoints list` shows it).
+func WithRestore(job string, id uint64) RunOption {
+	return func(rc *runConfig) {
+		if rc.restore == nil {
+			rc.restore = map[string]uint64{}
+		}
+		rc.restore[job] = id
+	}
+}
+
+// WithoutCheckpoints turns checkpoints off: sources acknowledge their input
+// once the job has taken it, sinks publish at once, and a crash may lose
+// or repeat what was in flight (see docs/delivery.md).
+func WithoutCheckpoints() RunOption { return func(rc *runConfig) { rc.checkpoints = nil } }
+
 type runEnv struct {
 	nc *nats.Conn
 }
@@ -97,7 +132,7 @@ func Run(ctx context.Context, p *Pipeline, opts ...RunOption) (err error) {
 }
 
 func newRunConfig(opts []RunOption) runConfig {
-	cfg := runConfig{dataDir: ".meshflow"}
+	cfg := runConfig{dataDir: ".meshflow", checkpoints: &actors.CheckpointConfig{}}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -153,6 +188,18 @@ func (cfg *runConfig) open(ctx context.Context, connName string) (closeEnv func(
 	return closeEnv, nil
 }
 
+// checkpointConfig is a copy of the checkpoint configuration for one job.
+func (cfg *runConfig) checkpointConfig(job string) *actors.CheckpointConfig {
+	if cfg.checkpoints == nil {
+		return nil
+	}
+	c := *cfg.checkpoints
+	if id, ok := cfg.restore[job]; ok {
+		c.Restore = id
+	}
+	return &c
+}
+
 func (cfg *runConfig) newNode() (*actors.Node, error) {
 	node, err := actors.NewNode(actors.NodeConfig{
 		ID:        "local",
@@ -180,6 +227,7 @@ func runOn(ctx context.Context, p *Pipeline, cfg runConfig) error {
 	if err != nil {
 		return fmt.Errorf("meshflow: %w", err)
 	}
+	g.Checkpoint = cfg.checkpointConfig(g.SubjectName())
 	pl, err := cluster.SingleNode{}.Place(g, []string{node.ID()})
 	if err != nil {
 		return fmt.Errorf("meshflow: %w", err)

@@ -28,8 +28,7 @@ type inChan struct {
 	lastTick  uint64
 	wm        messages.Watermark
 	eos       bool
-	barrier   uint64              // barrier this channel is aligned on, 0 if none
-	held      []messages.Envelope // envelopes behind the barrier
+	idx       int // index in instance.ins (and in the aligner)
 }
 
 type outChan struct {
@@ -244,11 +243,8 @@ func (s *instance) releaseQueued() {
 			oc.queue = nil
 		}
 	}
-	for _, ch := range s.ins {
-		for i := range ch.held {
-			ch.held[i].Release()
-		}
-		ch.held = nil
+	for _, env := range s.al.drain() {
+		env.Release()
 	}
 	if s.retry != nil {
 		s.retry.env.Release()

@@ -84,7 +84,10 @@ type JobGraph struct {
 	// private namespace.
 	Domain string
 	// Restart, when set, replaces the node's restart policy for this job.
-	Restart        *RestartPolicy
+	Restart *RestartPolicy
+	// Checkpoint, when set, makes the job take consistent checkpoints and
+	// recover from them (see docs/checkpoints.md).
+	Checkpoint     *CheckpointConfig
 	Vertices       []*Vertex
 	Edges          []Edge
 	MaxParallelism int // key groups of hash edges; DefaultMaxParallelism if 0

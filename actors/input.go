@@ -9,16 +9,41 @@ import (
 	"github.com/meshflow/meshflow/messages"
 )
 
+// onData takes an envelope that arrived on an input: the aligner decides
+// when it is processed (at once, or after the alignment of a barrier).
 func (s *instance) onData(c actor.Context, m *dataMsg) {
 	ch := s.inByKey[m.key]
 	if ch == nil {
 		m.env.Release()
 		s.fail(fmt.Errorf("envelope on unknown channel %v", m.key))
 	}
-	if ch.barrier != 0 && m.env.Kind != messages.KindEndOfStream {
-		ch.held = append(ch.held, m.env)
-		return
+	if err := s.al.offer(ch.idx, m.env); err != nil {
+		m.env.Release()
+		s.fail(fmt.Errorf("channel %v: %w", m.key, err))
 	}
+	s.runAligner(c)
+}
+
+// runAligner carries out the aligner's steps: envelopes to process, and
+// checkpoints to take when a barrier is aligned.
+func (s *instance) runAligner(c actor.Context) {
+	for {
+		ev, ok := s.al.next()
+		if !ok {
+			return
+		}
+		switch ev.kind {
+		case alignDeliver:
+			ch := s.ins[ev.in]
+			s.deliver(c, ch, &dataMsg{key: ch.key, env: ev.env, part: s.part})
+		case alignAligned:
+			s.takeCheckpoint(c, ev.barrier, ev.took)
+		}
+	}
+}
+
+// deliver processes one envelope of input ch.
+func (s *instance) deliver(c actor.Context, ch *inChan, m *dataMsg) {
 	switch m.env.Kind {
 	case messages.KindBatch:
 		s.processBatch(c, ch, m)
@@ -29,16 +54,10 @@ func (s *instance) onData(c actor.Context, m *dataMsg) {
 		s.processed(c, ch)
 		s.advanceWatermark(c)
 	case messages.KindBarrier:
+		// The aligner acts on barriers; here it only counts as input.
 		s.processed(c, ch)
-		ch.barrier = m.env.Barrier.ID
-		s.align(c, m.env.Barrier)
 	case messages.KindEndOfStream:
 		ch.eos = true
-		for _, e := range ch.held {
-			e.Release()
-		}
-		ch.held = nil
-		ch.barrier = 0
 		s.advanceWatermark(c)
 		s.maybeFinish(c)
 	default:
@@ -61,7 +80,7 @@ func (s *instance) processBatch(c actor.Context, ch *inChan, m *dataMsg) {
 	ctx := context.WithValue(s.part.ctx, inputSeqKey{}, m.seq)
 	ctx = context.WithValue(ctx, inputLineageKey{}, lin)
 	s.inLin, s.inRows, s.emitN = lin, int(rows), 0
-	err := s.call(func() error { return s.op.Process(ctx, m.env.Batch, s) })
+	err := s.callState(func() error { return s.op.Process(ctx, m.env.Batch, s) })
 	s.inLin = nil
 	if err != nil {
 		s.releaseEmitted()
@@ -75,32 +94,11 @@ func (s *instance) processBatch(c actor.Context, ch *inChan, m *dataMsg) {
 	s.processed(c, ch)
 }
 
-// align forwards barrier b once every open input has delivered it, then
-// processes what was held behind it.
-func (s *instance) align(c actor.Context, b messages.Barrier) {
-	for _, ch := range s.ins {
-		if !ch.eos && ch.barrier != b.ID {
-			return
-		}
-	}
-	s.broadcast(c, messages.BarrierEnvelope(b))
-	var held []struct {
-		key chanKey
-		env messages.Envelope
-	}
-	for _, ch := range s.ins {
-		ch.barrier = 0
-		for _, e := range ch.held {
-			held = append(held, struct {
-				key chanKey
-				env messages.Envelope
-			}{ch.key, e})
-		}
-		ch.held = nil
-	}
-	for _, h := range held {
-		s.onData(c, &dataMsg{key: h.key, env: h.env})
-	}
+// abortAlignment gives up aligning checkpoint id (or an older one) and
+// processes what was held.
+func (s *instance) abortAlignment(c actor.Context, id uint64) {
+	s.al.abort(id)
+	s.runAligner(c)
 }
 
 func (s *instance) maybeFinish(c actor.Context) {
@@ -112,35 +110,32 @@ func (s *instance) maybeFinish(c actor.Context) {
 			return
 		}
 	}
-	if ch := s.pendingBarrier(); ch {
+	if _, aligning := s.al.aligning(); aligning {
 		return
 	}
 	s.finished = true
 	s.setWatermark(c, messages.MaxWatermark)
 	if f, ok := s.op.(Finisher); ok {
-		if err := s.call(func() error { return f.Finish(s.part.ctx, s) }); err != nil {
+		if err := s.callState(func() error { return f.Finish(s.part.ctx, s) }); err != nil {
 			s.releaseEmitted()
 			s.finished = false
 			s.fail(fmt.Errorf("finish: %w", err))
 		}
 		s.dispatch(c)
 	}
-	s.opened = false
-	if err := s.call(func() error { return s.op.Close(s.part.ctx) }); err != nil {
-		s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
-		return
+	if s.part.checkpointing {
+		// The operator stays open: the checkpoint covering its last
+		// output is still to come (a sink commits it then).
+		s.takePendingAtFinish(c)
+	} else {
+		s.opened = false
+		if err := s.call(func() error { return s.op.Close(s.part.ctx) }); err != nil {
+			s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
+			return
+		}
 	}
 	s.broadcast(c, messages.EndOfStream())
 	s.afterFlush(c)
-}
-
-func (s *instance) pendingBarrier() bool {
-	for _, ch := range s.ins {
-		if ch.barrier != 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // Sources.

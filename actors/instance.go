@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -87,6 +88,11 @@ type instance struct {
 	owe     bool
 	emitted []arrow.RecordBatch
 	timers  *timerService
+	// overlay holds an operator's state writes during one call, so a
+	// failed call leaves nothing behind (nil for sources).
+	overlay *persistence.Overlay
+	ck      instanceCheckpoints
+	al      *aligner
 
 	// Lineage (see messages.Lineage): of the input being processed, of
 	// each emitted batch, and the count of batches emitted for that input.
@@ -132,6 +138,9 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 	} else {
 		s.state = memstore.New()
 	}
+	if v.NewSource == nil {
+		s.overlay = persistence.NewOverlay(s.state)
+	}
 	s.timers = newTimerService(s)
 	var r [8]byte
 	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
@@ -146,7 +155,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 				continue
 			}
 			from := InstanceID{e.From, i}
-			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark}
+			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark, idx: len(s.ins)}
 			if p.placement[from] != self {
 				c.remote = true
 				c.subject = CreditSubject(g.SubjectName(), e.From, v.Name, i, idx)
@@ -158,6 +167,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 			s.inByKey[c.key] = c
 		}
 	}
+	s.al = newAligner(len(s.ins), time.Now)
 	for _, ei := range g.OutEdges(v.Name) {
 		e := g.Edges[ei]
 		down := g.Vertex(e.To)
@@ -219,13 +229,45 @@ func (a *instanceActor) Receive(c actor.Context) {
 		if m.gen == s.gen {
 			s.finishSource(c)
 		}
+	case *pauseSourceMsg:
+		s.onPauseSource()
+	case *triggerMsg:
+		s.onTrigger(c, m)
+	case *sourceCheckpointMsg:
+		s.onSourceCheckpoint(c, m)
+	case *completeMsg:
+		s.onComplete(c, m)
+	case *abortMsg:
+		s.onAbort(c, m)
 	}
 }
 
 // fail hands err to the supervisor: the actor is restarted or, after too
 // many failures, the job fails.
+//
+// With checkpoints on, an instance that keeps state a restart of it alone
+// would lose (see [CheckpointHandler]) is not restarted: the job recovers
+// from its last checkpoint.
 func (s *instance) fail(err error) {
-	panic(&instanceFailure{id: s.id, err: err})
+	panic(&instanceFailure{id: s.id, err: err, recover: s.part.checkpointing && s.volatile()})
+}
+
+// callState runs operator code that may write state. Its writes reach the
+// Store when it succeeds and are dropped when it fails, so a retried batch
+// never writes twice.
+func (s *instance) callState(f func() error) error {
+	err := s.call(f)
+	if s.overlay == nil {
+		return err
+	}
+	if err != nil {
+		s.overlay.Discard()
+		return err
+	}
+	if err := s.overlay.Commit(s.part.ctx); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
 }
 
 // call runs user code, turning a panic into a *PanicError.
@@ -252,8 +294,9 @@ func (s *instance) onStarted(c actor.Context) {
 	// retried whether or not the instance was started.
 	if m := s.retry; m != nil {
 		s.retry = nil
-		s.onData(c, m)
+		s.deliver(c, s.inByKey[m.key], m)
 	}
+	s.runAligner(c)
 	if !s.started {
 		return
 	}
@@ -270,6 +313,12 @@ func (s *instance) onStarted(c actor.Context) {
 
 func (s *instance) open() error {
 	s.timers.reset()
+	if m := s.ck.restoreMeta; m != nil {
+		s.ck.restoreMeta = nil
+		if err := s.applyRuntimeMeta(m); err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+	}
 	if s.v.NewSource != nil {
 		s.src = s.v.NewSource()
 		if err := s.call(func() error { return s.src.Open(s.part.ctx, s) }); err != nil {
@@ -277,7 +326,7 @@ func (s *instance) open() error {
 		}
 	} else {
 		s.op = s.v.NewOperator()
-		if err := s.call(func() error { return s.op.Open(s.part.ctx, s) }); err != nil {
+		if err := s.callState(func() error { return s.op.Open(s.part.ctx, s) }); err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
 	}
@@ -328,7 +377,12 @@ func (s *instance) Instance() int               { return s.id.Index }
 func (s *instance) Parallelism() int            { return s.v.Parallelism }
 func (s *instance) Logger() *slog.Logger        { return s.log }
 func (s *instance) Allocator() memory.Allocator { return s.mem }
-func (s *instance) State() persistence.Store    { return s.state }
-func (s *instance) Timers() TimerService        { return s.timers }
-func (s *instance) Checkpointing() bool         { return s.part.checkpointing }
-func (s *instance) RestoredCheckpoint() uint64  { return s.part.restored }
+func (s *instance) State() persistence.Store {
+	if s.overlay != nil {
+		return s.overlay
+	}
+	return s.state
+}
+func (s *instance) Timers() TimerService       { return s.timers }
+func (s *instance) Checkpointing() bool        { return s.part.checkpointing }
+func (s *instance) RestoredCheckpoint() uint64 { return s.part.restored }

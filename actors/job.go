@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/messages"
 	"github.com/meshflow/meshflow/messages/pb"
 )
@@ -29,6 +30,8 @@ type jobPart struct {
 	// the id of the checkpoint this run was restored from (0: none).
 	checkpointing bool
 	restored      uint64
+	ck            *jobCheckpoints
+	first         bool // the first run of the job on this node
 
 	// ctx is handed to user code; cancelled on hard stop and at the end.
 	ctx    context.Context
@@ -164,6 +167,12 @@ func (p *jobPart) run(ctx context.Context) error {
 	if p.remaining == 0 {
 		return nil
 	}
+	if p.checkpointing {
+		defer p.ck.stop()
+		if err := p.ck.restore(ctx, p.first); err != nil {
+			return err
+		}
+	}
 	if err := p.subscribe(); err != nil {
 		p.unsubscribe()
 		return err
@@ -193,6 +202,9 @@ func (p *jobPart) run(ctx context.Context) error {
 		}()
 	}
 	p.log.Info("job started", "instances", len(p.shells))
+	if p.checkpointing {
+		return p.runCheckpointed(ctx)
+	}
 
 	select {
 	case <-p.done:
@@ -251,6 +263,9 @@ func (p *jobPart) pid(id InstanceID) *actor.PID {
 }
 
 func (p *jobPart) instanceDone(id InstanceID) {
+	if p.ck != nil {
+		p.ck.sourcePaused(id) // a finished instance produces nothing more either
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.remaining--
@@ -375,6 +390,11 @@ func (p *jobPart) subscribe() error {
 					return err
 				}
 			}
+		}
+	}
+	if p.checkpointing {
+		if err := add(checkpoint.CommandSubject(p.g.SubjectName()), p.ck.command, 1<<16, 64<<20); err != nil {
+			return err
 		}
 	}
 	if p.multiNode {

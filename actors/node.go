@@ -13,8 +13,10 @@ import (
 	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/nats-io/nats.go"
 
+	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/logging"
 	"github.com/meshflow/meshflow/persistence"
+	"github.com/meshflow/meshflow/persistence/snapshotstore"
 )
 
 // NodeConfig configures a [Node].
@@ -64,6 +66,11 @@ type Node struct {
 	subs  map[*nats.Subscription]*jobPart
 
 	deadLetters *eventstream.Subscription
+
+	// The checkpoint stores, opened by the first job with checkpoints.
+	ckMu    sync.Mutex
+	ckMeta  *checkpoint.Store
+	ckSnaps *snapshotstore.Store
 }
 
 // NewNode returns a node. It starts no goroutine of its own.
@@ -162,13 +169,23 @@ func (n *Node) Run(ctx context.Context, g *JobGraph, p Placement) error {
 			}
 		}
 	}
-	key := g.SubjectName()
+	if g.Checkpoint != nil {
+		if len(g.Vertices) == 0 {
+			return fmt.Errorf("%w: no operators", ErrInvalidGraph)
+		}
+		return n.runRecovering(ctx, g, p)
+	}
+	return n.runPart(ctx, newJobPart(n, g, p))
+}
+
+// runPart runs one job part, registered as the job's part on the node.
+func (n *Node) runPart(ctx context.Context, part *jobPart) error {
+	key := part.g.SubjectName()
 	n.mu.Lock()
 	if n.parts[key] != nil {
 		n.mu.Unlock()
 		return fmt.Errorf("actors: job %q already runs on node %s", key, n.cfg.ID)
 	}
-	part := newJobPart(n, g, p)
 	n.parts[key] = part
 	n.mu.Unlock()
 	defer func() {

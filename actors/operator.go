@@ -142,6 +142,9 @@ type Source interface {
 	// Read blocks until it has a batch, the input ends (io.EOF) or ctx is
 	// done. The batch is handed over. Read is called from a goroutine owned
 	// by the source's actor, never concurrently with the other methods.
+	// When ctx is done Read must return promptly and keep whatever it holds
+	// for the next call: the runtime cancels a Read to take a checkpoint
+	// between two batches.
 	Read(ctx context.Context) (arrow.RecordBatch, error)
 	// Close releases the source's resources.
 	Close(ctx context.Context) error

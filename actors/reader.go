@@ -160,6 +160,18 @@ func (s *instance) onStopSource(c actor.Context) {
 	c.Send(s.self, &drainedMsg{gen: s.gen})
 }
 
+// onPauseSource stops a source reading for good, without ending its
+// stream: the job is stopping with a final checkpoint, which the source
+// takes (and then acknowledges its input) when the trigger comes.
+func (s *instance) onPauseSource() {
+	if s.src == nil || s.finished || s.draining {
+		return
+	}
+	s.draining = true
+	s.stopReader()
+	s.part.sourcePaused(s.id)
+}
+
 // finishSource ends a source: commit, close, final watermark, end-of-stream.
 func (s *instance) finishSource(c actor.Context) {
 	if s.finished {
@@ -172,10 +184,14 @@ func (s *instance) finishSource(c actor.Context) {
 		}
 	}
 	s.finished = true
-	s.opened = false
-	if err := s.call(func() error { return s.src.Close(s.part.ctx) }); err != nil {
-		s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
-		return
+	if !s.part.checkpointing {
+		// With checkpoints, the source stays open until the job ends: it
+		// acknowledges its input when a checkpoint covering it completes.
+		s.opened = false
+		if err := s.call(func() error { return s.src.Close(s.part.ctx) }); err != nil {
+			s.part.fail(&OperatorError{Job: s.part.g.Name, Operator: s.id.Operator, Instance: s.id.Index, Failures: 1, Err: fmt.Errorf("close: %w", err)})
+			return
+		}
 	}
 	s.setWatermark(c, messages.MaxWatermark)
 	s.broadcast(c, messages.EndOfStream())

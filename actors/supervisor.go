@@ -58,6 +58,9 @@ func (p RestartPolicy) backoff(failures int) time.Duration {
 type instanceFailure struct {
 	id  InstanceID
 	err error
+	// recover says the instance must not be restarted alone: the job
+	// recovers from its last checkpoint.
+	recover bool
 }
 
 // supervisor is the strategy of a job actor for its instance children:
@@ -85,7 +88,7 @@ func (s *supervisor) HandleFailure(_ *actor.ActorSystem, sup actor.Supervisor, c
 	}
 	rs.Fail()
 	n := rs.NumberOfFailures(s.policy.Window)
-	if n > s.policy.MaxFailures {
+	if n > s.policy.MaxFailures || f.recover {
 		sup.StopChildren(child)
 		s.giveUp(f.id, n, f.err)
 		return

@@ -144,7 +144,7 @@ func (t *timerService) fireEventTimers(wm messages.Watermark) error {
 			continue
 		}
 		tm := Timer{Kind: EventTimeTimer, Time: k.time, Tag: k.tag}
-		if err := s.call(func() error { return h.OnTimer(s.part.ctx, tm, s) }); err != nil {
+		if err := s.callState(func() error { return h.OnTimer(s.part.ctx, tm, s) }); err != nil {
 			s.releaseEmitted()
 			return fmt.Errorf("event timer %d %q: %w", k.time, k.tag, err)
 		}
@@ -171,7 +171,7 @@ func (s *instance) onProcessingTimer(c actor.Context, m *timerMsg) {
 	if !ok {
 		return
 	}
-	if err := s.call(func() error { return h.OnTimer(s.part.ctx, m.t, s) }); err != nil {
+	if err := s.callState(func() error { return h.OnTimer(s.part.ctx, m.t, s) }); err != nil {
 		s.releaseEmitted()
 		s.fail(fmt.Errorf("processing timer %q: %w", m.t.Tag, err))
 	}

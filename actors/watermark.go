@@ -31,7 +31,7 @@ func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
 			s.fail(err)
 		}
 		if h, ok := s.op.(WatermarkHandler); ok {
-			if err := s.call(func() error { return h.OnWatermark(s.part.ctx, wm, s) }); err != nil {
+			if err := s.callState(func() error { return h.OnWatermark(s.part.ctx, wm, s) }); err != nil {
 				s.releaseEmitted()
 				s.fail(fmt.Errorf("watermark %d: %w", wm, err))
 			}

@@ -2,6 +2,8 @@ package operators
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/messages"
+	"github.com/meshflow/meshflow/persistence"
 )
 
 // PrintFormat is how [Print] writes rows.
@@ -93,15 +96,33 @@ func (p *Print) Process(_ context.Context, in arrow.RecordBatch, _ actors.Emitte
 }
 
 // Batches is a bounded source emitting copies of fixed batches; instance i
-// of n emits the batches whose index modulo n is i.
+// of n emits the batches whose index modulo n is i. Row r of batch b is at
+// position b<<32 | r, and a checkpoint records the next batch to read, so
+// a job restored from a checkpoint goes on from there.
 type Batches struct {
-	Recs []arrow.RecordBatch
-	i, n int
-	next int
+	Recs  []arrow.RecordBatch
+	i, n  int
+	next  int
+	last  int // index of the batch Read returned last
+	state persistence.Store
 }
 
-func (b *Batches) Open(_ context.Context, oc actors.OperatorContext) error {
+var (
+	_ actors.PositionRanger    = (*Batches)(nil)
+	_ actors.Positioner        = (*Batches)(nil)
+	_ actors.CheckpointHandler = (*Batches)(nil)
+)
+
+func (b *Batches) Open(ctx context.Context, oc actors.OperatorContext) error {
 	b.i, b.n, b.next = oc.Instance(), oc.Parallelism(), oc.Instance()
+	b.state = oc.State()
+	next, err := restoreIndex(ctx, oc)
+	if err != nil {
+		return err
+	}
+	if next >= 0 {
+		b.next = next
+	}
 	return nil
 }
 
@@ -110,32 +131,102 @@ func (b *Batches) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		return nil, io.EOF
 	}
 	rec := b.Recs[b.next]
+	b.last = b.next
 	b.next += b.n
 	rec.Retain()
 	return rec, nil
+}
+
+// PositionBase implements actors.PositionRanger.
+func (b *Batches) PositionBase() (uint64, bool) { return uint64(b.last) << 32, true }
+
+// Positions implements actors.Positioner (PositionBase always applies).
+func (b *Batches) Positions() []uint64 { return nil }
+
+// PrepareCheckpoint records the next batch to read.
+func (b *Batches) PrepareCheckpoint(ctx context.Context, _ uint64) error {
+	return saveIndex(ctx, b.state, b.next)
 }
 
 func (b *Batches) Close(context.Context) error { return nil }
 
 // JSONSource is a bounded source decoding fixed JSON lines into batches of
 // Schema, BatchSize rows at most; instance i of n decodes the lines whose
-// index modulo n is i. A line that does not decode fails the source.
+// index modulo n is i. A line that does not decode fails the source. A
+// row's position is its line's index, and a checkpoint records the next
+// line to read.
 type JSONSource struct {
 	Schema    *arrow.Schema
 	Lines     []string
 	BatchSize int
 
-	mem  memory.Allocator
-	i, n int
-	next int
+	mem   memory.Allocator
+	i, n  int
+	next  int
+	pos   []uint64
+	state persistence.Store
 }
 
-func (s *JSONSource) Open(_ context.Context, oc actors.OperatorContext) error {
+var (
+	_ actors.Positioner        = (*JSONSource)(nil)
+	_ actors.CheckpointHandler = (*JSONSource)(nil)
+)
+
+func (s *JSONSource) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.mem, s.i, s.n, s.next = oc.Allocator(), oc.Instance(), oc.Parallelism(), oc.Instance()
 	if s.BatchSize <= 0 {
 		s.BatchSize = 8192
 	}
+	s.state = oc.State()
+	next, err := restoreIndex(ctx, oc)
+	if err != nil {
+		return err
+	}
+	if next >= 0 {
+		s.next = next
+	}
 	return nil
+}
+
+// Positions implements actors.Positioner.
+func (s *JSONSource) Positions() []uint64 {
+	p := s.pos
+	s.pos = nil
+	return p
+}
+
+// PrepareCheckpoint records the next line to read.
+func (s *JSONSource) PrepareCheckpoint(ctx context.Context, _ uint64) error {
+	return saveIndex(ctx, s.state, s.next)
+}
+
+// indexKey is where the bounded sources record their next index.
+var indexKey = []byte("next")
+
+func saveIndex(ctx context.Context, st persistence.Store, next int) error {
+	var b persistence.Batch
+	b.Put(indexKey, binary.AppendUvarint(nil, uint64(next)))
+	return st.Apply(ctx, &b)
+}
+
+// restoreIndex returns the index recorded by the checkpoint the job was
+// restored from, or -1.
+func restoreIndex(ctx context.Context, oc actors.OperatorContext) (int, error) {
+	if oc.RestoredCheckpoint() == 0 {
+		return -1, nil
+	}
+	v, err := oc.State().Get(ctx, indexKey)
+	if errors.Is(err, persistence.ErrNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("restore position: %w", err)
+	}
+	next, n := binary.Uvarint(v)
+	if n <= 0 || next > 1<<40 {
+		return 0, fmt.Errorf("restore position: bad value %x", v)
+	}
+	return int(next), nil
 }
 
 func (s *JSONSource) Read(ctx context.Context) (arrow.RecordBatch, error) {
@@ -147,10 +238,14 @@ func (s *JSONSource) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		return nil, err
 	}
 	defer dec.Release()
+	start := s.next
+	s.pos = s.pos[:0]
 	for s.next < len(s.Lines) && dec.Len() < s.BatchSize {
 		if err := dec.Append([]byte(s.Lines[s.next])); err != nil {
+			s.next = start
 			return nil, fmt.Errorf("line %d: %w", s.next+1, err)
 		}
+		s.pos = append(s.pos, uint64(s.next))
 		s.next += s.n
 	}
 	return dec.NewBatch(), nil

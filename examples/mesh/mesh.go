@@ -4,6 +4,7 @@
 //	orders      checkout events (producers)  ->  orders.placed
 //	payments    transactions (producers)     ->  payments.settled
 //	analytics   orders.placed                ->  analytics.big_orders
+//	                                         ->  analytics.customer_totals
 //	            payments.settled             ->  analytics.settled_eur
 //
 // Producers publish JSON to mesh.orders.in.checkout and
@@ -67,6 +68,7 @@ var (
 		{Name: "amount", Type: arrow.PrimitiveTypes.Float64},
 		{Name: "currency", Type: arrow.BinaryTypes.String},
 	}, nil)}
+	totalsContract  = domains.Contract{Version: 1, Schema: TotalsSchema}
 	settledContract = domains.Contract{Version: 1, Schema: arrow.NewSchema([]arrow.Field{
 		{Name: "order_id", Type: arrow.PrimitiveTypes.Int64},
 		{Name: "amount_eur", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
@@ -98,12 +100,18 @@ func Domains() []*meshflow.Domain {
 			Outputs: []domains.Output{
 				{Name: "big_orders", Description: "orders of 1000 or more", Contract: bigOrderContract},
 				{Name: "settled_eur", Description: "settled amounts in EUR", Contract: settledContract},
+				{Name: "customer_totals", Description: "every order with its customer's order count and total so far", Contract: totalsContract},
 			}},
 		Build: func(b *meshflow.DomainPipeline) {
-			big := b.Input("orders").
+			orders := b.Input("orders")
+			big := orders.
 				Filter("big", meshflow.Col("amount").Ge(1000)).
 				Project("shape", "order_id", "customer_id", "amount", "currency")
 			b.Output("big_orders", big)
+			totals := orders.
+				KeyBy("customer_id").
+				Process("totals", NewCustomerTotals, meshflow.Parallelism(2), meshflow.OutputSchema(TotalsSchema))
+			b.Output("customer_totals", totals)
 			eur := b.Input("payments").
 				Map("to-eur", meshflow.Set("amount_eur",
 					meshflow.Col("amount").Mul(0.92))). // one rate for every currency: an example

@@ -1,0 +1,264 @@
+package actors
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow/cluster/checkpoint"
+	"github.com/meshflow/meshflow/messages/pb"
+	"github.com/meshflow/meshflow/persistence"
+	"github.com/meshflow/meshflow/persistence/snapshotstore"
+)
+
+// task is the instance's name in checkpoints: <operator>/<index>.
+func (id InstanceID) task() string { return fmt.Sprintf("%s/%d", id.Operator, id.Index) }
+
+// coordinatorNode is the node that runs the job's checkpoint coordinator:
+// the one running the first instance of the first operator.
+func coordinatorNode(g *JobGraph, p Placement) string {
+	return p[InstanceID{g.Vertices[0].Name, 0}]
+}
+
+// checkpointStores opens (once) the node's checkpoint metadata store and
+// snapshot store.
+func (n *Node) checkpointStores(ctx context.Context) (*checkpoint.Store, *snapshotstore.Store, error) {
+	n.ckMu.Lock()
+	defer n.ckMu.Unlock()
+	if n.ckMeta != nil {
+		return n.ckMeta, n.ckSnaps, nil
+	}
+	js, err := jetstream.New(n.cfg.NATS)
+	if err != nil {
+		return nil, nil, fmt.Errorf("actors: checkpoints: %w", err)
+	}
+	meta, err := checkpoint.OpenStore(ctx, js)
+	if err != nil {
+		return nil, nil, fmt.Errorf("actors: checkpoints: %w", err)
+	}
+	snaps, err := snapshotstore.Open(ctx, js, "")
+	if err != nil {
+		return nil, nil, fmt.Errorf("actors: checkpoints: %w", err)
+	}
+	n.ckMeta, n.ckSnaps = meta, snaps
+	return meta, snaps, nil
+}
+
+// runCheckpointed waits for the end of a job part with checkpoints: when
+// every local instance has finished, a last checkpoint covers their
+// output; when ctx is done, the sources stop reading and a final
+// checkpoint is taken before the part stops.
+func (p *jobPart) runCheckpointed(ctx context.Context) error {
+	c := p.ck
+	var driver *checkpoint.Driver
+	if coordinatorNode(p.g, p.placement) == p.node.cfg.ID {
+		d, err := p.startCoordinator(ctx)
+		if err != nil {
+			return err
+		}
+		driver = d
+		defer d.Close()
+	}
+	var driverFailed <-chan error
+	if driver != nil {
+		driverFailed = driver.Failed()
+	}
+	select {
+	case <-p.done:
+		// Every local instance has finished: one more checkpoint covers
+		// what they produced last.
+		wctx, cancel := context.WithTimeout(ctx, p.node.cfg.DrainTimeout)
+		defer cancel()
+		if err := p.finalCheckpoint(wctx, driver); err != nil {
+			return fmt.Errorf("actors: job %q: last checkpoint: %w", p.g.Name, err)
+		}
+		p.log.Info("job finished")
+		return nil
+	case <-p.failed:
+		return p.failure()
+	case err := <-driverFailed:
+		return fmt.Errorf("actors: job %q: %w", p.g.Name, err)
+	case <-ctx.Done():
+	}
+	p.log.Info("stopping job with a final checkpoint")
+	for _, s := range p.shells {
+		if s.v.NewSource != nil {
+			p.node.system.Root.Send(p.pid(s.id), &pauseSourceMsg{})
+		}
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.node.cfg.DrainTimeout)
+	defer cancel()
+	err := c.waitFor(wctx, func() bool {
+		for _, s := range p.shells {
+			if s.v.NewSource != nil && !c.paused[s.id] {
+				return false
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = p.finalCheckpoint(wctx, driver)
+	}
+	if err != nil {
+		select {
+		case <-p.failed:
+			return p.failure()
+		default:
+		}
+		return fmt.Errorf("actors: job %q: %w: %w (%w)", p.g.Name, errStopped, err, ctx.Err())
+	}
+	p.log.Info("job stopped after its final checkpoint")
+	return ctx.Err()
+}
+
+// finalCheckpoint takes a checkpoint after everything local stopped
+// producing (the coordinating node triggers it; the others wait for it)
+// and waits until every local instance processed its completion.
+func (p *jobPart) finalCheckpoint(ctx context.Context, driver *checkpoint.Driver) error {
+	c := p.ck
+	if driver != nil {
+		for {
+			meta, err := driver.Trigger(ctx, false)
+			if err != nil {
+				return err
+			}
+			if err := c.waitFor(ctx, func() bool { return c.allCompleted(meta.Id) }); err != nil {
+				return err
+			}
+			if p.jobFinishedOrPaused(meta) {
+				return nil
+			}
+		}
+	}
+	c.mu.Lock()
+	after := c.injected
+	c.mu.Unlock()
+	var target uint64
+	return c.waitFor(ctx, func() bool {
+		if c.injected > after && target == 0 {
+			target = c.injected
+		}
+		return target != 0 && c.allCompleted(target)
+	})
+}
+
+// jobFinishedOrPaused reports whether checkpoint meta covers the whole
+// job's output: every source had finished or stopped reading when it took
+// the checkpoint, so its barrier came after all their output.
+func (p *jobPart) jobFinishedOrPaused(meta *pb.CheckpointMeta) bool {
+	if !p.multiNode {
+		return true
+	}
+	for _, t := range meta.Tasks {
+		v := p.g.Vertex(t.Operator)
+		if v != nil && v.NewSource != nil && !t.Finished && !t.Paused {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *jobPart) startCoordinator(ctx context.Context) (*checkpoint.Driver, error) {
+	store, snaps, err := p.node.checkpointStores(ctx)
+	if err != nil {
+		return nil, err
+	}
+	job := p.g.SubjectName()
+	restored, err := store.Restored(ctx, job)
+	if err != nil {
+		return nil, fmt.Errorf("actors: job %q: coordinator: %w", p.g.Name, err)
+	}
+	var tasks []string
+	for _, v := range p.g.Vertices {
+		for i := 0; i < v.Parallelism; i++ {
+			tasks = append(tasks, InstanceID{v.Name, i}.task())
+		}
+	}
+	cfg := p.ck.cfg
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d, err := checkpoint.StartDriver(sctx, checkpoint.DriverConfig{
+		NATS:    p.node.cfg.NATS,
+		System:  p.node.system,
+		Store:   store,
+		Deleter: snaps,
+		Logger:  p.log,
+		Config: checkpoint.Config{
+			Job:               job,
+			Tasks:             tasks,
+			Interval:          cfg.Interval,
+			MinPause:          cfg.MinPause,
+			Timeout:           cfg.Timeout,
+			Retained:          cfg.Retain,
+			TolerableFailures: cfg.TolerableFailures,
+		},
+		Restored: restored,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("actors: job %q: coordinator: %w", p.g.Name, err)
+	}
+	return d, nil
+}
+
+// Forwarders from instances to the part's checkpoint work.
+
+func (p *jobPart) upload(id InstanceID, ckpt uint64, meta []byte, snap persistence.Snapshot, alignment, sync time.Duration, finished, paused bool) {
+	p.ck.upload(id, ckpt, meta, snap, alignment, sync, finished, paused)
+}
+
+func (p *jobPart) decline(ckpt uint64, id InstanceID, err error) {
+	p.ck.decline(ckpt, id, err)
+}
+
+func (p *jobPart) instanceCompleted(id InstanceID, ckpt uint64) {
+	p.ck.instanceCompleted(id, ckpt)
+}
+
+func (p *jobPart) sourcePaused(id InstanceID) { p.ck.sourcePaused(id) }
+
+// runRecovering runs a job with checkpoints on node n, recovering it from
+// its last complete checkpoint after every failure its recovery policy
+// allows.
+func (n *Node) runRecovering(ctx context.Context, g *JobGraph, pl Placement) error {
+	cfg := g.Checkpoint.withDefaults()
+	pol := cfg.Recovery
+	var recent []time.Time
+	for first := true; ; first = false {
+		part := newJobPart(n, g, pl)
+		part.checkpointing = true
+		part.first = first
+		part.ck = newJobCheckpoints(part, cfg)
+		err := n.runPart(ctx, part)
+		if err == nil || ctx.Err() != nil || errors.Is(err, errFatal) {
+			return err
+		}
+		now := time.Now()
+		kept := recent[:0]
+		for _, t := range recent {
+			if now.Sub(t) < pol.Window {
+				kept = append(kept, t)
+			}
+		}
+		recent = kept
+		if pol.MaxRecoveries >= 0 && len(recent) >= pol.MaxRecoveries {
+			return fmt.Errorf("actors: job %q: gave up after %d recoveries within %v: %w", g.Name, len(recent), pol.Window, err)
+		}
+		recent = append(recent, now)
+		delay := pol.InitialBackoff
+		for i := 1; i < len(recent) && delay < pol.MaxBackoff; i++ {
+			delay *= 2
+		}
+		delay = min(delay, pol.MaxBackoff)
+		n.log.Warn("job failed; recovering from its last checkpoint", "job", g.SubjectName(), "error", err, "recovery", len(recent), "in", delay)
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		}
+	}
+}
