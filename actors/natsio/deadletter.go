@@ -257,16 +257,10 @@ func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 		return d.failed
 	}
 	if d.tx != nil {
-		// Room for the id the commit gives it.
-		dl.ID = strings.Repeat("x", len(d.tx.cfg.prefix)+2*20+1)
-	}
-	msg := d.message(dl)
-	if d.tx != nil {
-		msg.Header.Del(jetstream.MsgIDHeader)
-		d.tx.stage(msg.Header, msg.Data)
-		d.count(dl.Class)
+		d.stage(dl)
 		return nil
 	}
+	msg := d.message(dl)
 	size := len(msg.Data)
 	for len(d.pending) > 0 && (len(d.pending) >= d.cfg.MaxPending || d.pendingBytes+size > d.cfg.MaxPendingBytes) {
 		if err := d.awaitOldest(ctx); err != nil {
@@ -297,6 +291,16 @@ func (d *DeadLetters) count(class string) {
 	if d.cfg.Tally != nil {
 		d.cfg.Tally.Add(class, 1)
 	}
+}
+
+// stage stages dl (transactional dead letters).
+func (d *DeadLetters) stage(dl DeadLetter) {
+	// Room for the id the commit gives it.
+	dl.ID = strings.Repeat("x", len(d.tx.cfg.prefix)+2*20+1)
+	msg := d.message(dl)
+	msg.Header.Del(jetstream.MsgIDHeader)
+	d.tx.stage(msg.Header, msg.Data)
+	d.count(dl.Class)
 }
 
 // Wait returns once every dead letter added is acknowledged by the stream,
