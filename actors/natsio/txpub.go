@@ -51,10 +51,11 @@ type txPublisher struct {
 	queue []txPending
 	bytes int
 
-	// failAfterAcks, when positive, makes commit fail once it has seen
-	// that many acknowledgements: tests cut a commit short with it.
+	// failAfterAcks, when positive, makes the publisher send that many
+	// messages, wait for their acknowledgements and fail: tests cut a
+	// commit short with it, as a process dying midway.
 	failAfterAcks int
-	acks          int
+	sent          int
 	idBuf         []byte
 }
 
@@ -219,6 +220,7 @@ func (t *txPublisher) end(e *txEpoch, k int) int {
 // commit publishes every sealed epoch up to id, waits for every
 // acknowledgement and deletes the epochs from the Store.
 func (t *txPublisher) commit(ctx context.Context, id uint64) error {
+	t.sent = 0
 	for len(t.sealed) > 0 && t.sealed[0].id <= id {
 		e := t.sealed[0]
 		if err := t.publishEpoch(ctx, e, nil); err != nil {
@@ -266,6 +268,13 @@ func (t *txPublisher) publishEpoch(ctx context.Context, e *txEpoch, skip map[int
 		if err := t.drain(ctx, t.cfg.maxPending-1, t.cfg.maxPendingBytes-len(data)); err != nil {
 			return err
 		}
+		if t.failAfterAcks > 0 && t.sent >= t.failAfterAcks {
+			if err := t.drain(ctx, 0, 0); err != nil {
+				return err
+			}
+			return errTxCut
+		}
+		t.sent++
 		p := txPending{msg: msg, id: t.msgID(e.id, k)}
 		if err := t.send(&p); err != nil {
 			return err
@@ -323,10 +332,6 @@ func (t *txPublisher) drain(ctx context.Context, maxMsgs, maxBytes int) error {
 			} else {
 				t.published.Add(1)
 				t.lastSeq.Store(ack.Sequence)
-			}
-			t.acks++
-			if t.failAfterAcks > 0 && t.acks >= t.failAfterAcks {
-				return errTxCut
 			}
 		case err := <-p.f.Err():
 			if p.attempts >= publishAttempts {
@@ -491,15 +496,15 @@ func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) 
 	if err != nil {
 		return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
 	}
-	if info := c.CachedInfo(); info != nil && info.NumPending == 0 {
-		return found, nil
-	}
-	for {
-		batch, err := c.Fetch(1024, jetstream.FetchMaxWait(time.Second))
+	pending := c.CachedInfo().NumPending
+	for pending > 0 {
+		// Ask for exactly what is there, so the fetch never waits out
+		// its timeout.
+		batch, err := c.Fetch(int(min(pending, 1024)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
 			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
 		}
-		got, done := 0, false
+		got := 0
 		for m := range batch.Messages() {
 			got++
 			md, err := m.Metadata()
@@ -512,20 +517,20 @@ func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) 
 				}
 				found[epoch][k] = true
 			}
-			if md.Sequence.Stream >= end || md.NumPending == 0 {
-				done = true
+			pending = md.NumPending
+			if md.Sequence.Stream >= end {
+				// Later messages were published after the scan began.
+				pending = 0
 			}
 		}
-		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+		if err := batch.Error(); err != nil {
 			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
 		}
-		if done || got == 0 {
-			return found, nil
-		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
+		if got == 0 {
+			return nil, fmt.Errorf("natsio: recover: read %s: no message delivered, %d pending", stream, pending)
 		}
 	}
+	return found, nil
 }
 
 // parseID splits a message id "<prefix><epoch>.<k>" of this publisher.
