@@ -678,3 +678,58 @@ func TestSourceCheckpointRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestSourceCheckpointArrowIPC: with checkpoints, an Arrow IPC message is
+// never split across batches, and a checkpoint taken while the batches of
+// later messages are decoded and waiting records only the messages whose
+// rows were returned: the restored source reads the next message whole.
+func TestSourceCheckpointArrowIPC(t *testing.T) {
+	// Record batches of 130 rows are large (BatchSize/8 = 125): without
+	// checkpoints each would be a batch of its own.
+	r := newSrcRig(t, time.Minute, SourceConfig{Format: ArrowIPC, BatchSize: 1000, Bounded: true, AckWait: time.Hour})
+	var want [][]int64
+	for k := int64(1); k <= 6; k++ {
+		a, b := seqVals(k*1000, k*1000+130), seqVals(k*1000+130, k*1000+260)
+		r.publish(ipcMessage(t, r.mem, a, b))
+		want = append(want, append(a, b...))
+	}
+	state := memstore.New()
+	s1, nc1 := r.open(state, 0)
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		s1.q.mu.Lock()
+		defer s1.q.mu.Unlock()
+		if n := len(s1.q.msgs); n < 6 {
+			return fmt.Errorf("%d messages prefetched", n)
+		}
+		return nil
+	})
+	first, err := r.read(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s1.out) != 3 {
+		t.Fatalf("%d batches waiting after the first, want 3 (one per message decoded)", len(s1.out))
+	}
+	if !slices.Equal(first, want[0]) {
+		t.Fatalf("first batch: %d rows from %d, want message 1 whole", len(first), first[0])
+	}
+	if err := s1.PrepareCheckpoint(r.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	snap := copyState(t, r.ctx, state)
+	if pos := recordedPosition(t, r.ctx, snap); pos != 2 {
+		t.Fatalf("recorded position %d, want 2", pos)
+	}
+	second, err := r.read(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(second, want[1]) {
+		t.Fatalf("second batch: %d rows from %d, want message 2 whole", len(second), second[0])
+	}
+	nc1.Close()
+	s2, _ := r.open(snap, 1)
+	if got := r.readToEnd(s2); !slices.Equal(got, slices.Concat(want[1:]...)) {
+		t.Fatalf("restored source read %d rows, want messages 2..6 (%d rows)", len(got), len(slices.Concat(want[1:]...)))
+	}
+}
