@@ -319,6 +319,22 @@ func (s *Sink) publishJSON(ctx context.Context, in arrow.RecordBatch, lin *messa
 		s.enc, s.schema = enc, in.Schema()
 	}
 	limit := s.limit
+	if s.tx != nil {
+		// Staged messages get their ids when committed.
+		for row := range int(in.NumRows()) {
+			start := len(s.arena)
+			s.arena = s.enc.AppendRow(s.arena, in, row)
+			data := s.arena[start:]
+			if len(data)+len(s.prefix)+48+msgIDOverhead > limit {
+				if err := s.oversize(ctx, data, row, lin, fmt.Sprintf("row of %d bytes is above the %d-byte limit of %s", len(data), limit, s.cfg.Subject)); err != nil {
+					return err
+				}
+				continue
+			}
+			s.tx.stage(nil, data)
+		}
+		return nil
+	}
 	return lin.RowIDs(s.prefix, int(in.NumRows()), func(row int, id []byte) error {
 		// The arena is not reused before every publish of the batch is
 		// acknowledged: a publish sent again sends the same bytes.
