@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
+	"github.com/meshflow/meshflow/messages"
 	"github.com/meshflow/meshflow/persistence"
 	"github.com/meshflow/meshflow/persistence/memstore"
 )
@@ -731,5 +732,91 @@ func TestSourceCheckpointArrowIPC(t *testing.T) {
 	s2, _ := r.open(snap, 1)
 	if got := r.readToEnd(s2); !slices.Equal(got, slices.Concat(want[1:]...)) {
 		t.Fatalf("restored source read %d rows, want messages 2..6 (%d rows)", len(got), len(slices.Concat(want[1:]...)))
+	}
+}
+
+// TestSinkCheckpointArrowIPC: a sink writing Arrow IPC with checkpoints,
+// its commit cut short after one message and the duplicate window
+// outlasted, publishes every row exactly once after a restore.
+func TestSinkCheckpointArrowIPC(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv))
+	ctx := testutil.Context(t, time.Minute)
+	mem := checked(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "IPC", Subjects: []string{"ipc", "probe.ipc"}, Duplicates: 100 * time.Millisecond}); err != nil {
+		t.Fatal(err)
+	}
+	open := func(store persistence.Store, restored uint64) (*Sink, *nats.Conn) {
+		nc := natstest.Connect(t, srv)
+		s := NewSink(nc, SinkConfig{Subject: "ipc", Format: ArrowIPC})
+		if err := s.Open(ctx, testOC{mem: mem, op: "out", store: store, ckpt: true, restored: restored}); err != nil {
+			t.Fatal(err)
+		}
+		return s, nc
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	process := func(s *Sink, lo, hi int64) {
+		for v := lo; v < hi; v += 50 {
+			rec := vsBatch(mem, seqVals(v, v+50), nil)
+			err := s.Process(ctx, rec, nil)
+			rec.Release()
+			must(err)
+		}
+	}
+	state := memstore.New()
+	s1, nc1 := open(state, 0)
+	process(s1, 0, 100)
+	must(s1.PrepareCheckpoint(ctx, 1))
+	must(s1.CheckpointComplete(ctx, 1))
+	process(s1, 100, 200)
+	must(s1.PrepareCheckpoint(ctx, 2))
+	snap := copyState(t, ctx, state)
+	s1.tx.failAfterAcks = 1
+	if err := s1.CheckpointComplete(ctx, 2); !errors.Is(err, errTxCut) {
+		t.Fatalf("commit cut short: %v", err)
+	}
+	nc1.Close()
+	outlastWindow(t, ctx, js, "probe.ipc")
+	s2, _ := open(snap, 2)
+	if st := s2.Stats(); st.Published != 1 {
+		t.Fatalf("restored sink published %d messages, want the 1 missing", st.Published)
+	}
+	got := map[int64]int{}
+	for _, m := range subjectMsgs(t, ctx, js, "IPC", "ipc") {
+		recs, _, err := messages.DecodeIPC(mem, m.Data())
+		must(err)
+		for _, r := range recs {
+			for _, v := range r.Column(0).(*array.Int64).Int64Values() {
+				got[v]++
+			}
+			r.Release()
+		}
+	}
+	checkOnce(t, "rows", got, seqVals(0, 200))
+}
+
+// TestSourceCheckpointDefaults: with checkpoints the consumer's AckWait
+// is CheckpointAckWait and its MaxAckPending CheckpointMaxAckPending,
+// unless configured.
+func TestSourceCheckpointDefaults(t *testing.T) {
+	for _, tc := range []struct {
+		cfg     SourceConfig
+		wait    time.Duration
+		pending int
+	}{
+		{cfg: SourceConfig{}, wait: CheckpointAckWait, pending: CheckpointMaxAckPending},
+		{cfg: SourceConfig{AckWait: time.Minute, MaxAckPending: 50000}, wait: time.Minute, pending: 50000},
+	} {
+		r := newSrcRig(t, time.Minute, tc.cfg)
+		r.open(memstore.New(), 0)
+		c := r.consumer().Config
+		if c.AckWait != tc.wait || c.MaxAckPending != tc.pending {
+			t.Fatalf("config %+v: AckWait %v, MaxAckPending %d; want %v, %d", tc.cfg, c.AckWait, c.MaxAckPending, tc.wait, tc.pending)
+		}
 	}
 }
