@@ -683,7 +683,9 @@ func TestSourceCheckpointRefusals(t *testing.T) {
 // TestSourceCheckpointArrowIPC: with checkpoints, an Arrow IPC message is
 // never split across batches, and a checkpoint taken while the batches of
 // later messages are decoded and waiting records only the messages whose
-// rows were returned: the restored source reads the next message whole.
+// rows were returned, without the dead letter of a bad message decoded
+// among them: the restored source reads the next message whole, and the
+// bad message is dead-lettered once.
 func TestSourceCheckpointArrowIPC(t *testing.T) {
 	// Record batches of 130 rows are large (BatchSize/8 = 125): without
 	// checkpoints each would be a batch of its own.
@@ -693,13 +695,16 @@ func TestSourceCheckpointArrowIPC(t *testing.T) {
 		a, b := seqVals(k*1000, k*1000+130), seqVals(k*1000+130, k*1000+260)
 		r.publish(ipcMessage(t, r.mem, a, b))
 		want = append(want, append(a, b...))
+		if k == 2 {
+			r.publish([]byte("not arrow")) // stream sequence 3
+		}
 	}
 	state := memstore.New()
 	s1, nc1 := r.open(state, 0)
 	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
 		s1.q.mu.Lock()
 		defer s1.q.mu.Unlock()
-		if n := len(s1.q.msgs); n < 6 {
+		if n := len(s1.q.msgs); n < 7 {
 			return fmt.Errorf("%d messages prefetched", n)
 		}
 		return nil
@@ -721,6 +726,13 @@ func TestSourceCheckpointArrowIPC(t *testing.T) {
 	if pos := recordedPosition(t, r.ctx, snap); pos != 2 {
 		t.Fatalf("recorded position %d, want 2", pos)
 	}
+	staged := 0
+	if err := snap.Namespace("natsio.source.dlq").Scan(r.ctx, nil, func(_, _ []byte) error { staged++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if staged != 0 {
+		t.Fatalf("checkpoint 1 holds %d dead-letter keys; the bad message is after its position", staged)
+	}
 	second, err := r.read(s1)
 	if err != nil {
 		t.Fatal(err)
@@ -733,6 +745,18 @@ func TestSourceCheckpointArrowIPC(t *testing.T) {
 	if got := r.readToEnd(s2); !slices.Equal(got, slices.Concat(want[1:]...)) {
 		t.Fatalf("restored source read %d rows, want messages 2..6 (%d rows)", len(got), len(slices.Concat(want[1:]...)))
 	}
+	if err := s2.PrepareCheckpoint(r.ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.CheckpointComplete(r.ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	dls := map[int64]int{}
+	for _, m := range subjectMsgs(t, r.ctx, r.js, "INDLQ", "in.dlq") {
+		seq, _ := strconv.ParseInt(m.Headers().Get(HeaderSourceSeq), 10, 64)
+		dls[seq]++
+	}
+	checkOnce(t, "dead letters", dls, []int64{3})
 }
 
 // TestSinkCheckpointArrowIPC: a sink writing Arrow IPC with checkpoints,
@@ -817,6 +841,74 @@ func TestSourceCheckpointDefaults(t *testing.T) {
 		c := r.consumer().Config
 		if c.AckWait != tc.wait || c.MaxAckPending != tc.pending {
 			t.Fatalf("config %+v: AckWait %v, MaxAckPending %d; want %v, %d", tc.cfg, c.AckWait, c.MaxAckPending, tc.wait, tc.pending)
+		}
+	}
+}
+
+// TestTxStagedRoundTrip: staged messages, headers and data, are written in
+// values of at most chunkBytes (a larger message takes one of its own) and
+// read back intact.
+func TestTxStagedRoundTrip(t *testing.T) {
+	ctx := testutil.Context(t, time.Minute)
+	store := memstore.New()
+	tp, err := newTxPublisher(txConfig{store: store, stream: "S", subject: "s", chunkBytes: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type msg struct {
+		hdr  nats.Header
+		data []byte
+	}
+	var want []msg
+	for i := range 40 {
+		m := msg{data: []byte(strings.Repeat(string(rune('a'+i%26)), i*i%300))}
+		if i%3 == 0 {
+			m.hdr = nats.Header{"A": {"1", strconv.Itoa(i)}, "Meshflow-Error": {strings.Repeat("e", i)}}
+		}
+		want = append(want, m)
+		tp.stage(m.hdr, m.data)
+	}
+	mark := tp.mark()
+	tp.stage(nil, []byte("rolled back"))
+	tp.rollback(mark)
+	// What prepare writes, without a stream to ask for L.
+	e := &txEpoch{id: 7, last: 41, buf: tp.open.buf, offs: tp.open.offs}
+	if err := tp.write(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	chunks := 0
+	err = store.Scan(ctx, txChunkPrefix(7), func(_, v []byte) error {
+		chunks++
+		if size, _ := stagedSize(v); len(v) > 256 && size != len(v) {
+			return fmt.Errorf("chunk of %d bytes holds several messages", len(v))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if chunks < 10 {
+		t.Fatalf("%d chunks of at most 256 bytes for %d bytes", chunks, len(e.buf))
+	}
+	epochs, err := tp.load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(epochs) != 1 || epochs[0].id != 7 || epochs[0].last != 41 || len(epochs[0].offs) != len(want) {
+		t.Fatalf("loaded %d epochs", len(epochs))
+	}
+	for k, w := range want {
+		hdr, data, err := decodeStaged(epochs[0].buf[epochs[0].offs[k]:tp.end(epochs[0], k)])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(data) != string(w.data) || len(hdr) != len(w.hdr) {
+			t.Fatalf("message %d: %q %v, want %q %v", k, data, hdr, w.data, w.hdr)
+		}
+		for key, vs := range w.hdr {
+			if !slices.Equal(hdr[key], vs) {
+				t.Fatalf("message %d header %s: %v, want %v", k, key, hdr[key], vs)
+			}
 		}
 	}
 }

@@ -185,27 +185,35 @@ func (t *txPublisher) prepare(ctx context.Context, id uint64) error {
 	}
 	// Stream returns fresh info: what lands after this point lands after L.
 	e := &txEpoch{id: id, last: s.CachedInfo().State.LastSeq, buf: t.open.buf, offs: t.open.offs}
+	if err := t.write(ctx, e); err != nil {
+		return err
+	}
+	t.sealed = append(t.sealed, e)
+	t.open = txEpoch{}
+	return nil
+}
+
+// write stores e in one Apply: its messages in values of at most
+// chunkBytes (a larger message takes one of its own), then its meta.
+func (t *txPublisher) write(ctx context.Context, e *txEpoch) error {
 	var b persistence.Batch
 	chunks := 0
 	for from := 0; from < len(e.offs); {
-		start := e.offs[from]
-		to := from + 1
+		start, to := e.offs[from], from+1
 		for to < len(e.offs) && t.end(e, to)-start <= t.cfg.chunkBytes {
 			to++
 		}
-		b.Put(txChunkKey(id, chunks), e.buf[start:t.end(e, to-1)])
+		b.Put(txChunkKey(e.id, chunks), e.buf[start:t.end(e, to-1)])
 		chunks++
 		from = to
 	}
 	meta := binary.AppendUvarint(nil, e.last)
 	meta = binary.AppendUvarint(meta, uint64(len(e.offs)))
 	meta = binary.AppendUvarint(meta, uint64(chunks))
-	b.Put(txMetaKey(id), meta)
+	b.Put(txMetaKey(e.id), meta)
 	if err := t.cfg.store.Apply(ctx, &b); err != nil {
-		return fmt.Errorf("natsio: stage checkpoint %d: %w", id, err)
+		return fmt.Errorf("natsio: stage checkpoint %d: %w", e.id, err)
 	}
-	t.sealed = append(t.sealed, e)
-	t.open = txEpoch{}
 	return nil
 }
 
