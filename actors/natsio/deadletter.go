@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow/persistence"
 )
 
 // Headers set on dead letters besides [HeaderError], [HeaderSourceSubject],
@@ -98,6 +101,16 @@ type DeadLettersConfig struct {
 	// AckTimeout bounds the wait for one dead letter's acknowledgement.
 	// Default 30 s.
 	AckTimeout time.Duration
+	// Store, when set, makes the dead letters transactional, for a job
+	// with checkpoints: Add stages them in memory, [DeadLetters.Prepare]
+	// writes them into Store (a namespace of the owner's State, used by
+	// nothing else), and [DeadLetters.Commit] publishes them once the
+	// checkpoint is complete, each exactly once across any failure. Their
+	// message ids are "<job>.<op>.<instance>.dlq.<checkpoint>.<k>".
+	Store persistence.Store
+	// Instance is the owner's instance index, part of the transactional
+	// message ids.
+	Instance int
 }
 
 // DeadLetters publishes dead letters asynchronously, pipelined, with
@@ -124,6 +137,9 @@ type DeadLetters struct {
 
 	mu     sync.Mutex
 	counts map[string]int64
+
+	// tx stages the dead letters when cfg.Store is set.
+	tx *txPublisher
 }
 
 type pendingDL struct {
@@ -154,7 +170,77 @@ func NewDeadLetters(nc *nats.Conn, cfg DeadLettersConfig) (*DeadLetters, error) 
 	if cfg.MaxMsgSize > 0 && cfg.MaxMsgSize < maxPayload {
 		maxPayload = cfg.MaxMsgSize
 	}
-	return &DeadLetters{cfg: cfg, js: js, maxPayload: maxPayload, counts: map[string]int64{}}, nil
+	d := &DeadLetters{cfg: cfg, js: js, maxPayload: maxPayload, counts: map[string]int64{}}
+	if cfg.Store != nil {
+		d.tx, err = newTxPublisher(txConfig{
+			js: js, subject: cfg.Subject, store: cfg.Store,
+			prefix:     cfg.Job + "." + cfg.Operator + "." + strconv.Itoa(cfg.Instance) + ".dlq.",
+			maxPending: cfg.MaxPending, maxPendingBytes: cfg.MaxPendingBytes, ackTimeout: cfg.AckTimeout,
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Transactional reports whether the dead letters are staged for
+// checkpoints (DeadLettersConfig.Store set).
+func (d *DeadLetters) Transactional() bool { return d.tx != nil }
+
+var errNotTransactional = errors.New("natsio: dead letters are not transactional (DeadLettersConfig.Store is not set)")
+
+// Prepare writes the dead letters added since the last Prepare into the
+// Store, as checkpoint id's. Transactional dead letters only.
+func (d *DeadLetters) Prepare(ctx context.Context, id uint64) error {
+	if d.tx == nil {
+		return errNotTransactional
+	}
+	return d.tx.prepare(ctx, id)
+}
+
+// Commit publishes the dead letters prepared for every checkpoint up to
+// id (including those of aborted checkpoints) and returns once the stream
+// has stored them all. Call it when checkpoint id is complete.
+// Transactional dead letters only.
+func (d *DeadLetters) Commit(ctx context.Context, id uint64) error {
+	if d.tx == nil {
+		return errNotTransactional
+	}
+	return d.tx.commit(ctx, id)
+}
+
+// Recover publishes the dead letters a previous run prepared and may not
+// have published, found in the Store after a restore from a checkpoint:
+// those already in the stream (found by their ids, after the stream's last
+// sequence at Prepare) are not published again, whatever the stream's
+// duplicate window. Call it in the owner's Open, before anything else is
+// added. It returns how many it published. Transactional dead letters
+// only.
+func (d *DeadLetters) Recover(ctx context.Context) (int, error) {
+	if d.tx == nil {
+		return 0, errNotTransactional
+	}
+	return d.tx.recover(ctx)
+}
+
+// Mark returns a mark of the dead letters added so far and not prepared;
+// Rollback(mark) drops those added after it (the dead letters of a call
+// that failed and will be retried). Transactional dead letters only (0
+// otherwise).
+func (d *DeadLetters) Mark() int {
+	if d.tx == nil {
+		return 0
+	}
+	return d.tx.mark()
+}
+
+// Rollback drops the transactional dead letters added after mark (see
+// Mark). Their counts stay: Counts says what was added.
+func (d *DeadLetters) Rollback(mark int) {
+	if d.tx != nil {
+		d.tx.rollback(mark)
+	}
 }
 
 // Subject is where the dead letters go.
@@ -163,9 +249,16 @@ func (d *DeadLetters) Subject() string { return d.cfg.Subject }
 // Add publishes dl without waiting for its acknowledgement, first waiting
 // for older ones while MaxPending or MaxPendingBytes are reached. An error
 // means dl may not be stored: the owner must not acknowledge its input.
+//
+// Transactional dead letters are staged instead (dl.ID is replaced by the
+// checkpoint-based id), for Prepare and Commit; Add then never fails.
 func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 	if d.failed != nil {
 		return d.failed
+	}
+	if d.tx != nil {
+		d.stage(dl)
+		return nil
 	}
 	msg := d.message(dl)
 	size := len(msg.Data)
@@ -184,7 +277,11 @@ func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 	}
 	d.pending = append(d.pending, pendingDL{f: f, size: size})
 	d.pendingBytes += size
-	class := dl.Class
+	d.count(dl.Class)
+	return nil
+}
+
+func (d *DeadLetters) count(class string) {
 	if class == "" {
 		class = ClassDecode
 	}
@@ -194,11 +291,22 @@ func (d *DeadLetters) Add(ctx context.Context, dl DeadLetter) error {
 	if d.cfg.Tally != nil {
 		d.cfg.Tally.Add(class, 1)
 	}
-	return nil
+}
+
+// stage stages dl (transactional dead letters).
+func (d *DeadLetters) stage(dl DeadLetter) {
+	// Room for the id the commit gives it.
+	dl.ID = strings.Repeat("x", len(d.tx.cfg.prefix)+2*20+1)
+	msg := d.message(dl)
+	msg.Header.Del(jetstream.MsgIDHeader)
+	d.tx.stage(msg.Header, msg.Data)
+	d.count(dl.Class)
 }
 
 // Wait returns once every dead letter added is acknowledged by the stream,
 // or the first failure. After a failure, Add and Wait keep returning it.
+// Transactional dead letters are not published before Commit: Wait has
+// nothing to wait for.
 func (d *DeadLetters) Wait(ctx context.Context) error {
 	if d.failed != nil {
 		return d.failed

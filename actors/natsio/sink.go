@@ -105,7 +105,18 @@ type Sink struct {
 
 	published, duplicates atomic.Int64
 	lastSeq               atomic.Uint64
+
+	// tx stages the messages for checkpoints (OperatorContext.Checkpointing);
+	// nil: messages are published in Process.
+	tx *txPublisher
+	// limit is the largest message the subject takes.
+	limit int
 }
+
+var (
+	_ actors.CheckpointHandler  = (*Sink)(nil)
+	_ actors.CheckpointListener = (*Sink)(nil)
+)
 
 // pendingPub is a publish awaiting its acknowledgement. data is the
 // sink's own copy, kept to send it again.
@@ -154,6 +165,11 @@ type SinkStats struct {
 // Stats returns what the sink has published so far.
 func (s *Sink) Stats() SinkStats {
 	st := SinkStats{Published: s.published.Load(), Duplicates: s.duplicates.Load(), LastSequence: s.lastSeq.Load()}
+	if s.tx != nil {
+		st.Published += s.tx.published.Load()
+		st.Duplicates += s.tx.duplicates.Load()
+		st.LastSequence = max(st.LastSequence, s.tx.lastSeq.Load())
+	}
 	if s.dlq != nil {
 		for _, n := range s.dlq.Counts() {
 			st.DeadLettered += n
@@ -163,26 +179,102 @@ func (s *Sink) Stats() SinkStats {
 }
 
 // Open makes sure streams capture the subject and the dead-letter subject.
+//
+// With checkpoints (OperatorContext.Checkpointing), it first publishes
+// what the checkpoint the job was restored from staged and a previous run
+// may not have published (see [Sink.CheckpointComplete]).
 func (s *Sink) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.prefix = oc.Job() + "." + oc.Operator() + "."
+	s.limit = int(s.nc.MaxPayload())
 	js, err := jetstream.New(s.nc, jetstream.WithPublishAsyncMaxPending(s.cfg.MaxPending+1))
 	if err != nil {
 		return fmt.Errorf("natsio: %w", err)
 	}
 	s.js = js
-	if _, err = EnsureStream(ctx, js, s.cfg.Stream, []string{s.cfg.Subject}); err != nil {
+	stream, err := EnsureStream(ctx, js, s.cfg.Stream, []string{s.cfg.Subject})
+	if err != nil {
 		return err
 	}
 	if _, err = EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
 		return err
 	}
-	s.dlq, err = NewDeadLetters(s.nc, DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator(),
-		Tally: s.cfg.DeadLetterTally})
-	return err
+	dlc := DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator(),
+		Tally: s.cfg.DeadLetterTally}
+	if !oc.Checkpointing() {
+		s.dlq, err = NewDeadLetters(s.nc, dlc)
+		return err
+	}
+	state := oc.State()
+	if state == nil {
+		return fmt.Errorf("natsio: sink %s: checkpoints need the instance's State", s.cfg.Subject)
+	}
+	info, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("natsio: sink %s: stream %s: %w", s.cfg.Subject, stream, err)
+	}
+	if mms := int(info.CachedInfo().Config.MaxMsgSize); mms > 0 && mms < s.limit {
+		// Staged messages are published later: one the stream would
+		// refuse for its size is dead-lettered now.
+		s.limit = mms
+	}
+	dlc.Store, dlc.Instance = state.Namespace("natsio.sink.dlq"), oc.Instance()
+	if s.dlq, err = NewDeadLetters(s.nc, dlc); err != nil {
+		return err
+	}
+	s.tx, err = newTxPublisher(txConfig{
+		js: js, subject: s.cfg.Subject, stream: stream, store: state.Namespace("natsio.sink"),
+		prefix:     s.prefix + strconv.Itoa(oc.Instance()) + ".",
+		maxPending: s.cfg.MaxPending, maxPendingBytes: s.cfg.MaxPendingBytes, ackTimeout: s.cfg.AckTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	if _, err := s.dlq.Recover(ctx); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	if _, err := s.tx.recover(ctx); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	return nil
+}
+
+// PrepareCheckpoint writes the messages staged since the last checkpoint
+// (and their dead letters) into the instance's Store as checkpoint id's.
+func (s *Sink) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	if s.tx == nil {
+		return nil
+	}
+	if err := s.dlq.Prepare(ctx, id); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	if err := s.tx.prepare(ctx, id); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	return nil
+}
+
+// CheckpointComplete publishes the messages (and dead letters) prepared
+// for every checkpoint up to id, each with the message id
+// "<job>.<operator>.<instance>.<checkpoint>.<k>", and returns once the
+// stream has stored them all; then it deletes them from the Store. A
+// commit cut short by a crash is finished by the next run's Open, which
+// publishes only what the stream lacks.
+func (s *Sink) CheckpointComplete(ctx context.Context, id uint64) error {
+	if s.tx == nil {
+		return nil
+	}
+	if err := s.dlq.Commit(ctx, id); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	if err := s.tx.commit(ctx, id); err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	return nil
 }
 
 // Process publishes in and returns once the stream has acknowledged every
-// message of it.
+// message of it. With checkpoints, it encodes in and stages its messages,
+// published when the next checkpoint completes.
 func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitter) error {
 	lin := actors.InputLineage(ctx)
 	if lin == nil {
@@ -190,6 +282,10 @@ func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitt
 		lin = &messages.Lineage{Origin: "seq" + strconv.FormatUint(actors.InputSeq(ctx), 36)}
 	}
 	s.arena = s.arena[:0]
+	var txMark, dlMark int
+	if s.tx != nil {
+		txMark, dlMark = s.tx.mark(), s.dlq.Mark()
+	}
 	var err error
 	switch s.cfg.Format {
 	case ArrowIPC:
@@ -205,6 +301,10 @@ func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitt
 	}
 	if err != nil {
 		s.abandon()
+		if s.tx != nil {
+			s.tx.rollback(txMark)
+			s.dlq.Rollback(dlMark)
+		}
 		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
 	}
 	return nil
@@ -218,7 +318,23 @@ func (s *Sink) publishJSON(ctx context.Context, in arrow.RecordBatch, lin *messa
 		}
 		s.enc, s.schema = enc, in.Schema()
 	}
-	limit := int(s.nc.MaxPayload())
+	limit := s.limit
+	if s.tx != nil {
+		// Staged messages get their ids when committed.
+		for row := range int(in.NumRows()) {
+			start := len(s.arena)
+			s.arena = s.enc.AppendRow(s.arena, in, row)
+			data := s.arena[start:]
+			if len(data)+len(s.prefix)+48+msgIDOverhead > limit {
+				if err := s.oversize(ctx, data, row, lin, fmt.Sprintf("row of %d bytes is above the %d-byte limit of %s", len(data), limit, s.cfg.Subject)); err != nil {
+					return err
+				}
+				continue
+			}
+			s.tx.stage(nil, data)
+		}
+		return nil
+	}
 	return lin.RowIDs(s.prefix, int(in.NumRows()), func(row int, id []byte) error {
 		// The arena is not reused before every publish of the batch is
 		// acknowledged: a publish sent again sends the same bytes.
@@ -233,7 +349,7 @@ func (s *Sink) publishJSON(ctx context.Context, in arrow.RecordBatch, lin *messa
 }
 
 func (s *Sink) publishIPC(ctx context.Context, in arrow.RecordBatch, lin *messages.Lineage) error {
-	limit := int(s.nc.MaxPayload())
+	limit := s.limit
 	parts, starts, oversize, err := messages.SplitBatchAt(in, limit-1024)
 	if err != nil {
 		return err
@@ -280,8 +396,13 @@ func (s *Sink) oversize(ctx context.Context, data []byte, row int, lin *messages
 }
 
 // publish sends data asynchronously, first waiting for acknowledgements
-// while the pending messages or bytes are at their bounds.
+// while the pending messages or bytes are at their bounds. With
+// checkpoints it stages data.
 func (s *Sink) publish(ctx context.Context, data []byte, id string, row int) error {
+	if s.tx != nil {
+		s.tx.stage(nil, data)
+		return nil
+	}
 	if err := s.drain(ctx, s.cfg.MaxPending-1, s.cfg.MaxPendingBytes-len(data)); err != nil {
 		return err
 	}
@@ -390,5 +511,7 @@ func tooLarge(err error) bool {
 }
 
 // Close has nothing to flush: Process returns only once its batch is
-// acknowledged.
+// acknowledged. With checkpoints, what is staged and not committed is left
+// to the Store: a restored run publishes what its checkpoint holds, and
+// the input of the rest is read again.
 func (s *Sink) Close(context.Context) error { return nil }

@@ -121,8 +121,18 @@ type SourceConfig struct {
 	// everything in the stream: for tests and batch-style runs.
 	Bounded bool
 	// AckWait is how long JetStream waits for an acknowledgement before
-	// redelivering. Default 30 s.
+	// redelivering. Default 30 s; with checkpoints 5 min, since input is
+	// acknowledged only when the checkpoint covering it completes (a
+	// restarted source rewinds its consumer at once, so a long AckWait
+	// never delays recovery).
 	AckWait time.Duration
+	// MaxAckPending is the consumer's bound on messages delivered and not
+	// acknowledged. Default: Parallelism × (BatchSize + Prefetch); with
+	// checkpoints, where messages stay unacknowledged until the checkpoint
+	// covering them completes, [CheckpointMaxAckPending] (and at least
+	// 2 × (BatchSize + Prefetch)): a source reading more than that in one
+	// checkpoint interval waits for the checkpoint to complete.
+	MaxAckPending int
 }
 
 // Validate checks the configuration.
@@ -138,8 +148,8 @@ func (c *SourceConfig) Validate() error {
 			errs = append(errs, fmt.Errorf("natsio: source schema: %w", err))
 		}
 	}
-	if c.BatchSize < 0 || c.BatchBytes < 0 || c.Linger < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.AckWait < 0 {
-		errs = append(errs, errors.New("natsio: batch size, batch bytes, linger, prefetch and ack wait must not be negative"))
+	if c.BatchSize < 0 || c.BatchBytes < 0 || c.Linger < 0 || c.Prefetch < 0 || c.PrefetchBytes < 0 || c.AckWait < 0 || c.MaxAckPending < 0 {
+		errs = append(errs, errors.New("natsio: batch size, batch bytes, linger, prefetch, ack wait and max ack pending must not be negative"))
 	}
 	return errors.Join(errs...)
 }
@@ -249,6 +259,9 @@ type Source struct {
 	// read (-1: none read yet).
 	lastPending int64
 	bads        []badEvent
+
+	// ck is the checkpoint state; nil without checkpoints.
+	ck *sourceCkpt
 }
 
 // readyBatch is a decoded Arrow IPC batch whose rows are lines line,
@@ -279,6 +292,9 @@ var (
 // durable consumer, and starts pulling.
 func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.job, s.op, s.mem = oc.Job(), oc.Operator(), oc.Allocator()
+	if oc.Checkpointing() && s.cfg.AckWait == 0 {
+		s.cfg.AckWait = CheckpointAckWait
+	}
 	s.cfg = s.cfg.withDefaults(s.job, s.op, int(s.nc.MaxPayload()))
 	js, err := jetstream.New(s.nc)
 	if err != nil {
@@ -297,21 +313,30 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return fmt.Errorf("natsio: dead-letter stream %s: %w", dlStream, err)
 	}
-	s.dl, err = NewDeadLetters(s.nc, DeadLettersConfig{
+	par := max(oc.Parallelism(), 1)
+	dlc := DeadLettersConfig{
 		Subject: s.cfg.DeadLetter, Job: s.job, Operator: s.op,
 		MaxMsgSize: int(dls.CachedInfo().Config.MaxMsgSize),
 		Tally:      s.cfg.DeadLetterTally,
-	})
+	}
+	if oc.Checkpointing() {
+		if err := s.openCkpt(oc, &dlc); err != nil {
+			return err
+		}
+	}
+	s.dl, err = NewDeadLetters(s.nc, dlc)
 	if err != nil {
 		return err
 	}
-	par := max(oc.Parallelism(), 1)
 	cc := jetstream.ConsumerConfig{
 		Durable:       s.cfg.Consumer,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.cfg.AckWait,
 		MaxAckPending: par * (s.cfg.BatchSize + s.cfg.Prefetch),
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	if s.cfg.MaxAckPending > 0 {
+		cc.MaxAckPending = s.cfg.MaxAckPending
 	}
 	if len(s.cfg.Subjects) == 1 {
 		cc.FilterSubject = s.cfg.Subjects[0]
@@ -321,6 +346,11 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	s.cons, err = js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
 		return fmt.Errorf("natsio: consumer %s on stream %s: %w", s.cfg.Consumer, stream, err)
+	}
+	if s.ck != nil {
+		if err := s.restoreCkpt(ctx, oc, stream); err != nil {
+			return err
+		}
 	}
 	if s.cfg.Format == JSON {
 		s.dec, err = messages.NewJSONDecoder(s.mem, s.cfg.Schema)
@@ -380,6 +410,11 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 	for {
 		for len(s.local) > 0 && !s.full() {
 			m := s.local[0]
+			if s.ck != nil && s.ck.redelivered(m) {
+				s.local[0] = nil
+				s.local = s.local[1:]
+				continue
+			}
 			if s.dec != nil && len(m.Data()) >= maxLines && len(s.building) > 0 {
 				// It may hold more events than a message may: give it a
 				// batch of its own, so it can be dead-lettered whole.
@@ -532,6 +567,13 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 				n++
 			}
 		}
+		if s.ck != nil {
+			// A message is never split across batches: a checkpoint
+			// between two of them records a whole message as read.
+			for n < len(ready) && ready[n].seq == ready[n-1].seq {
+				n++
+			}
+		}
 		rec, err := s.concat(ready[:n])
 		if err != nil {
 			for _, o := range s.out {
@@ -540,11 +582,14 @@ func (s *Source) cut() (arrow.RecordBatch, error) {
 			s.out = s.out[:0]
 			return nil, err
 		}
-		if n == 1 {
-			s.out = append(s.out, outBatch{rec: rec, base: Position(ready[0].seq, ready[0].line), ranged: true})
-		} else {
-			s.out = append(s.out, outBatch{rec: rec, pos: readyPositions(ready[:n])})
+		o := outBatch{rec: rec, base: Position(ready[0].seq, ready[0].line), ranged: true}
+		if n > 1 {
+			o = outBatch{rec: rec, pos: readyPositions(ready[:n])}
 		}
+		if n < len(ready) {
+			o.upTo = ready[n].seq - 1
+		}
+		s.out = append(s.out, o)
 		for _, r := range ready[:n] {
 			r.rec.Release()
 		}
@@ -560,6 +605,10 @@ type outBatch struct {
 	pos    []uint64
 	base   uint64 // with ranged: row i is at base+i
 	ranged bool
+	// upTo: once this batch is returned, with checkpoints, every message
+	// of a stream sequence up to upTo is handed over (0: the last batch
+	// hands over all).
+	upTo uint64
 }
 
 // popOut returns the next batch cut; with the last one, the messages
@@ -570,6 +619,8 @@ func (s *Source) popOut() arrow.RecordBatch {
 	s.out = s.out[1:]
 	if len(s.out) == 0 {
 		s.handOver()
+	} else if s.ck != nil && o.upTo > 0 {
+		s.ck.handOverUpTo(s, o.upTo)
 	}
 	s.lastPos, s.lastBase, s.lastRanged, s.lastRows = o.pos, o.base, o.ranged, int(o.rec.NumRows())
 	return o.rec
@@ -577,6 +628,10 @@ func (s *Source) popOut() arrow.RecordBatch {
 
 // handOver moves the messages of the batch built to those Commit acks.
 func (s *Source) handOver() {
+	if s.ck != nil {
+		s.ck.handOverUpTo(s, ^uint64(0))
+		return
+	}
 	s.handed = append(s.handed, s.building...)
 	clear(s.building)
 	s.building = s.building[:0]
@@ -647,6 +702,10 @@ func (s *Source) caughtUp(ctx context.Context) (bool, error) {
 	info, err := s.cons.Info(ctx)
 	if err != nil {
 		return false, fmt.Errorf("natsio: consumer info: %w", err)
+	}
+	if s.ck != nil {
+		// Messages handed over wait for a checkpoint to be acknowledged.
+		return info.NumPending == 0 && info.NumAckPending <= s.ck.held, nil
 	}
 	return info.NumPending == 0 && info.NumAckPending == 0, nil
 }
@@ -790,6 +849,15 @@ func (s *Source) decodeJSON(ctx context.Context, m jetstream.Msg, seq uint64, da
 // deadLetter queues a bad event, with its reason, for the dead-letter
 // subject; Commit waits until it is stored.
 func (s *Source) deadLetter(ctx context.Context, m jetstream.Msg, seq uint64, line int, payload []byte, reason error, class string) error {
+	if s.ck != nil {
+		// Staged when its message is handed over: a checkpoint before
+		// that records the message as unread.
+		s.ck.deferred = append(s.ck.deferred, deferredDL{seq: seq, dl: DeadLetter{
+			ID: DeadLetterID(s.job, s.op, Position(seq, line)), Payload: payload, Reason: reason.Error(),
+			Class: class, SourceSubject: m.Subject(), SourceSeq: seq,
+		}})
+		return nil
+	}
 	return s.dl.Add(ctx, DeadLetter{
 		ID:            DeadLetterID(s.job, s.op, Position(seq, line)),
 		Payload:       payload,
@@ -809,9 +877,10 @@ func (s *Source) DeadLetterCounts() map[string]int64 {
 }
 
 // Commit waits until the dead letters of the batches handed over so far are
-// stored, then acknowledges their messages.
+// stored, then acknowledges their messages. With checkpoints it does
+// nothing: messages are acknowledged by [Source.CheckpointComplete].
 func (s *Source) Commit(ctx context.Context) error {
-	if len(s.handed) == 0 {
+	if s.ck != nil || len(s.handed) == 0 {
 		return nil
 	}
 	if err := s.dl.Wait(ctx); err != nil {
@@ -839,7 +908,10 @@ func (s *Source) Commit(ctx context.Context) error {
 
 // Close stops pulling, then negatively acknowledges every message read or
 // prefetched but not committed, so JetStream redelivers them at once, and
-// releases what was decoded and not handed over.
+// releases what was decoded and not handed over. With checkpoints, the
+// messages handed over and not covered by a completed checkpoint are left
+// unacknowledged: the next run rewinds the consumer to the last
+// checkpoint.
 func (s *Source) Close(ctx context.Context) error {
 	var errs []error
 	if s.iter != nil {

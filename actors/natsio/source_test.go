@@ -26,21 +26,33 @@ import (
 	"github.com/meshflow/meshflow/persistence"
 )
 
-// testOC is the OperatorContext of a source driven directly by a test.
+// testOC is the OperatorContext of a source or sink driven directly by a
+// test. With ckpt, the job takes checkpoints, the instance's State is
+// store, and restored is the checkpoint the run was restored from.
 type testOC struct {
-	mem memory.Allocator
+	mem      memory.Allocator
+	op       string
+	par      int
+	store    persistence.Store
+	ckpt     bool
+	restored uint64
 }
 
-func (testOC) Job() string                   { return "job" }
-func (testOC) Operator() string              { return "src" }
+func (testOC) Job() string { return "job" }
+func (c testOC) Operator() string {
+	if c.op == "" {
+		return "src"
+	}
+	return c.op
+}
 func (testOC) Instance() int                 { return 0 }
-func (testOC) Parallelism() int              { return 1 }
+func (c testOC) Parallelism() int            { return max(c.par, 1) }
 func (testOC) Logger() *slog.Logger          { return logging.Discard() }
 func (c testOC) Allocator() memory.Allocator { return c.mem }
-func (testOC) State() persistence.Store      { return nil }
+func (c testOC) State() persistence.Store    { return c.store }
 func (testOC) Timers() actors.TimerService   { return nil }
-func (testOC) Checkpointing() bool           { return false }
-func (testOC) RestoredCheckpoint() uint64    { return 0 }
+func (c testOC) Checkpointing() bool         { return c.ckpt }
+func (c testOC) RestoredCheckpoint() uint64  { return c.restored }
 
 func checked(t *testing.T) *memory.CheckedAllocator {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())

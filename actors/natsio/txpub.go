@@ -1,0 +1,636 @@
+package natsio
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow/persistence"
+)
+
+// txPublisher publishes messages to one subject exactly once across any
+// failure, for sinks and dead letters of a job with checkpoints.
+//
+// Messages are staged in memory during an epoch (the input between two
+// checkpoint barriers). prepare seals the epoch under the checkpoint's id
+// and writes it into the instance's Store, with L, the target stream's
+// last sequence at that moment: everything the epoch's commit publishes
+// lands after L. commit, called once the checkpoint is complete, publishes
+// every sealed epoch up to that id, each message with the id
+// "<prefix><epoch>.<k>" (k: its index in the epoch), waits for every
+// acknowledgement, then deletes the epoch from the Store. recover, run
+// when an instance is restored with sealed epochs in its Store (the
+// commit may have been cut short), reads the target stream from L+1 for
+// the ids of those epochs and publishes only the missing messages: this
+// holds whatever the stream's duplicate window is; the message ids are
+// only a fast path for a retry within the window.
+//
+// An epoch prepared for a checkpoint that was aborted stays sealed, and is
+// committed by the next checkpoint that completes.
+//
+// A txPublisher is used from one goroutine; its counters may be read from
+// any.
+type txPublisher struct {
+	cfg txConfig
+
+	open   txEpoch
+	sealed []*txEpoch
+
+	published, duplicates atomic.Int64
+	lastSeq               atomic.Uint64
+
+	queue []txPending
+	bytes int
+
+	// failAfterAcks, when positive, makes the publisher send that many
+	// messages, wait for their acknowledgements and fail: tests cut a
+	// commit short with it, as a process dying midway.
+	failAfterAcks int
+	sent          int
+	idBuf         []byte
+}
+
+// txConfig configures a txPublisher.
+type txConfig struct {
+	js      jetstream.JetStream
+	subject string
+	// stream holds subject; looked up when empty.
+	stream string
+	// store is the namespace of the staged epochs.
+	store persistence.Store
+	// prefix starts every message id: "<job>.<op>.<instance>.".
+	prefix          string
+	maxPending      int
+	maxPendingBytes int
+	ackTimeout      time.Duration
+	// chunkBytes bounds each staged value (a message larger than it gets a
+	// chunk of its own). Default 512 KiB.
+	chunkBytes int
+}
+
+// txEpoch is the staged messages of one epoch, encoded one after the
+// other (see appendStaged); offs[k] is where message k starts.
+type txEpoch struct {
+	id   uint64
+	last uint64 // L: the target stream's last sequence at prepare
+	buf  []byte
+	offs []int
+}
+
+// txPending is a publish awaiting its acknowledgement.
+type txPending struct {
+	f        jetstream.PubAckFuture
+	msg      *nats.Msg
+	id       string
+	attempts int
+}
+
+// Keys of a txPublisher's namespace: the staged epochs,
+// "e" | be64(epoch) | "c" | be32(chunk) for the chunks and
+// "e" | be64(epoch) | "m" for the epoch's meta (L, messages, chunks),
+// written last in the same Apply.
+const (
+	txEpochTag = 'e'
+	txChunkTag = 'c'
+	txMetaTag  = 'm'
+)
+
+var errTxCut = errors.New("natsio: commit cut short (test)")
+
+func newTxPublisher(cfg txConfig) (*txPublisher, error) {
+	if cfg.store == nil {
+		return nil, errors.New("natsio: a transactional publisher needs a Store (the instance's State)")
+	}
+	if cfg.maxPending <= 0 {
+		cfg.maxPending = 4096
+	}
+	if cfg.maxPendingBytes <= 0 {
+		cfg.maxPendingBytes = 16 << 20
+	}
+	if cfg.ackTimeout <= 0 {
+		cfg.ackTimeout = 10 * time.Second
+	}
+	if cfg.chunkBytes <= 0 {
+		cfg.chunkBytes = 512 << 10
+	}
+	return &txPublisher{cfg: cfg}, nil
+}
+
+// stage adds a message to the open epoch; hdr and data are copied.
+func (t *txPublisher) stage(hdr nats.Header, data []byte) {
+	t.open.offs = append(t.open.offs, len(t.open.buf))
+	t.open.buf = appendStaged(t.open.buf, hdr, data)
+}
+
+// mark returns the number of messages staged in the open epoch, for
+// rollback.
+func (t *txPublisher) mark() int { return len(t.open.offs) }
+
+// rollback drops the messages staged in the open epoch after mark (those
+// of a call that failed and will be retried).
+func (t *txPublisher) rollback(mark int) {
+	if mark < 0 || mark >= len(t.open.offs) {
+		return
+	}
+	t.open.buf = t.open.buf[:t.open.offs[mark]]
+	t.open.offs = t.open.offs[:mark]
+}
+
+// staged is the number of messages staged and not yet committed.
+func (t *txPublisher) staged() int {
+	n := len(t.open.offs)
+	for _, e := range t.sealed {
+		n += len(e.offs)
+	}
+	return n
+}
+
+func (t *txPublisher) streamName(ctx context.Context) (string, error) {
+	if t.cfg.stream == "" {
+		name, err := t.cfg.js.StreamNameBySubject(ctx, t.cfg.subject)
+		if err != nil {
+			return "", fmt.Errorf("natsio: stream of %s: %w", t.cfg.subject, err)
+		}
+		t.cfg.stream = name
+	}
+	return t.cfg.stream, nil
+}
+
+// prepare seals the open epoch as checkpoint id and writes it, with the
+// target stream's last sequence, into the Store in one Apply. An empty
+// epoch writes nothing.
+func (t *txPublisher) prepare(ctx context.Context, id uint64) error {
+	if n := len(t.sealed); n > 0 && t.sealed[n-1].id >= id {
+		return fmt.Errorf("natsio: prepare checkpoint %d after %d", id, t.sealed[n-1].id)
+	}
+	if len(t.open.offs) == 0 {
+		return nil
+	}
+	stream, err := t.streamName(ctx)
+	if err != nil {
+		return err
+	}
+	s, err := t.cfg.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("natsio: prepare checkpoint %d: stream %s: %w", id, stream, err)
+	}
+	// Stream returns fresh info: what lands after this point lands after L.
+	e := &txEpoch{id: id, last: s.CachedInfo().State.LastSeq, buf: t.open.buf, offs: t.open.offs}
+	if err := t.write(ctx, e); err != nil {
+		return err
+	}
+	t.sealed = append(t.sealed, e)
+	t.open = txEpoch{}
+	return nil
+}
+
+// write stores e in one Apply: its messages in values of at most
+// chunkBytes (a larger message takes one of its own), then its meta.
+func (t *txPublisher) write(ctx context.Context, e *txEpoch) error {
+	var b persistence.Batch
+	chunks := 0
+	for from := 0; from < len(e.offs); {
+		start, to := e.offs[from], from+1
+		for to < len(e.offs) && t.end(e, to)-start <= t.cfg.chunkBytes {
+			to++
+		}
+		b.Put(txChunkKey(e.id, chunks), e.buf[start:t.end(e, to-1)])
+		chunks++
+		from = to
+	}
+	meta := binary.AppendUvarint(nil, e.last)
+	meta = binary.AppendUvarint(meta, uint64(len(e.offs)))
+	meta = binary.AppendUvarint(meta, uint64(chunks))
+	b.Put(txMetaKey(e.id), meta)
+	if err := t.cfg.store.Apply(ctx, &b); err != nil {
+		return fmt.Errorf("natsio: stage checkpoint %d: %w", e.id, err)
+	}
+	return nil
+}
+
+// end is where message k of e ends.
+func (t *txPublisher) end(e *txEpoch, k int) int {
+	if k+1 < len(e.offs) {
+		return e.offs[k+1]
+	}
+	return len(e.buf)
+}
+
+// commit publishes every sealed epoch up to id, waits for every
+// acknowledgement and deletes the epochs from the Store.
+func (t *txPublisher) commit(ctx context.Context, id uint64) error {
+	t.sent = 0
+	for len(t.sealed) > 0 && t.sealed[0].id <= id {
+		e := t.sealed[0]
+		if err := t.publishEpoch(ctx, e, nil); err != nil {
+			return err
+		}
+		if err := t.forget(ctx, e); err != nil {
+			return err
+		}
+		t.sealed[0] = nil
+		t.sealed = t.sealed[1:]
+	}
+	return nil
+}
+
+// forget deletes a committed epoch from the Store.
+func (t *txPublisher) forget(ctx context.Context, e *txEpoch) error {
+	var b persistence.Batch
+	b.Delete(txMetaKey(e.id))
+	err := t.cfg.store.Scan(ctx, txChunkPrefix(e.id), func(k, _ []byte) error {
+		b.Delete(k)
+		return nil
+	})
+	if err == nil {
+		err = t.cfg.store.Apply(ctx, &b)
+	}
+	if err != nil {
+		return fmt.Errorf("natsio: forget committed epoch %d: %w", e.id, err)
+	}
+	return nil
+}
+
+// publishEpoch publishes the messages of e whose index is not in skip,
+// pipelined, and returns once every one is acknowledged.
+func (t *txPublisher) publishEpoch(ctx context.Context, e *txEpoch, skip map[int]bool) error {
+	defer t.abandon()
+	for k := range e.offs {
+		if skip[k] {
+			continue
+		}
+		hdr, data, err := decodeStaged(e.buf[e.offs[k]:t.end(e, k)])
+		if err != nil {
+			return fmt.Errorf("natsio: staged message %d of epoch %d: %w", k, e.id, err)
+		}
+		msg := &nats.Msg{Subject: t.cfg.subject, Header: hdr, Data: data}
+		if err := t.drain(ctx, t.cfg.maxPending-1, t.cfg.maxPendingBytes-len(data)); err != nil {
+			return err
+		}
+		if t.failAfterAcks > 0 && t.sent >= t.failAfterAcks {
+			if err := t.drain(ctx, 0, 0); err != nil {
+				return err
+			}
+			return errTxCut
+		}
+		t.sent++
+		p := txPending{msg: msg, id: t.msgID(e.id, k)}
+		if err := t.send(&p); err != nil {
+			return err
+		}
+		t.queue = append(t.queue, p)
+		t.bytes += len(data)
+	}
+	return t.drain(ctx, 0, 0)
+}
+
+func (t *txPublisher) msgID(epoch uint64, k int) string {
+	t.idBuf = append(t.idBuf[:0], t.cfg.prefix...)
+	t.idBuf = strconv.AppendUint(t.idBuf, epoch, 10)
+	t.idBuf = append(t.idBuf, '.')
+	t.idBuf = strconv.AppendInt(t.idBuf, int64(k), 10)
+	return string(t.idBuf)
+}
+
+func (t *txPublisher) send(p *txPending) error {
+	p.attempts++
+	if p.msg.Header == nil {
+		p.msg.Header = nats.Header{}
+	}
+	f, err := t.cfg.js.PublishMsgAsync(p.msg, jetstream.WithMsgID(p.id),
+		jetstream.WithStallWait(t.cfg.ackTimeout), jetstream.WithRetryAttempts(0))
+	if err != nil {
+		return fmt.Errorf("natsio: publish %s: %w", p.id, err)
+	}
+	p.f = f
+	return nil
+}
+
+// drain waits for acknowledgements, oldest first, until at most maxMsgs
+// publishes and maxBytes bytes are pending; a publish that fails or is not
+// acknowledged in time is sent again with its id, up to publishAttempts
+// times.
+func (t *txPublisher) drain(ctx context.Context, maxMsgs, maxBytes int) error {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for len(t.queue) > max(maxMsgs, 0) || (t.bytes > max(maxBytes, 0) && len(t.queue) > 0) {
+		p := &t.queue[0]
+		if timer == nil {
+			timer = time.NewTimer(t.cfg.ackTimeout)
+		} else {
+			timer.Reset(t.cfg.ackTimeout)
+		}
+		select {
+		case ack := <-p.f.Ok():
+			if ack.Duplicate {
+				t.duplicates.Add(1)
+			} else {
+				t.published.Add(1)
+				t.lastSeq.Store(ack.Sequence)
+			}
+		case err := <-p.f.Err():
+			if p.attempts >= publishAttempts {
+				return fmt.Errorf("natsio: publish %s to %s, %d attempts: %w", p.id, t.cfg.subject, p.attempts, err)
+			}
+			if err := t.send(p); err != nil {
+				return err
+			}
+			continue
+		case <-timer.C:
+			if p.attempts >= publishAttempts {
+				return fmt.Errorf("natsio: publish %s to %s: no acknowledgement in %d attempts of %v", p.id, t.cfg.subject, p.attempts, t.cfg.ackTimeout)
+			}
+			if err := t.send(p); err != nil {
+				return err
+			}
+			continue
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		t.bytes -= len(p.msg.Data)
+		*p = txPending{}
+		t.queue = t.queue[1:]
+	}
+	return nil
+}
+
+// abandon forgets pending publishes (after a failure: the epoch stays
+// staged and is published again with the same ids).
+func (t *txPublisher) abandon() {
+	clear(t.queue)
+	t.queue, t.bytes = t.queue[:0], 0
+}
+
+// recover publishes what a previous run sealed, and may not have
+// committed: it reads the Store's sealed epochs, scans the target stream
+// after the lowest L for the message ids of those epochs, publishes the
+// messages not found and deletes the epochs. It returns the number of
+// messages it published.
+func (t *txPublisher) recover(ctx context.Context) (int, error) {
+	epochs, err := t.load(ctx)
+	if err != nil || len(epochs) == 0 {
+		return 0, err
+	}
+	from := epochs[0].last
+	for _, e := range epochs {
+		from = min(from, e.last)
+	}
+	found, err := t.scan(ctx, from+1, epochs)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range epochs {
+		before := t.published.Load() + t.duplicates.Load()
+		err := t.publishEpoch(ctx, e, found[e.id])
+		n += int(t.published.Load() + t.duplicates.Load() - before)
+		if err != nil {
+			return n, err
+		}
+		if err := t.forget(ctx, e); err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// load reads the sealed epochs from the Store, oldest first. Chunks
+// without a meta (an Apply cut short) are deleted.
+func (t *txPublisher) load(ctx context.Context) ([]*txEpoch, error) {
+	type raw struct {
+		meta   []byte
+		chunks [][]byte
+	}
+	byID := map[uint64]*raw{}
+	var ids []uint64
+	err := t.cfg.store.Scan(ctx, []byte{txEpochTag}, func(k, v []byte) error {
+		if len(k) < 10 {
+			return fmt.Errorf("natsio: staged key %x malformed", k)
+		}
+		id := binary.BigEndian.Uint64(k[1:9])
+		r := byID[id]
+		if r == nil {
+			r = &raw{}
+			byID[id] = r
+			ids = append(ids, id)
+		}
+		switch k[9] {
+		case txMetaTag:
+			r.meta = slices.Clone(v)
+		case txChunkTag:
+			r.chunks = append(r.chunks, slices.Clone(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsio: read staged epochs: %w", err)
+	}
+	var out []*txEpoch
+	for _, id := range ids {
+		r := byID[id]
+		e := &txEpoch{id: id}
+		if r.meta == nil {
+			if err := t.forget(ctx, e); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		last, n1 := binary.Uvarint(r.meta)
+		count, n2 := binary.Uvarint(r.meta[max(n1, 0):])
+		nchunks, n3 := binary.Uvarint(r.meta[max(n1, 0)+max(n2, 0):])
+		if n1 <= 0 || n2 <= 0 || n3 <= 0 || int(nchunks) != len(r.chunks) {
+			return nil, fmt.Errorf("natsio: staged epoch %d: meta malformed or %d chunks of %d", id, len(r.chunks), nchunks)
+		}
+		e.last = last
+		for _, c := range r.chunks {
+			for p := 0; p < len(c); {
+				size, err := stagedSize(c[p:])
+				if err != nil {
+					return nil, fmt.Errorf("natsio: staged epoch %d: %w", id, err)
+				}
+				e.offs = append(e.offs, len(e.buf)+p)
+				p += size
+			}
+			e.buf = append(e.buf, c...)
+		}
+		if len(e.offs) != int(count) {
+			return nil, fmt.Errorf("natsio: staged epoch %d holds %d messages, meta says %d", id, len(e.offs), count)
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// scan reads the target stream from sequence from (headers only, the
+// subject only) up to its last sequence now, and returns, per epoch, the
+// indexes of its messages found there.
+func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) (map[uint64]map[int]bool, error) {
+	found := map[uint64]map[int]bool{}
+	want := map[uint64]bool{}
+	for _, e := range epochs {
+		want[e.id] = true
+	}
+	stream, err := t.streamName(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := t.cfg.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("natsio: recover: stream %s: %w", stream, err)
+	}
+	end := s.CachedInfo().State.LastSeq
+	if end < from {
+		return found, nil
+	}
+	c, err := t.cfg.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{t.cfg.subject},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+	}
+	pending := c.CachedInfo().NumPending
+	for pending > 0 {
+		// Ask for exactly what is there, so the fetch never waits out
+		// its timeout.
+		batch, err := c.Fetch(int(min(pending, 1024)), jetstream.FetchMaxWait(10*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+		}
+		got := 0
+		for m := range batch.Messages() {
+			got++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("natsio: recover: %w", err)
+			}
+			if epoch, k, ok := t.parseID(m.Headers().Get(jetstream.MsgIDHeader)); ok && want[epoch] {
+				if found[epoch] == nil {
+					found[epoch] = map[int]bool{}
+				}
+				found[epoch][k] = true
+			}
+			pending = md.NumPending
+			if md.Sequence.Stream >= end {
+				// Later messages were published after the scan began.
+				pending = 0
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+		}
+		if got == 0 {
+			return nil, fmt.Errorf("natsio: recover: read %s: no message delivered, %d pending", stream, pending)
+		}
+	}
+	return found, nil
+}
+
+// parseID splits a message id "<prefix><epoch>.<k>" of this publisher.
+func (t *txPublisher) parseID(id string) (epoch uint64, k int, ok bool) {
+	rest, ok := strings.CutPrefix(id, t.cfg.prefix)
+	if !ok {
+		return 0, 0, false
+	}
+	es, ks, ok := strings.Cut(rest, ".")
+	if !ok {
+		return 0, 0, false
+	}
+	epoch, err1 := strconv.ParseUint(es, 10, 64)
+	k, err2 := strconv.Atoi(ks)
+	return epoch, k, err1 == nil && err2 == nil
+}
+
+func txChunkPrefix(epoch uint64) []byte {
+	k := make([]byte, 0, 14)
+	k = append(k, txEpochTag)
+	k = binary.BigEndian.AppendUint64(k, epoch)
+	return append(k, txChunkTag)
+}
+
+func txChunkKey(epoch uint64, chunk int) []byte {
+	return binary.BigEndian.AppendUint32(txChunkPrefix(epoch), uint32(chunk))
+}
+
+func txMetaKey(epoch uint64) []byte {
+	k := make([]byte, 0, 10)
+	k = append(k, txEpochTag)
+	k = binary.BigEndian.AppendUint64(k, epoch)
+	return append(k, txMetaTag)
+}
+
+// appendStaged encodes a message: uvarint(total) | uvarint(header
+// entries) | (uvarint(len) key uvarint(len) value)* | data, where total
+// is the size of everything after it.
+func appendStaged(dst []byte, hdr nats.Header, data []byte) []byte {
+	n := 0
+	var body []byte
+	for k, vs := range hdr {
+		for _, v := range vs {
+			n++
+			body = binary.AppendUvarint(body, uint64(len(k)))
+			body = append(body, k...)
+			body = binary.AppendUvarint(body, uint64(len(v)))
+			body = append(body, v...)
+		}
+	}
+	head := binary.AppendUvarint(nil, uint64(n))
+	total := len(head) + len(body) + len(data)
+	dst = binary.AppendUvarint(dst, uint64(total))
+	dst = append(dst, head...)
+	dst = append(dst, body...)
+	return append(dst, data...)
+}
+
+// stagedSize is the encoded size of the staged message at the start of b.
+func stagedSize(b []byte) (int, error) {
+	total, n := binary.Uvarint(b)
+	if n <= 0 || uint64(len(b)-n) < total {
+		return 0, errors.New("staged message truncated")
+	}
+	return n + int(total), nil
+}
+
+// decodeStaged decodes one staged message; data aliases b.
+func decodeStaged(b []byte) (nats.Header, []byte, error) {
+	size, err := stagedSize(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	_, p := binary.Uvarint(b)
+	b = b[p:size]
+	count, n := binary.Uvarint(b)
+	if n <= 0 {
+		return nil, nil, errors.New("staged header malformed")
+	}
+	b = b[n:]
+	hdr := nats.Header{}
+	for range count {
+		var kv [2]string
+		for i := range kv {
+			l, n := binary.Uvarint(b)
+			if n <= 0 || uint64(len(b)-n) < l {
+				return nil, nil, errors.New("staged header malformed")
+			}
+			kv[i] = string(b[n : n+int(l)])
+			b = b[n+int(l):]
+		}
+		hdr[kv[0]] = append(hdr[kv[0]], kv[1])
+	}
+	return hdr, b, nil
+}
