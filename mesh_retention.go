@@ -91,7 +91,7 @@ func (m *Mesh) ensureStreams(ctx context.Context, js jetstream.JetStream, d *Dom
 	streams = append(streams, stream{"dead letters", domains.DeadLetterSubject(d.Name), def})
 	maxPayload := m.cfg.nc.MaxPayload()
 	for _, s := range streams {
-		l := natsio.Limits{MaxAge: s.r.MaxAge, MaxBytes: s.r.MaxBytes, MaxMsgs: s.r.MaxMsgs}
+		l := natsio.Limits{MaxAge: s.r.MaxAge, MaxBytes: s.r.MaxBytes, MaxMsgs: s.r.MaxMsgs, Duplicates: s.r.DuplicateWindow}
 		if l.MaxBytes > 0 && l.MaxBytes < maxPayload {
 			return fmt.Errorf("%s: retention of %d bytes is below the server's max payload (%d bytes): a message that large could not be kept", s.what, l.MaxBytes, maxPayload)
 		}

@@ -86,12 +86,42 @@ func (b *Boundary) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if _, err := natsio.EnsureStream(ctx, js, StreamName(b.subject), []string{b.subject}); err != nil {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
-	b.dlq, err = natsio.NewDeadLetters(b.NATS, natsio.DeadLettersConfig{Subject: b.subject,
-		Job: oc.Job(), Operator: oc.Operator(), AckTimeout: b.AckTimeout, Tally: &b.Counts.DeadLettered})
+	dcfg := natsio.DeadLettersConfig{Subject: b.subject,
+		Job: oc.Job(), Operator: oc.Operator(), AckTimeout: b.AckTimeout, Tally: &b.Counts.DeadLettered}
+	if oc.Checkpointing() {
+		// Dead letters are staged and published when the checkpoint
+		// covering them completes: exactly once, like the data products.
+		dcfg.Store = oc.State().Namespace("dlq")
+		dcfg.Instance = oc.Instance()
+	}
+	b.dlq, err = natsio.NewDeadLetters(b.NATS, dcfg)
 	if err != nil {
 		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
 	}
+	if b.dlq.Transactional() && oc.RestoredCheckpoint() > 0 {
+		if _, err := b.dlq.Recover(ctx); err != nil {
+			return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
+		}
+	}
 	return nil
+}
+
+// PrepareCheckpoint implements actors.CheckpointHandler: the dead letters
+// staged since the last checkpoint go to the Store.
+func (b *Boundary) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	if b.dlq == nil || !b.dlq.Transactional() {
+		return nil
+	}
+	return b.dlq.Prepare(ctx, id)
+}
+
+// CheckpointComplete implements actors.CheckpointListener: the dead letters
+// checkpoint id covers are published.
+func (b *Boundary) CheckpointComplete(ctx context.Context, id uint64) error {
+	if b.dlq == nil || !b.dlq.Transactional() {
+		return nil
+	}
+	return b.dlq.Commit(ctx, id)
 }
 
 // Close implements actors.Operator.
@@ -109,7 +139,9 @@ func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors
 		}
 	}
 	if len(bad) > 0 {
+		mark := b.dlq.Mark()
 		if err := b.deadLetter(ctx, in, bad); err != nil {
+			b.dlq.Rollback(mark) // a retried batch stages its dead letters once
 			if good != nil {
 				good.Release()
 			}
@@ -183,7 +215,7 @@ func (b *Boundary) deadLetter(ctx context.Context, in arrow.RecordBatch, bad []V
 		}
 		return b.dlq.Add(ctx, dl)
 	})
-	if err == nil {
+	if err == nil && !b.dlq.Transactional() {
 		err = b.dlq.Wait(ctx)
 	}
 	if err != nil {

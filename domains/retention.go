@@ -27,6 +27,12 @@ type Retention struct {
 	MaxBytes int64
 	// MaxMsgs bounds the number of messages in the stream.
 	MaxMsgs int64
+	// DuplicateWindow is how long the stream remembers message ids
+	// (Nats-Msg-Id): a message published again within it is stored once.
+	// Default natsio.DuplicateWindow (45 s). Exactly-once delivery does
+	// not depend on it (see docs/checkpoints.md); a shorter window keeps
+	// less in the server's memory.
+	DuplicateWindow time.Duration
 }
 
 // IsZero reports whether r sets no field.
@@ -42,6 +48,9 @@ func (r Retention) Or(def Retention) Retention {
 	}
 	if r.MaxMsgs == 0 {
 		r.MaxMsgs = def.MaxMsgs
+	}
+	if r.DuplicateWindow == 0 {
+		r.DuplicateWindow = def.DuplicateWindow
 	}
 	return r
 }
@@ -62,6 +71,9 @@ func (r Retention) Validate() error {
 	}
 	if r.MaxMsgs < 0 && r.MaxMsgs != Unlimited {
 		errs = append(errs, fmt.Errorf("max messages %d is negative (use domains.Unlimited for no limit)", r.MaxMsgs))
+	}
+	if r.DuplicateWindow < 0 || (r.DuplicateWindow > 0 && r.DuplicateWindow < 100*time.Millisecond) {
+		errs = append(errs, fmt.Errorf("duplicate window %v: want 0 (the default) or at least 100ms", r.DuplicateWindow))
 	}
 	return errors.Join(errs...)
 }

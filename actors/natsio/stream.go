@@ -79,6 +79,9 @@ type Limits struct {
 	MaxAge   time.Duration
 	MaxBytes int64
 	MaxMsgs  int64
+	// Duplicates is how long the stream remembers message ids;
+	// DuplicateWindow when 0.
+	Duplicates time.Duration
 }
 
 // StreamState is the stream holding a subject, as EnsureOwnedStream left
@@ -112,7 +115,8 @@ func (s StreamState) Limits() Limits {
 // owner's.
 //
 // A stream Meshflow owns discards its oldest messages at a limit and
-// remembers message ids for DuplicateWindow, or MaxAge when shorter.
+// remembers message ids for l.Duplicates (default DuplicateWindow), or
+// MaxAge when shorter.
 func EnsureOwnedStream(ctx context.Context, js jetstream.JetStream, name, subject string, l Limits) (StreamState, error) {
 	for attempt := 0; ; attempt++ {
 		existing, err := js.StreamNameBySubject(ctx, subject)
@@ -168,6 +172,9 @@ func ownedConfig(cfg jetstream.StreamConfig, l Limits) jetstream.StreamConfig {
 	}
 	cfg.Discard = jetstream.DiscardOld
 	cfg.Duplicates = DuplicateWindow
+	if l.Duplicates > 0 {
+		cfg.Duplicates = l.Duplicates
+	}
 	if cfg.MaxAge > 0 && cfg.MaxAge < cfg.Duplicates {
 		cfg.Duplicates = cfg.MaxAge
 	}

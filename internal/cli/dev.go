@@ -38,6 +38,51 @@ type devOptions struct {
 	example     string
 	every       time.Duration
 	nats        *natsFlags
+
+	checkpointEvery time.Duration
+	noCheckpoints   bool
+	restore         []string // JOB=ID
+	dupWindow       time.Duration
+	streamMaxBytes  int64
+}
+
+// retention is the limits of the streams dev makes: devRetention with the
+// flags' overrides.
+func (o devOptions) retention() domains.Retention {
+	r := devRetention
+	if o.dupWindow > 0 {
+		r.DuplicateWindow = o.dupWindow
+	}
+	if o.streamMaxBytes != 0 {
+		r.MaxBytes = o.streamMaxBytes
+	}
+	return r
+}
+
+// runOptions are the options of the checkpoint flags.
+func (o devOptions) runOptions() ([]meshflow.RunOption, error) {
+	if o.noCheckpoints {
+		if len(o.restore) > 0 {
+			return nil, usageErrorf("--restore needs checkpoints: drop --no-checkpoints")
+		}
+		return []meshflow.RunOption{meshflow.WithoutCheckpoints()}, nil
+	}
+	if o.checkpointEvery < 100*time.Millisecond || o.checkpointEvery > time.Hour {
+		return nil, usageErrorf("invalid --checkpoint-interval %v: want 100ms to 1h", o.checkpointEvery)
+	}
+	opts := []meshflow.RunOption{meshflow.WithCheckpoints(meshflow.CheckpointConfig{Interval: o.checkpointEvery})}
+	for _, r := range o.restore {
+		job, idText, ok := strings.Cut(r, "=")
+		id, err := strconv.ParseUint(idText, 10, 64)
+		if !ok || job == "" || err != nil || id == 0 {
+			return nil, usageErrorf("invalid --restore %q: want JOB=ID, e.g. orders.pipeline=12 (see meshflow checkpoints list JOB)", r)
+		}
+		if !strings.Contains(job, ".") && o.example == "mesh" {
+			job += ".pipeline" // a domain's name stands for its job
+		}
+		opts = append(opts, meshflow.WithRestore(job, id))
+	}
+	return opts, nil
 }
 
 // producerUser is the NATS user of clients that connect to the embedded
@@ -98,6 +143,11 @@ is honoured at every stage of startup.`,
 	f.StringVar(&o.resultSubj, "results", "bids.top", "subject the pipeline publishes results to")
 	f.StringVar(&o.example, "example", "mesh", "what to run: mesh (three domains) or bids (one pipeline)")
 	f.DurationVar(&o.every, "every", 2*time.Second, "with --example mesh: how often the domains' status is printed")
+	f.DurationVar(&o.checkpointEvery, "checkpoint-interval", time.Second, "how often every job takes a checkpoint (100ms to 1h)")
+	f.BoolVar(&o.noCheckpoints, "no-checkpoints", false, "run without checkpoints: at-least-once, a crash may lose or repeat events")
+	f.StringArrayVar(&o.restore, "restore", nil, "start JOB from checkpoint or savepoint ID instead of its latest checkpoint, as JOB=ID (a domain name stands for its job); repeatable")
+	f.DurationVar(&o.dupWindow, "duplicate-window", 0, "how long the streams dev makes remember message ids (default 45s)")
+	f.Int64Var(&o.streamMaxBytes, "stream-max-bytes", 0, "size limit of each stream dev makes, in bytes (default 30 MiB; -1: unlimited)")
 	// No $NATS_URL default: dev runs on an existing server only when told.
 	o.nats = addNATSFlagsFor(cmd, env, "", "run on this existing NATS server (URLs, comma separated) instead of an embedded one")
 	return cmd
@@ -131,6 +181,13 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	}
 	if o.parallelism < 1 {
 		return usageErrorf("invalid --parallelism %d: must be at least 1", o.parallelism)
+	}
+	if err := o.retention().Validate(); err != nil {
+		return usageErrorf("invalid stream limits: %v", err)
+	}
+	runOpts, err := o.runOptions()
+	if err != nil {
+		return err
 	}
 	for _, s := range []struct{ flag, subject string }{{"--input", o.input}, {"--results", o.resultSubj}} {
 		if !literalSubject(s.subject) {
@@ -176,10 +233,10 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 	}
 
 	if o.example == "mesh" {
-		return runDevMesh(ctx, env, o, conns, store)
+		return runDevMesh(ctx, env, o, conns, store, runOpts)
 	}
 	p := bids.Pipeline(bidsCfg)
-	if err := boundDevStreams(ctx, conns.node, o.input, o.input+".dlq", o.resultSubj); err != nil {
+	if err := boundDevStreams(ctx, conns.node, o.retention(), o.input, o.input+".dlq", o.resultSubj); err != nil {
 		return err
 	}
 	defer limitDevMemory(env)()
@@ -200,7 +257,7 @@ func runDev(ctx context.Context, env *Env, o devOptions) (err error) {
 		}()
 	}
 	env.Logger.Info("running the example pipeline", "input", o.input, "results", o.resultSubj)
-	runErr := meshflow.Run(ctx, p, meshflow.WithNATS(conns.node), meshflow.WithState(store), meshflow.WithLogger(env.Logger))
+	runErr := meshflow.Run(ctx, p, append([]meshflow.RunOption{meshflow.WithNATS(conns.node), meshflow.WithState(store), meshflow.WithLogger(env.Logger)}, runOpts...)...)
 	stopGen()
 	wg.Wait()
 	if errors.Is(runErr, context.Canceled) && ctx.Err() != nil {

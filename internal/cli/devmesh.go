@@ -17,10 +17,11 @@ import (
 
 // runDevMesh runs the example mesh with its generator and prints the
 // domains' status every o.every until ctx is done.
-func runDevMesh(ctx context.Context, env *Env, o devOptions, conns devConns, store persistence.Store) error {
+func runDevMesh(ctx context.Context, env *Env, o devOptions, conns devConns, store persistence.Store, runOpts []meshflow.RunOption) error {
 	defer limitDevMemory(env)()
 	opts := []meshflow.RunOption{meshflow.WithNATS(conns.node), meshflow.WithState(store), meshflow.WithLogger(env.Logger),
-		meshflow.WithRetention(devRetention)}
+		meshflow.WithRetention(o.retention())}
+	opts = append(opts, runOpts...)
 	if conns.domain != nil {
 		opts = append(opts, meshflow.WithDomainConnect(conns.domain))
 	}

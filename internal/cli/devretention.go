@@ -30,12 +30,12 @@ var devRetention = domains.Retention{MaxAge: time.Hour, MaxBytes: 30 << 20}
 // before a pipeline `meshflow dev` runs outside a mesh starts: its
 // sources and sinks then find them. The streams are named as a mesh
 // names its own (MESH_ORDERS_PLACED for mesh.orders.placed).
-func boundDevStreams(ctx context.Context, nc *nats.Conn, subjects ...string) error {
+func boundDevStreams(ctx context.Context, nc *nats.Conn, r domains.Retention, subjects ...string) error {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
-	limits := natsio.Limits{MaxAge: devRetention.MaxAge, MaxBytes: devRetention.MaxBytes, MaxMsgs: devRetention.MaxMsgs}
+	limits := natsio.Limits{MaxAge: r.MaxAge, MaxBytes: r.MaxBytes, MaxMsgs: r.MaxMsgs, Duplicates: r.DuplicateWindow}
 	for _, s := range subjects {
 		if _, err := natsio.EnsureOwnedStream(ctx, js, domains.StreamName(s), s, limits); err != nil {
 			return fmt.Errorf("dev: %w", err)

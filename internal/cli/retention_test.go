@@ -163,7 +163,7 @@ func TestBoundDevStreams(t *testing.T) {
 	nc := natstest.Connect(t, s)
 	js := natstest.JetStream(t, nc)
 	createStream(t, nc, "BIDS_IN", "bids.in") // made by an earlier run, unbounded
-	if err := boundDevStreams(t.Context(), nc, "bids.in", "bids.in.dlq", "bids.top"); err != nil {
+	if err := boundDevStreams(t.Context(), nc, devRetention, "bids.in", "bids.in.dlq", "bids.top"); err != nil {
 		t.Fatal(err)
 	}
 	for subj, name := range map[string]string{"bids.in": "BIDS_IN", "bids.in.dlq": "BIDS_IN_DLQ", "bids.top": "BIDS_TOP"} {
