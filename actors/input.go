@@ -38,6 +38,9 @@ func (s *instance) runAligner(c actor.Context) {
 			s.deliver(c, ch, &dataMsg{key: ch.key, env: ev.env, part: s.part})
 		case alignAligned:
 			s.takeCheckpoint(c, ev.barrier, ev.took)
+			// An end-of-stream that completed the alignment came first;
+			// the instance may be done now.
+			s.maybeFinish(c)
 		}
 	}
 }
