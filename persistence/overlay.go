@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 )
 
@@ -87,7 +86,8 @@ func (o *Overlay) Get(ctx context.Context, key []byte) ([]byte, error) {
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
-	ek := o.encode(key)
+	var arr [64]byte // keeps short keys off the heap
+	ek := append(append(arr[:0], o.keyPrefix...), key...)
 	if bi, i, found := b.search(ek); found {
 		e := b.blocks[bi][i]
 		b.mu.Unlock()
@@ -278,21 +278,35 @@ func (b *overlayBuf) clear() {
 }
 
 // search returns the position of key, or where it would be inserted.
+// (Plain loops rather than sort.Search keep key off the heap.)
 func (b *overlayBuf) search(key []byte) (bi, i int, found bool) {
-	bi = sort.Search(len(b.blocks), func(j int) bool {
-		blk := b.blocks[j]
-		return bytes.Compare(blk[len(blk)-1].key, key) >= 0
-	})
-	if bi == len(b.blocks) {
-		if bi == 0 {
+	lo, hi := 0, len(b.blocks)
+	for lo < hi { // first block whose last key is >= key
+		m := int(uint(lo+hi) >> 1)
+		blk := b.blocks[m]
+		if bytes.Compare(blk[len(blk)-1].key, key) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == len(b.blocks) {
+		if lo == 0 {
 			return 0, 0, false
 		}
-		return bi - 1, len(b.blocks[bi-1]), false
+		return lo - 1, len(b.blocks[lo-1]), false
 	}
-	i, found = slices.BinarySearchFunc(b.blocks[bi], key, func(e ovEntry, k []byte) int {
-		return bytes.Compare(e.key, k)
-	})
-	return bi, i, found
+	blk := b.blocks[lo]
+	l, h := 0, len(blk)
+	for l < h { // first entry whose key is >= key
+		m := int(uint(l+h) >> 1)
+		if bytes.Compare(blk[m].key, key) < 0 {
+			l = m + 1
+		} else {
+			h = m
+		}
+	}
+	return lo, l, l < len(blk) && bytes.Equal(blk[l].key, key)
 }
 
 // write buffers ops, in order, under one lock. The slices of ops are kept.
@@ -410,13 +424,21 @@ func writeEncoded(ctx context.Context, s Store, ops []Op) error {
 	return nil
 }
 
+// prefixOps returns ops with p before every key, the keys in one buffer.
 func prefixOps(p []byte, ops []Op) []Op {
 	if len(p) == 0 {
 		return ops
 	}
+	n := 0
+	for _, op := range ops {
+		n += len(p) + len(op.Key)
+	}
+	buf := make([]byte, 0, n)
 	out := make([]Op, len(ops))
 	for i, op := range ops {
-		out[i] = Op{Key: append(p[:len(p):len(p)], op.Key...), Value: op.Value, Delete: op.Delete}
+		start := len(buf)
+		buf = append(append(buf, p...), op.Key...)
+		out[i] = Op{Key: buf[start:len(buf):len(buf)], Value: op.Value, Delete: op.Delete}
 	}
 	return out
 }
