@@ -462,6 +462,42 @@ func TestOverlayClose(t *testing.T) {
 	}
 }
 
+// TestOverlayScanKeepsItsView: a scan over buffered keys goes on seeing
+// them while its fn commits, discards and rewrites the buffer.
+func TestOverlayScanKeepsItsView(t *testing.T) {
+	ctx := context.Background()
+	for _, action := range []string{"commit", "discard"} {
+		t.Run(action, func(t *testing.T) {
+			under := memstore.New()
+			defer under.Close()
+			o := persistence.NewOverlay(under)
+			apply(t, o, "a=1", "b=2", "c=3")
+			var seen []string
+			err := o.Scan(ctx, nil, func(k, v []byte) error {
+				seen = append(seen, string(k)+"="+string(v))
+				if action == "commit" {
+					if err := o.Commit(ctx); err != nil {
+						return err
+					}
+				} else {
+					o.Discard()
+				}
+				apply(t, o, "a=X", "b=Y", "c=Z", "d=W")
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(seen, " "); got != "a=1 b=2 c=3" {
+				t.Fatalf("scan saw %q", got)
+			}
+			if got := dump(t, o); got != "a=X b=Y c=Z d=W" {
+				t.Fatalf("after the scan: %q", got)
+			}
+		})
+	}
+}
+
 // TestOverlayModel applies random puts and deletes to a store and to an
 // overlay over it, in several namespaces, and checks every Get and prefix
 // Scan against a model, before and after Commit.
