@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"sync"
 )
 
@@ -58,14 +57,40 @@ type overlayBuf struct {
 	n      int
 	size   int
 	closed bool
+	// arena holds the keys and values, appended only; entries refer to it
+	// by offset, so that they hold no pointers (moving them costs no GC
+	// write barriers). shared is set while a scan may read the arena: it
+	// is then not reused when the buffer is emptied.
+	arena  []byte
+	shared bool
+	// Kept across Commit and Discard for the next writes.
+	spare []ovEntry // the first block's array
+	ops   []Op      // Commit's scratch
 }
 
-// ovEntry is a buffered write of an encoded key. Its slices are never
-// modified once buffered.
+// ovEntry is a buffered write: its encoded key and its value, in the
+// arena.
 type ovEntry struct {
+	koff, klen, voff, vlen int
+	del                    bool
+}
+
+func (b *overlayBuf) key(e ovEntry) []byte {
+	return b.arena[e.koff : e.koff+e.klen : e.koff+e.klen]
+}
+
+func (b *overlayBuf) value(e ovEntry) []byte {
+	return b.arena[e.voff : e.voff+e.vlen : e.voff+e.vlen]
+}
+
+// scanEntry is a buffered write as a scan sees it.
+type scanEntry struct {
 	key, value []byte
 	del        bool
 }
+
+// maxReusedArena bounds the arena kept for reuse when the buffer empties.
+const maxReusedArena = 1 << 20
 
 // ovMaxBlock bounds the entries an insert moves.
 const ovMaxBlock = 256
@@ -87,14 +112,19 @@ func (o *Overlay) Get(ctx context.Context, key []byte) ([]byte, error) {
 		b.mu.Unlock()
 		return nil, ErrClosed
 	}
-	ek := o.encode(key)
+	var arr [64]byte // keeps short keys off the heap
+	ek := append(append(arr[:0], o.keyPrefix...), key...)
 	if bi, i, found := b.search(ek); found {
 		e := b.blocks[bi][i]
+		var v []byte
+		if !e.del { // copied before the arena can be reused
+			v = append(make([]byte, 0, e.vlen), b.value(e)...)
+		}
 		b.mu.Unlock()
 		if e.del {
 			return nil, ErrNotFound
 		}
-		return append(make([]byte, 0, len(e.value)), e.value...), nil
+		return v, nil
 	}
 	b.mu.Unlock()
 	return o.s.Get(ctx, key)
@@ -126,7 +156,7 @@ func (o *Overlay) Scan(ctx context.Context, prefix []byte, fn func(key, value []
 			return fn(k, v)
 		})
 	}
-	emit := func(e ovEntry) error {
+	emit := func(e scanEntry) error {
 		if e.del {
 			return nil
 		}
@@ -167,23 +197,7 @@ func (o *Overlay) Apply(ctx context.Context, b *Batch) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	// One buffer for the copies of all keys and values.
-	n := len(o.keyPrefix)
-	arena := make([]byte, 0, len(b.ops)*n+b.keyBytes+b.valBytes)
-	ops := make([]Op, len(b.ops))
-	for i, op := range b.ops {
-		start := len(arena)
-		arena = append(append(arena, o.keyPrefix...), op.Key...)
-		k := arena[start:len(arena):len(arena)]
-		var v []byte
-		if !op.Delete {
-			start = len(arena)
-			arena = append(arena, op.Value...)
-			v = arena[start:len(arena):len(arena)]
-		}
-		ops[i] = Op{Key: k, Value: v, Delete: op.Delete}
-	}
-	return o.buf.write(ops)
+	return o.buf.write(o.keyPrefix, b.ops, len(b.ops)*len(o.keyPrefix)+b.keyBytes+b.valBytes)
 }
 
 // Namespace implements [Store]: a view of name that shares this overlay's
@@ -235,13 +249,16 @@ func (o *Overlay) Commit(ctx context.Context) error {
 	if b.n == 0 {
 		return nil
 	}
-	ops := make([]Op, 0, b.n)
+	ops := b.ops[:0]
 	for _, blk := range b.blocks {
 		for _, e := range blk {
-			ops = append(ops, Op{Key: e.key, Value: e.value, Delete: e.del})
+			ops = append(ops, Op{Key: b.key(e), Value: b.value(e), Delete: e.del})
 		}
 	}
-	if err := writeEncoded(ctx, b.root, ops); err != nil {
+	err := writeEncoded(ctx, b.root, ops)
+	clear(ops)
+	b.ops = ops[:0]
+	if err != nil {
 		return fmt.Errorf("persistence: overlay commit of %d writes: %w", len(ops), err)
 	}
 	b.clear()
@@ -274,50 +291,86 @@ func (o *Overlay) encode(key []byte) []byte {
 }
 
 func (b *overlayBuf) clear() {
-	b.blocks, b.n, b.size = nil, 0, 0
+	if len(b.blocks) > 0 && cap(b.blocks[0]) <= ovMaxBlock {
+		b.spare = b.blocks[0][:0]
+	}
+	clear(b.blocks)
+	b.blocks, b.n, b.size = b.blocks[:0], 0, 0
+	if b.shared || cap(b.arena) > maxReusedArena {
+		b.arena, b.shared = nil, false
+	} else {
+		b.arena = b.arena[:0]
+	}
 }
 
 // search returns the position of key, or where it would be inserted.
+// (Plain loops rather than sort.Search keep key off the heap.)
 func (b *overlayBuf) search(key []byte) (bi, i int, found bool) {
-	bi = sort.Search(len(b.blocks), func(j int) bool {
-		blk := b.blocks[j]
-		return bytes.Compare(blk[len(blk)-1].key, key) >= 0
-	})
-	if bi == len(b.blocks) {
-		if bi == 0 {
+	lo, hi := 0, len(b.blocks)
+	for lo < hi { // first block whose last key is >= key
+		m := int(uint(lo+hi) >> 1)
+		blk := b.blocks[m]
+		if bytes.Compare(b.key(blk[len(blk)-1]), key) < 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == len(b.blocks) {
+		if lo == 0 {
 			return 0, 0, false
 		}
-		return bi - 1, len(b.blocks[bi-1]), false
+		return lo - 1, len(b.blocks[lo-1]), false
 	}
-	i, found = slices.BinarySearchFunc(b.blocks[bi], key, func(e ovEntry, k []byte) int {
-		return bytes.Compare(e.key, k)
-	})
-	return bi, i, found
+	blk := b.blocks[lo]
+	l, h := 0, len(blk)
+	for l < h { // first entry whose key is >= key
+		m := int(uint(l+h) >> 1)
+		if bytes.Compare(b.key(blk[m]), key) < 0 {
+			l = m + 1
+		} else {
+			h = m
+		}
+	}
+	return lo, l, l < len(blk) && bytes.Equal(b.key(blk[l]), key)
 }
 
-// write buffers ops, in order, under one lock. The slices of ops are kept.
-func (b *overlayBuf) write(ops []Op) error {
+// write buffers ops, in order, under one lock, each key preceded by
+// prefix; keys and values are copied into the arena. grow is a hint of the
+// bytes that takes.
+func (b *overlayBuf) write(prefix []byte, ops []Op, grow int) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return ErrClosed
 	}
+	if free := cap(b.arena) - len(b.arena); free < grow {
+		b.arena = slices.Grow(b.arena, grow)
+	}
 	for _, op := range ops {
-		e := ovEntry{key: op.Key, value: op.Value, del: op.Delete}
-		if !e.del && e.value == nil {
-			e.value = []byte{}
-		}
-		bi, i, found := b.search(e.key)
+		koff := len(b.arena)
+		b.arena = append(append(b.arena, prefix...), op.Key...)
+		e := ovEntry{koff: koff, klen: len(b.arena) - koff, del: op.Delete}
+		bi, i, found := b.search(b.key(e))
 		if found {
-			old := b.blocks[bi][i]
-			b.size += len(e.value) - len(old.value)
+			b.arena = b.arena[:koff] // the key is there already
+			e.koff = b.blocks[bi][i].koff
+		}
+		if !e.del {
+			e.voff = len(b.arena)
+			b.arena = append(b.arena, op.Value...)
+			e.vlen = len(op.Value)
+		}
+		if found {
+			b.size += e.vlen - b.blocks[bi][i].vlen
 			b.blocks[bi][i] = e
 			continue
 		}
-		b.size += len(e.key) + len(e.value)
+		b.size += e.klen + e.vlen
 		b.n++
 		if len(b.blocks) == 0 {
-			b.blocks = [][]ovEntry{{e}}
+			b.blocks = append(b.blocks, append(b.spare, e))
+			b.spare = nil
 			continue
 		}
 		blk := slices.Insert(b.blocks[bi], i, e)
@@ -327,7 +380,6 @@ func (b *overlayBuf) write(ops []Op) error {
 		}
 		half := len(blk) / 2
 		right := append(make([]ovEntry, 0, ovMaxBlock), blk[half:]...)
-		clear(blk[half:])
 		b.blocks[bi] = slices.Clip(blk[:half])
 		b.blocks = slices.Insert(b.blocks, bi+1, right)
 	}
@@ -336,23 +388,25 @@ func (b *overlayBuf) write(ops []Op) error {
 
 // snapshot copies the buffered entries whose encoded key starts with
 // prefix, with keys cut by strip bytes (relative to their view).
-func (b *overlayBuf) snapshot(prefix []byte, strip int) ([]ovEntry, error) {
+func (b *overlayBuf) snapshot(prefix []byte, strip int) ([]scanEntry, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return nil, ErrClosed
 	}
-	var out []ovEntry
+	var out []scanEntry
 	bi, i, _ := b.search(prefix)
 	for ; bi < len(b.blocks); bi, i = bi+1, 0 {
 		for _, e := range b.blocks[bi][i:] {
-			if !bytes.HasPrefix(e.key, prefix) {
+			k := b.key(e)
+			if !bytes.HasPrefix(k, prefix) {
+				b.shared = b.shared || len(out) > 0
 				return out, nil
 			}
-			e.key = e.key[strip:]
-			out = append(out, e)
+			out = append(out, scanEntry{key: k[strip:], value: b.value(e), del: e.del})
 		}
 	}
+	b.shared = b.shared || len(out) > 0
 	return out, nil
 }
 
@@ -364,7 +418,7 @@ func writeEncoded(ctx context.Context, s Store, ops []Op) error {
 	case *view:
 		return s.b.Write(ctx, prefixOps(s.path, ops))
 	case *Overlay:
-		return s.buf.write(prefixOps(s.path, ops))
+		return s.buf.write(s.path, ops, 0)
 	}
 	// A root store wrapping a view (memstore, badgerstore): its namespace
 	// "" is a view whose path is the root's path and the encoding of "".
@@ -410,13 +464,21 @@ func writeEncoded(ctx context.Context, s Store, ops []Op) error {
 	return nil
 }
 
+// prefixOps returns ops with p before every key, the keys in one buffer.
 func prefixOps(p []byte, ops []Op) []Op {
 	if len(p) == 0 {
 		return ops
 	}
+	n := 0
+	for _, op := range ops {
+		n += len(p) + len(op.Key)
+	}
+	buf := make([]byte, 0, n)
 	out := make([]Op, len(ops))
 	for i, op := range ops {
-		out[i] = Op{Key: append(p[:len(p):len(p)], op.Key...), Value: op.Value, Delete: op.Delete}
+		start := len(buf)
+		buf = append(append(buf, p...), op.Key...)
+		out[i] = Op{Key: buf[start:len(buf):len(buf)], Value: op.Value, Delete: op.Delete}
 	}
 	return out
 }

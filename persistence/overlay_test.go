@@ -462,6 +462,42 @@ func TestOverlayClose(t *testing.T) {
 	}
 }
 
+// TestOverlayScanKeepsItsView: a scan over buffered keys goes on seeing
+// them while its fn commits, discards and rewrites the buffer.
+func TestOverlayScanKeepsItsView(t *testing.T) {
+	ctx := context.Background()
+	for _, action := range []string{"commit", "discard"} {
+		t.Run(action, func(t *testing.T) {
+			under := memstore.New()
+			defer under.Close()
+			o := persistence.NewOverlay(under)
+			apply(t, o, "a=1", "b=2", "c=3")
+			var seen []string
+			err := o.Scan(ctx, nil, func(k, v []byte) error {
+				seen = append(seen, string(k)+"="+string(v))
+				if action == "commit" {
+					if err := o.Commit(ctx); err != nil {
+						return err
+					}
+				} else {
+					o.Discard()
+				}
+				apply(t, o, "a=X", "b=Y", "c=Z", "d=W")
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(seen, " "); got != "a=1 b=2 c=3" {
+				t.Fatalf("scan saw %q", got)
+			}
+			if got := dump(t, o); got != "a=X b=Y c=Z d=W" {
+				t.Fatalf("after the scan: %q", got)
+			}
+		})
+	}
+}
+
 // TestOverlayModel applies random puts and deletes to a store and to an
 // overlay over it, in several namespaces, and checks every Get and prefix
 // Scan against a model, before and after Commit.
@@ -691,8 +727,9 @@ func BenchmarkOverlayGet(b *testing.B) {
 	}
 }
 
-// BenchmarkOverlayApply writes batches of 64 puts: plain Apply, Apply to
-// an overlay then Commit (the runtime's pattern for a successful call),
+// BenchmarkOverlayApply writes batches of 64 puts over a fixed set of
+// 16384 stored keys (the store does not grow with b.N): plain Apply, Apply
+// to an overlay then Commit (the runtime's pattern for a successful call),
 // and Apply to an overlay then Discard (a failed call).
 func BenchmarkOverlayApply(b *testing.B) {
 	for _, bs := range benchStores {
@@ -700,6 +737,7 @@ func BenchmarkOverlayApply(b *testing.B) {
 			b.Run(bs.name+"/"+mode, func(b *testing.B) {
 				ctx := context.Background()
 				ns := bs.open(b).Namespace("job").Namespace("op/0")
+				fill(b, ns, 16384)
 				o := persistence.NewOverlay(ns)
 				var batch persistence.Batch
 				key, val := make([]byte, 16), make([]byte, 100)
@@ -710,7 +748,7 @@ func BenchmarkOverlayApply(b *testing.B) {
 					batch.Reset()
 					for range 64 {
 						seq++
-						batch.Put(benchKey(key, seq), val)
+						batch.Put(benchKey(key, seq%16384), val)
 					}
 					var err error
 					switch mode {

@@ -92,8 +92,10 @@ const (
 // namespace.
 //
 // entries calls yield for each entry and returns yield's error as is; yield
-// copies key and value, so entries may reuse its buffers. Writes go in
-// transactions of at most 4096 writes or 1 MiB, so the replacement is not
+// copies key and value, so entries may reuse its buffers. Writes go to the
+// backend in chunks of at most 4096 writes, each closed once it holds 1 MiB
+// of keys and values (a backend may split a chunk further: badgerstore at
+// Badger's transaction limit), so the replacement is not
 // atomic: readers may see it half done, and an error (of entries, of yield
 // or of the backend) leaves it half done. It is meant for restoring state
 // before anything reads it; verify the entries first (snapshotstore checks

@@ -39,8 +39,7 @@
 // are checked against the bytes actually present, so a lying length never
 // makes the decoder allocate: memory use is the object's size (plus what
 // reading it through an io.Reader costs), which bounds the state one task
-// can restore to what fits in memory. The Object Store also checks its own
-// SHA-256 digest of the object when it is read back.
+// can restore to what fits in memory.
 package snapshotstore
 
 import (

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"runtime"
 	"slices"
 	"strings"
@@ -131,6 +132,37 @@ func TestEncodeFromStore(t *testing.T) {
 	}
 	if got, want := entries(t, r), []kv{{"\x00a", "1"}, {"\x00b", "2"}}; !slices.Equal(got, want) {
 		t.Fatalf("entries = %q, want %q", got, want)
+	}
+}
+
+// TestEncodeStreams: Encode's allocations do not grow with the snapshot
+// (a memstore snapshot scan allocates nothing).
+func TestEncodeStreams(t *testing.T) {
+	ctx := context.Background()
+	s := memstore.New()
+	defer s.Close()
+	var b persistence.Batch
+	val := bytes.Repeat([]byte("v"), 100)
+	for i := range 50000 {
+		b.Put(fmt.Appendf(nil, "key-%08d", i), val)
+	}
+	if err := s.Apply(ctx, &b); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := persistence.OpenSnapshot(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	n, err := snapshotstore.Encode(ctx, io.Discard, nil, snap)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Fatalf("Encode of %d bytes allocated %d bytes", n, alloc)
 	}
 }
 

@@ -74,7 +74,7 @@ func checkName(job, task string) error {
 
 // Put encodes meta and snap (see Encode) into the object
 // `<job>/<id>/<task>`, streaming: the encoding goes through a pipe into the
-// upload, so memory use does not grow with the snapshot. An existing object
+// upload, and is never held whole in memory. An existing object
 // of that name is replaced. On an error nothing of the object is left in the
 // bucket (the Object Store drops the chunks of a failed upload). Put does
 // not close snap.
