@@ -348,10 +348,10 @@ func (c *countingBackend) Close() error { return nil }
 // rootWrapper is a root store of another package, like memstore.Store.
 type rootWrapper struct{ persistence.Store }
 
-// opaque hides every view's type: the overlay cannot reach its backend.
-type opaque struct{ persistence.Store }
+// opaqueView hides every view's type: the overlay cannot reach its backend.
+type opaqueView struct{ persistence.Store }
 
-func (o opaque) Namespace(name string) persistence.Store { return opaque{o.Store.Namespace(name)} }
+func (o opaqueView) Namespace(name string) persistence.Store { return opaqueView{o.Store.Namespace(name)} }
 
 // TestOverlayCommitWrites: a commit touching several namespaces is one
 // backend write over this package's stores, and one Apply per namespace
@@ -365,7 +365,7 @@ func TestOverlayCommitWrites(t *testing.T) {
 		{"root view", func(r persistence.Store) persistence.Store { return r }, 1},
 		{"namespace view", func(r persistence.Store) persistence.Store { return r.Namespace("job") }, 1},
 		{"wrapped root", func(r persistence.Store) persistence.Store { return rootWrapper{r} }, 1},
-		{"other store", func(r persistence.Store) persistence.Store { return opaque{r} }, 4},
+		{"other store", func(r persistence.Store) persistence.Store { return opaqueView{r} }, 4},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
