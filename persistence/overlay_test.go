@@ -51,30 +51,30 @@ func openBadger(t testing.TB) *badgerstore.Store {
 // stay buffered, and on overlays committed after every Apply.
 func TestOverlayConformance(t *testing.T) {
 	t.Run("Buffered", func(t *testing.T) {
-		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+		persistencetest.RunStore(t, func(t *testing.T) persistence.Store {
 			return persistence.NewOverlay(memstore.New())
 		})
 	})
 	t.Run("BufferedInNamespace", func(t *testing.T) {
-		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+		persistencetest.RunStore(t, func(t *testing.T) persistence.Store {
 			return persistence.NewOverlay(memstore.New().Namespace("job").Namespace("op/0"))
 		})
 	})
 	t.Run("Committed", func(t *testing.T) {
-		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+		persistencetest.RunStore(t, func(t *testing.T) persistence.Store {
 			o := persistence.NewOverlay(memstore.New())
 			return autoCommit{o, o}
 		})
 	})
 	t.Run("CommittedBadger", func(t *testing.T) {
-		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+		persistencetest.RunStore(t, func(t *testing.T) persistence.Store {
 			o := persistence.NewOverlay(openBadger(t))
 			return autoCommit{o, o}
 		})
 	})
 	t.Run("CommittedNested", func(t *testing.T) {
 		// An overlay over an overlay, both committed after every Apply.
-		persistencetest.Run(t, func(t *testing.T) persistence.Store {
+		persistencetest.RunStore(t, func(t *testing.T) persistence.Store {
 			inner := persistence.NewOverlay(memstore.New())
 			outer := persistence.NewOverlay(autoCommit{inner, inner})
 			return autoCommit{outer, outer}

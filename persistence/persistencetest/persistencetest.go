@@ -23,6 +23,18 @@ import (
 // Run runs the suite. open must return a new, empty store for each call;
 // it may register its own cleanup (closing the store twice is fine).
 func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
+	run(t, open, true)
+}
+
+// RunStore runs the cases of Run that every Store must pass, without those
+// of snapshots and namespace replacement, which only the stores of
+// persistence.NewStore (the backends) support: for Stores layered over
+// another one, such as persistence.Overlay.
+func RunStore(t *testing.T, open func(t *testing.T) persistence.Store) {
+	run(t, open, false)
+}
+
+func run(t *testing.T, open func(t *testing.T) persistence.Store, snapshots bool) {
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, s persistence.Store)
@@ -45,7 +57,9 @@ func Run(t *testing.T, open func(t *testing.T) persistence.Store) {
 		{"Closed", testClosed},
 		{"ContextCancelled", testContextCancelled},
 	}
-	tests = append(tests, snapshotTests...)
+	if snapshots {
+		tests = append(tests, snapshotTests...)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := open(t)
