@@ -1,0 +1,490 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/meshflow/meshflow/cluster/checkpoint"
+	"github.com/meshflow/meshflow/messages/pb"
+)
+
+// defaultTriggerTimeout is the default --timeout of savepoint and
+// checkpoints trigger: how long to wait for the checkpoint to complete.
+const defaultTriggerTimeout = 2 * time.Minute
+
+// maxConnectTimeout bounds the connection attempt of savepoint and
+// checkpoints trigger, whose --timeout is the checkpoint's.
+const maxConnectTimeout = 5 * time.Second
+
+// jobPartRE is what one part of a job name may be (actors.JobGraph.Validate).
+var jobPartRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// pipelineJob is the name of a domain's job in a mesh: <domain>.pipeline.
+const pipelineJob = "pipeline"
+
+// newSavepointCmd builds `meshflow savepoint JOB`.
+func newSavepointCmd(env *Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "savepoint JOB",
+		Short: "Take a savepoint of a running job: a checkpoint that is never deleted",
+		Long: `Ask the coordinator of a running job for a savepoint and wait until it is
+complete. A savepoint is a checkpoint that retention never deletes.
+
+JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
+a bare domain name stands for <domain>.pipeline.`,
+		Example: `  meshflow savepoint orders.pipeline
+  meshflow savepoint orders -o json --timeout 10m`,
+		Args: exactArgs(1, "one JOB"),
+	}
+	addTriggerFlags(cmd, env, true)
+	return cmd
+}
+
+// newCheckpointsCmd builds `meshflow checkpoints list|trigger`.
+func newCheckpointsCmd(env *Env) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "checkpoints",
+		Short: "List a job's checkpoints and savepoints, or take a checkpoint now",
+		Args:  noArgs,
+	}
+	list := &cobra.Command{
+		Use:   "list JOB",
+		Short: "List the retained checkpoints and savepoints of a job, marking the one a restart restores",
+		Long: `List every retained checkpoint and savepoint of JOB, sorted by id, from the
+checkpoint metadata on the NATS server (KV bucket ` + checkpoint.Bucket + `). The job
+need not be running. LATEST marks the checkpoint a restart restores.
+
+JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
+a bare domain name stands for <domain>.pipeline.`,
+		Example: `  meshflow checkpoints list orders.pipeline
+  meshflow checkpoints list orders -o json`,
+		Args: exactArgs(1, "one JOB"),
+	}
+	output := addOutputFlag(list)
+	nf := addNATSFlags(list, env)
+	list.RunE = func(cmd *cobra.Command, args []string) error {
+		return runList(cmd.Context(), env.Stdout, nf, *output, args[0])
+	}
+	trigger := &cobra.Command{
+		Use:   "trigger JOB",
+		Short: "Take a checkpoint of a running job now and wait until it is complete",
+		Long: `Ask the coordinator of a running job for a checkpoint now (not a savepoint:
+retention deletes it like any other) and wait until it is complete.
+
+JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
+a bare domain name stands for <domain>.pipeline.`,
+		Example: `  meshflow checkpoints trigger orders.pipeline`,
+		Args:    exactArgs(1, "one JOB"),
+	}
+	addTriggerFlags(trigger, env, false)
+	cmd.AddCommand(list, trigger)
+	return cmd
+}
+
+// addTriggerFlags gives cmd the flags and action of a command that asks
+// for a checkpoint (a savepoint if savepoint).
+func addTriggerFlags(cmd *cobra.Command, env *Env, savepoint bool) {
+	output := addOutputFlag(cmd)
+	nf := addNATSFlags(cmd, env)
+	// --timeout is the time the checkpoint may take; connecting waits at
+	// most maxConnectTimeout of it.
+	nf.timeout = defaultTriggerTimeout
+	to := cmd.Flags().Lookup("timeout")
+	to.DefValue = defaultTriggerTimeout.String()
+	to.Usage = "time to wait for the checkpoint to complete (connecting to the server waits at most " + maxConnectTimeout.String() + " of it)"
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		return runTrigger(cmd.Context(), env.Stdout, nf, *output, args[0], savepoint)
+	}
+}
+
+// checkJobName rejects what cannot be a job name: <job> or <domain>.<job>.
+func checkJobName(name string) error {
+	parts := strings.Split(name, ".")
+	ok := len(parts) <= 2
+	for _, p := range parts {
+		ok = ok && jobPartRE.MatchString(p)
+	}
+	if !ok {
+		return usageErrorf("invalid job name %q: want a pipeline's name or <domain>.pipeline (letters, digits, '_' or '-')", name)
+	}
+	return nil
+}
+
+// shorthand returns the job a bare domain name stands for, or "" when
+// name is not a bare name.
+func shorthand(name string) string {
+	if strings.Contains(name, ".") {
+		return ""
+	}
+	return name + "." + pipelineJob
+}
+
+// ckptConn is a connection to the server with the checkpoint store, if
+// the server has one.
+type ckptConn struct {
+	nc    *nats.Conn
+	kv    jetstream.KeyValue // nil: the bucket does not exist
+	store *checkpoint.Store  // nil with kv
+}
+
+// openCheckpoints connects and opens the checkpoint store without creating
+// it: a server where no job ever ran has no bucket, and this command
+// leaves it so.
+func openCheckpoints(ctx context.Context, nf *natsFlags, connectTimeout time.Duration) (*ckptConn, error) {
+	cf := *nf
+	cf.timeout = connectTimeout
+	nc, err := connect(ctx, &cf)
+	if err != nil {
+		return nil, err
+	}
+	c := &ckptConn{nc: nc}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c.kv, err = js.KeyValue(ctx, checkpoint.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		c.kv = nil
+		return c, nil
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, err)
+	}
+	if c.store, err = checkpoint.OpenStore(ctx, js); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *ckptConn) Close() { c.nc.Close() }
+
+// list returns the retained checkpoints of job; ok is false when the store
+// knows nothing of job.
+func (c *ckptConn) list(ctx context.Context, job string) (metas []*pb.CheckpointMeta, ok bool, err error) {
+	if c.store == nil {
+		return nil, false, nil
+	}
+	metas, err = c.store.List(ctx, job)
+	if errors.Is(err, checkpoint.ErrUnknownJob) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return metas, true, nil
+}
+
+// knownJobs returns the jobs the store has records of, sorted.
+func (c *ckptConn) knownJobs(ctx context.Context) ([]string, error) {
+	if c.kv == nil {
+		return nil, nil
+	}
+	kl, err := c.kv.ListKeys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list the jobs in %s: %w", checkpoint.Bucket, err)
+	}
+	defer func() { _ = kl.Stop() }()
+	seen := map[string]bool{}
+	for k := range kl.Keys() {
+		for _, suffix := range []string{".latest", ".attempt", ".status"} {
+			if job, ok := strings.CutSuffix(k, suffix); ok && job != "" {
+				seen[job] = true
+			}
+		}
+	}
+	jobs := make([]string, 0, len(seen))
+	for j := range seen {
+		jobs = append(jobs, j)
+	}
+	slices.Sort(jobs)
+	return jobs, nil
+}
+
+// knownJobsText says which jobs the store has records of, for an error
+// about an unknown job.
+func (c *ckptConn) knownJobsText(ctx context.Context) (string, error) {
+	jobs, err := c.knownJobs(ctx)
+	if err != nil {
+		return "", err
+	}
+	if len(jobs) == 0 {
+		return "no job has checkpoint records on this server", nil
+	}
+	return "jobs with checkpoint records: " + strings.Join(jobs, ", "), nil
+}
+
+// unknownJobError says that neither name nor the job it is shorthand for
+// is known, and which jobs are.
+func (c *ckptConn) unknownJobError(ctx context.Context, what, name string) error {
+	known, err := c.knownJobsText(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	also := ""
+	if sh := shorthand(name); sh != "" {
+		also = " nor " + sh
+	}
+	return fmt.Errorf("%s: unknown job %q: no coordinator runs it%s and it has no checkpoint records (%s)", what, name, also, known)
+}
+
+// resolvedJob is the job a JOB argument names.
+type resolvedJob struct {
+	arg, job string
+}
+
+func (r resolvedJob) shorthand() bool { return r.arg != r.job }
+
+// describe names the job, saying when it came from a domain name.
+func (r resolvedJob) describe() string {
+	if r.shorthand() {
+		return fmt.Sprintf("%s (the pipeline of domain %s)", r.job, r.arg)
+	}
+	return r.job
+}
+
+func runList(ctx context.Context, w io.Writer, nf *natsFlags, format outputFormat, name string) error {
+	if err := checkJobName(name); err != nil {
+		return err
+	}
+	if nf.timeout <= 0 {
+		return usageErrorf("invalid --timeout %v: must be positive", nf.timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, nf.timeout)
+	defer cancel()
+	c, err := openCheckpoints(ctx, nf, nf.timeout)
+	if err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
+	}
+	defer c.Close()
+	r := resolvedJob{arg: name, job: name}
+	metas, ok, err := c.list(ctx, name)
+	if err == nil && !ok && shorthand(name) != "" {
+		r.job = shorthand(name)
+		metas, ok, err = c.list(ctx, r.job)
+	}
+	if err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
+	}
+	if !ok {
+		known, err := c.knownJobsText(ctx)
+		if err != nil {
+			return fmt.Errorf("checkpoints: %w", err)
+		}
+		also := ""
+		if sh := shorthand(name); sh != "" {
+			also = " nor for " + sh
+		}
+		return fmt.Errorf("checkpoints: unknown job %q: no checkpoint records for it%s (%s)", name, also, known)
+	}
+	latest, err := c.store.Latest(ctx, r.job)
+	if err != nil {
+		return fmt.Errorf("checkpoints: %w", err)
+	}
+	if format == outputJSON {
+		enc := json.NewEncoder(w)
+		for _, m := range metas {
+			if err := enc.Encode(listedCheckpoint(m, latest)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	fmt.Fprintf(w, "Job %s\n", r.describe())
+	if len(metas) == 0 {
+		_, err := fmt.Fprintln(w, "No complete checkpoint or savepoint.")
+		return err
+	}
+	return printCheckpoints(w, metas, latest, true)
+}
+
+func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFormat, name string, savepoint bool) error {
+	what := "checkpoints trigger"
+	if savepoint {
+		what = "savepoint"
+	}
+	if err := checkJobName(name); err != nil {
+		return err
+	}
+	if nf.timeout <= 0 {
+		return usageErrorf("invalid --timeout %v: must be positive", nf.timeout)
+	}
+	ctx, cancel := context.WithTimeout(ctx, nf.timeout)
+	defer cancel()
+	c, err := openCheckpoints(ctx, nf, min(nf.timeout, maxConnectTimeout))
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer c.Close()
+
+	// The job: the name if the store knows it, else the job it is shorthand
+	// for if the store knows that; a job without records yet (it started
+	// less than an interval ago) is found by its coordinator.
+	r := resolvedJob{arg: name, job: name}
+	_, known, err := c.list(ctx, name)
+	if err == nil && !known && shorthand(name) != "" {
+		if _, known, err = c.list(ctx, shorthand(name)); known {
+			r.job = shorthand(name)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	meta, err := checkpoint.RequestCheckpoint(ctx, c.nc, r.job, savepoint)
+	if errors.Is(err, checkpoint.ErrNoCoordinator) && !known && shorthand(name) != "" {
+		r.job = shorthand(name)
+		meta, err = checkpoint.RequestCheckpoint(ctx, c.nc, r.job, savepoint)
+	}
+	switch {
+	case errors.Is(err, checkpoint.ErrNoCoordinator) && !known:
+		return c.unknownJobError(ctx, what, name)
+	case errors.Is(err, checkpoint.ErrNoCoordinator):
+		return fmt.Errorf("%s: job %s is not running: no coordinator answers%s; its retained checkpoints: meshflow checkpoints list %s",
+			what, r.describe(), c.lastStatus(ctx, r.job), r.job)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: job %s: not complete within --timeout %v; it may still complete: meshflow checkpoints list %s",
+			what, r.describe(), nf.timeout, r.job)
+	case err != nil:
+		return fmt.Errorf("%s: job %s: %w", what, r.describe(), err)
+	}
+	if format == outputJSON {
+		return json.NewEncoder(w).Encode(describeCheckpoint(meta))
+	}
+	fmt.Fprintf(w, "%s %d of job %s complete\n", kind(meta), meta.Id, r.describe())
+	return printCheckpoints(w, []*pb.CheckpointMeta{meta}, nil, false)
+}
+
+// lastStatus describes the job's recorded status: "; last status: stopped
+// at <time>", or "" when none is recorded.
+func (c *ckptConn) lastStatus(ctx context.Context, job string) string {
+	st, err := c.store.Status(ctx, job)
+	if err != nil {
+		return ""
+	}
+	s := "; last status: " + jobState(st.State)
+	if st.Error != "" {
+		s += " (" + st.Error + ")"
+	}
+	if st.TimeUs != 0 {
+		s += " at " + formatTime(st.TimeUs)
+	}
+	return s
+}
+
+func jobState(s pb.JobState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "JOB_STATE_"))
+}
+
+func kind(m *pb.CheckpointMeta) string {
+	if m.Savepoint {
+		return "savepoint"
+	}
+	return "checkpoint"
+}
+
+// checkpointJSON is a checkpoint in --output json; durations in
+// microseconds, times in RFC 3339 (UTC).
+type checkpointJSON struct {
+	Job            string `json:"job"`
+	ID             uint64 `json:"id"`
+	Kind           string `json:"kind"`
+	TriggerTime    string `json:"trigger_time"`
+	CompleteTime   string `json:"complete_time"`
+	SizeBytes      uint64 `json:"size_bytes"`
+	DurationUs     int64  `json:"duration_us"`
+	MaxAlignmentUs int64  `json:"max_alignment_us"`
+	Tasks          int    `json:"tasks"`
+}
+
+// listedCheckpointJSON is a checkpoint in the JSON of checkpoints list.
+type listedCheckpointJSON struct {
+	checkpointJSON
+	// Latest: a restart restores this one.
+	Latest bool `json:"latest"`
+}
+
+func describeCheckpoint(m *pb.CheckpointMeta) checkpointJSON {
+	return checkpointJSON{
+		Job: m.Job, ID: m.Id, Kind: kind(m),
+		TriggerTime: formatTime(m.TriggerTimeUs), CompleteTime: formatTime(m.CompleteTimeUs),
+		SizeBytes: m.Size, DurationUs: m.DurationUs, MaxAlignmentUs: m.MaxAlignmentUs, Tasks: len(m.Tasks),
+	}
+}
+
+func listedCheckpoint(m, latest *pb.CheckpointMeta) listedCheckpointJSON {
+	return listedCheckpointJSON{describeCheckpoint(m), latest != nil && latest.Id == m.Id}
+}
+
+// printCheckpoints prints metas as a table; with latestCol, a LATEST
+// column marks latest.
+func printCheckpoints(w io.Writer, metas []*pb.CheckpointMeta, latest *pb.CheckpointMeta, latestCol bool) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	header := "ID\tKIND\tTIME\tSIZE\tDURATION\tALIGNMENT\tTASKS"
+	if latestCol {
+		header += "\tLATEST"
+	}
+	fmt.Fprintln(tw, header)
+	for _, m := range metas {
+		row := fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%d", m.Id, kind(m), formatTime(m.CompleteTimeUs),
+			formatBytes(m.Size), formatMicros(m.DurationUs), formatMicros(m.MaxAlignmentUs), len(m.Tasks))
+		if latestCol {
+			mark := ""
+			if latest != nil && latest.Id == m.Id {
+				mark = "yes (a restart restores it)"
+			}
+			row += "\t" + mark
+		}
+		fmt.Fprintln(tw, row)
+	}
+	return tw.Flush()
+}
+
+// formatTime formats microseconds since the Unix epoch in RFC 3339, UTC,
+// to the millisecond.
+func formatTime(us int64) string {
+	return time.UnixMicro(us).UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// formatMicros formats a duration in microseconds for a table: 950µs,
+// 12.35ms, 1.234s.
+func formatMicros(us int64) string {
+	d := time.Duration(us) * time.Microsecond
+	switch {
+	case d >= time.Second:
+		d = d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		d = d.Round(10 * time.Microsecond)
+	}
+	return d.String()
+}
+
+// formatBytes formats a size in bytes: 512 B, 1.5 KiB, 20.0 MiB.
+func formatBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
