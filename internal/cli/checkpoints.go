@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,6 +59,8 @@ func newCheckpointsCmd(env *Env) *cobra.Command {
 		Use:   "checkpoints",
 		Short: "List a job's checkpoints and savepoints, or take a checkpoint now",
 		Args:  noArgs,
+		// Runnable, so that an unknown subcommand is an error, not help.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	list := &cobra.Command{
 		Use:   "list JOB",
@@ -367,7 +370,8 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	if format == outputJSON {
 		return json.NewEncoder(w).Encode(describeCheckpoint(meta))
 	}
-	fmt.Fprintf(w, "%s %d of job %s complete\n", kind(meta), meta.Id, r.describe())
+	k := kind(meta)
+	fmt.Fprintf(w, "%s%s %d of job %s complete\n", strings.ToUpper(k[:1]), k[1:], meta.Id, r.describe())
 	return printCheckpoints(w, []*pb.CheckpointMeta{meta}, nil, false)
 }
 
@@ -435,7 +439,8 @@ func listedCheckpoint(m, latest *pb.CheckpointMeta) listedCheckpointJSON {
 // printCheckpoints prints metas as a table; with latestCol, a LATEST
 // column marks latest.
 func printCheckpoints(w io.Writer, metas []*pb.CheckpointMeta, latest *pb.CheckpointMeta, latestCol bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	var buf bytes.Buffer
+	tw := tabwriter.NewWriter(&buf, 0, 0, 2, ' ', 0)
 	header := "ID\tKIND\tTIME\tSIZE\tDURATION\tALIGNMENT\tTASKS"
 	if latestCol {
 		header += "\tLATEST"
@@ -453,7 +458,16 @@ func printCheckpoints(w io.Writer, metas []*pb.CheckpointMeta, latest *pb.Checkp
 		}
 		fmt.Fprintln(tw, row)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// An empty LATEST cell leaves its padding behind: trim it.
+	var out []byte
+	for line := range bytes.Lines(buf.Bytes()) {
+		out = append(append(out, bytes.TrimRight(line, " \n")...), '\n')
+	}
+	_, err := w.Write(out)
+	return err
 }
 
 // formatTime formats microseconds since the Unix epoch in RFC 3339, UTC,
