@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"io"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/messages/pb"
@@ -134,17 +137,25 @@ func shorthand(name string) string {
 	return name + "." + pipelineJob
 }
 
-// ckptConn is a connection to the server with the checkpoint store, if
-// the server has one.
+// ckptConn is a connection to the server with read access to the
+// checkpoint records of jobs (KV bucket checkpoint.Bucket), if the server
+// has them.
+//
+// It reads the bucket itself rather than through checkpoint.Store:
+// checkpoint.OpenStore creates or updates the bucket's configuration,
+// which a command that only reads must not do (it needs rights to change
+// the stream, and would set the bucket back to this binary's configuration).
+// The records and the rule for a complete checkpoint are those of
+// checkpoint.Store: <job>.meta.<id> exists and <job>.latest points at <id>
+// or past it.
 type ckptConn struct {
-	nc    *nats.Conn
-	kv    jetstream.KeyValue // nil: the bucket does not exist
-	store *checkpoint.Store  // nil with kv
+	nc *nats.Conn
+	kv jetstream.KeyValue // nil: the bucket does not exist
 }
 
-// openCheckpoints connects and opens the checkpoint store without creating
-// it: a server where no job ever ran has no bucket, and this command
-// leaves it so.
+// openCheckpoints connects and opens the checkpoint bucket without
+// creating it: a server where no job ever ran has no bucket, and this
+// command leaves it so.
 func openCheckpoints(ctx context.Context, nf *natsFlags, connectTimeout time.Duration) (*ckptConn, error) {
 	cf := *nf
 	cf.timeout = connectTimeout
@@ -160,36 +171,97 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, connectTimeout time.Dur
 	}
 	c.kv, err = js.KeyValue(ctx, checkpoint.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		c.kv = nil
-		return c, nil
+		return &ckptConn{nc: nc}, nil
 	}
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, err)
-	}
-	if c.store, err = checkpoint.OpenStore(ctx, js); err != nil {
-		nc.Close()
-		return nil, err
 	}
 	return c, nil
 }
 
 func (c *ckptConn) Close() { c.nc.Close() }
 
-// list returns the retained checkpoints of job; ok is false when the store
-// knows nothing of job.
-func (c *ckptConn) list(ctx context.Context, job string) (metas []*pb.CheckpointMeta, ok bool, err error) {
-	if c.store == nil {
-		return nil, false, nil
-	}
-	metas, err = c.store.List(ctx, job)
-	if errors.Is(err, checkpoint.ErrUnknownJob) {
-		return nil, false, nil
+// get reads key into m; found is false when there is no such key.
+func (c *ckptConn) get(ctx context.Context, key string, m proto.Message) (found bool, err error) {
+	e, err := c.kv.Get(ctx, key)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return false, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return false, fmt.Errorf("read %s: %w", key, err)
 	}
+	if err := proto.Unmarshal(e.Value(), m); err != nil {
+		return false, fmt.Errorf("decode %s: %w", key, err)
+	}
+	return true, nil
+}
+
+// list returns the complete checkpoints and savepoints of job, sorted by
+// id; the last one is the latest, the one a restart restores. ok is false
+// when there is no record of job.
+func (c *ckptConn) list(ctx context.Context, job string) (metas []*pb.CheckpointMeta, ok bool, err error) {
+	if c.kv == nil {
+		return nil, false, nil
+	}
+	var latest, attempt pb.CheckpointPointer
+	var status pb.JobStatus
+	for _, r := range []struct {
+		key string
+		m   proto.Message
+	}{{job + ".latest", &latest}, {job + ".attempt", &attempt}, {job + ".status", &status}} {
+		found, err := c.get(ctx, r.key, r.m)
+		if err != nil {
+			return nil, false, err
+		}
+		ok = ok || found
+	}
+	if !ok || latest.Id == 0 {
+		return nil, ok, nil
+	}
+	prefix := job + ".meta."
+	w, err := c.kv.Watch(ctx, prefix+"*", jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s*: %w", prefix, err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		var e jetstream.KeyValueEntry
+		select {
+		case e = <-w.Updates():
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("read %s*: %w", prefix, ctx.Err())
+		}
+		if e == nil {
+			break // all current values seen
+		}
+		// Only numeric ids: <job>.meta.* also matches the records of a
+		// job named <job>.meta.
+		id, err := strconv.ParseUint(strings.TrimPrefix(e.Key(), prefix), 10, 64)
+		if err != nil || id > latest.Id {
+			continue // not a checkpoint, or not complete
+		}
+		var m pb.CheckpointMeta
+		if err := proto.Unmarshal(e.Value(), &m); err != nil {
+			return nil, false, fmt.Errorf("decode %s: %w", e.Key(), err)
+		}
+		metas = append(metas, &m)
+	}
+	slices.SortFunc(metas, func(a, b *pb.CheckpointMeta) int { return cmp.Compare(a.Id, b.Id) })
 	return metas, true, nil
+}
+
+// status returns the recorded status of job, or nil.
+func (c *ckptConn) status(ctx context.Context, job string) (*pb.JobStatus, error) {
+	if c.kv == nil {
+		return nil, nil
+	}
+	var st pb.JobStatus
+	found, err := c.get(ctx, job+".status", &st)
+	if !found || err != nil {
+		return nil, err
+	}
+	return &st, nil
 }
 
 // knownJobs returns the jobs the store has records of, sorted.
@@ -297,9 +369,9 @@ func runList(ctx context.Context, w io.Writer, nf *natsFlags, format outputForma
 		}
 		return fmt.Errorf("checkpoints: unknown job %q: no checkpoint records for it%s (%s)", name, also, known)
 	}
-	latest, err := c.store.Latest(ctx, r.job)
-	if err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
+	var latest *pb.CheckpointMeta
+	if len(metas) > 0 {
+		latest = metas[len(metas)-1]
 	}
 	if format == outputJSON {
 		enc := json.NewEncoder(w)
@@ -378,8 +450,8 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 // lastStatus describes the job's recorded status: "; last status: stopped
 // at <time>", or "" when none is recorded.
 func (c *ckptConn) lastStatus(ctx context.Context, job string) string {
-	st, err := c.store.Status(ctx, job)
-	if err != nil {
+	st, err := c.status(ctx, job)
+	if err != nil || st == nil {
 		return ""
 	}
 	s := "; last status: " + jobState(st.State)

@@ -630,3 +630,70 @@ ID  KIND        TIME                      SIZE  DURATION  ALIGNMENT  TASKS  LATE
 		}
 	}
 }
+
+// TestCheckpointsListMatchesStore: list shows what checkpoint.Store holds
+// complete, also when the latest checkpoint's record was deleted (the
+// newest below it is the latest) and when a record above latest was
+// written by a coordinator that stopped before moving latest (not
+// complete, not shown); and it leaves the bucket's configuration alone.
+func TestCheckpointsListMatchesStore(t *testing.T) {
+	e := newCkptEnv(t)
+	const job = "gaps"
+	commitMeta(t, e.store, job, 1, true, 5)
+	commitMeta(t, e.store, job, 2, false, 5)
+	commitMeta(t, e.store, job, 3, false, 5)
+	if err := e.store.Delete(t.Context(), job, 3); err != nil {
+		t.Fatal(err)
+	}
+	js := natstest.JetStream(t, e.nc)
+	kv, err := js.KeyValue(t.Context(), checkpoint.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphan, err := proto.Marshal(&pb.CheckpointMeta{Job: job, Id: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(t.Context(), job+".meta.4", orphan); err != nil {
+		t.Fatal(err)
+	}
+	// A configuration the CLI does not know of.
+	kvStream, err := js.Stream(t.Context(), "KV_"+checkpoint.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := kvStream.CachedInfo().Config
+	cfg.Description = "changed by the operator"
+	if _, err := js.UpdateStream(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+
+	r := run(t.Context(), "", "checkpoints", "list", job, "-o", "json", "-s", e.url)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	got := decodeLines[listedCheckpointJSON](t, r.stdout)
+	want, err := e.store.List(t.Context(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	latest, err := e.store.Latest(t.Context(), job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) || len(want) != 2 || latest.GetId() != 2 {
+		t.Fatalf("listed %+v; the store holds %d complete, latest %d", got, len(want), latest.GetId())
+	}
+	for i, m := range want {
+		if got[i] != listedCheckpoint(m, latest) {
+			t.Errorf("listed %+v, the store holds %+v", got[i], listedCheckpoint(m, latest))
+		}
+	}
+	info, err := kvStream.Info(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Description != cfg.Description {
+		t.Errorf("the bucket's description is %q after list, was %q", info.Config.Description, cfg.Description)
+	}
+}
