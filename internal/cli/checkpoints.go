@@ -409,27 +409,41 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	}
 	defer c.Close()
 
-	// The job: the name if the store knows it, else the job it is shorthand
-	// for if the store knows that; a job without records yet (it started
+	// The job: the name itself when it has records or a coordinator, else
+	// the job it is shorthand for. A job without records yet (it started
 	// less than an interval ago) is found by its coordinator.
-	r := resolvedJob{arg: name, job: name}
 	_, known, err := c.list(ctx, name)
-	if err == nil && !known && shorthand(name) != "" {
-		if _, known, err = c.list(ctx, shorthand(name)); known {
-			r.job = shorthand(name)
-		}
-	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	meta, err := checkpoint.RequestCheckpoint(ctx, c.nc, r.job, savepoint)
-	if errors.Is(err, checkpoint.ErrNoCoordinator) && !known && shorthand(name) != "" {
-		r.job = shorthand(name)
-		meta, err = checkpoint.RequestCheckpoint(ctx, c.nc, r.job, savepoint)
+	candidates := []string{name}
+	if sh := shorthand(name); sh != "" && !known {
+		candidates = append(candidates, sh)
+	}
+	r := resolvedJob{arg: name}
+	var meta *pb.CheckpointMeta
+	for _, job := range candidates {
+		r.job = job
+		if meta, err = checkpoint.RequestCheckpoint(ctx, c.nc, job, savepoint); !errors.Is(err, checkpoint.ErrNoCoordinator) {
+			break
+		}
+	}
+	if errors.Is(err, checkpoint.ErrNoCoordinator) && !known {
+		// Nobody coordinates any candidate: name a known one as not running.
+		r.job = name
+		if len(candidates) > 1 {
+			_, known, err = c.list(ctx, candidates[1])
+			if err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+			r.job = candidates[1]
+		}
+		if !known {
+			return c.unknownJobError(ctx, what, name)
+		}
+		err = checkpoint.ErrNoCoordinator
 	}
 	switch {
-	case errors.Is(err, checkpoint.ErrNoCoordinator) && !known:
-		return c.unknownJobError(ctx, what, name)
 	case errors.Is(err, checkpoint.ErrNoCoordinator):
 		return fmt.Errorf("%s: job %s is not running: no coordinator answers%s; its retained checkpoints: meshflow checkpoints list %s",
 			what, r.describe(), c.lastStatus(ctx, r.job), r.job)

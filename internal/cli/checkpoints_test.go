@@ -426,7 +426,7 @@ func TestSavepointAndTrigger(t *testing.T) {
 				return
 			}
 			got := decodeLines[checkpointJSON](t, r.stdout)
-			if len(got) != 1 {
+			if len(got) != 1 || strings.Contains(r.stdout, `"latest"`) {
 				t.Fatalf("stdout %q: want one object", r.stdout)
 			}
 			c := got[0]
@@ -460,6 +460,36 @@ func TestSavepointAndTrigger(t *testing.T) {
 	}
 	if want := []string{"1 savepoint", "2 savepoint", "3 checkpoint", "4 savepoint", "5 savepoint"}; !slices.Equal(kept, want) {
 		t.Fatalf("kept %v, want %v", kept, want)
+	}
+
+	// Checkpoints taken on demand are deleted by retention like periodic
+	// ones: of 3, 6 and 7 the last two are kept.
+	for range 2 {
+		if r := run(t.Context(), "", "checkpoints", "trigger", "shop", "-s", e.url); r.err != nil {
+			t.Fatal(r.err)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, 10*time.Millisecond, func() error {
+		list, err := e.store.List(e.ctx, "shop.pipeline")
+		if err != nil {
+			return err
+		}
+		var got []uint64
+		for _, m := range list {
+			got = append(got, m.Id)
+		}
+		if want := []uint64{1, 2, 4, 5, 6, 7}; !slices.Equal(got, want) {
+			return fmt.Errorf("kept %v, want %v", got, want)
+		}
+		return nil
+	})
+
+	// A running pipeline named like the domain is itself, though only the
+	// domain's job has records.
+	e.startJob("shop", tasks[:1], time.Hour, "")
+	r = run(t.Context(), "", "savepoint", "shop", "-s", e.url)
+	if r.err != nil || !strings.HasPrefix(r.stdout, "Savepoint 1 of job shop complete\n") {
+		t.Fatalf("savepoint of pipeline shop: %v\n%s", r.err, r.stdout)
 	}
 }
 
@@ -523,6 +553,7 @@ func TestSavepointNotRunning(t *testing.T) {
 
 // TestCheckpointTimeoutFlag: savepoint and trigger wait 2 minutes for the
 // checkpoint by default; list waits for the server as other commands do.
+// All take the connection flags and --output.
 func TestCheckpointTimeoutFlag(t *testing.T) {
 	root := NewRootCmd(&Env{Getenv: func(string) string { return "" }})
 	for cmd, want := range map[string]string{
@@ -534,6 +565,11 @@ func TestCheckpointTimeoutFlag(t *testing.T) {
 		}
 		if got := c.Flags().Lookup("timeout").DefValue; got != want {
 			t.Errorf("%s --timeout default %s, want %s", cmd, got, want)
+		}
+		for _, f := range []string{"server", "user", "password", "creds", "inbox-prefix", "output"} {
+			if c.Flags().Lookup(f) == nil {
+				t.Errorf("%s has no --%s", cmd, f)
+			}
 		}
 	}
 }
