@@ -28,9 +28,11 @@ import (
 // checkpoints trigger: how long to wait for the checkpoint to complete.
 const defaultTriggerTimeout = 2 * time.Minute
 
-// maxConnectTimeout bounds the connection attempt of savepoint and
-// checkpoints trigger, whose --timeout is the checkpoint's.
-const maxConnectTimeout = 5 * time.Second
+// setupTimeout bounds what savepoint and checkpoints trigger do before
+// they ask for the checkpoint (connecting, reading the job's records), and
+// the reading of records after a failure; their --timeout is the
+// checkpoint's alone.
+const setupTimeout = 5 * time.Second
 
 // jobPartRE is what one part of a job name may be (actors.JobGraph.Validate).
 var jobPartRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -104,12 +106,11 @@ a bare domain name stands for <domain>.pipeline.`,
 func addTriggerFlags(cmd *cobra.Command, env *Env, savepoint bool) {
 	output := addOutputFlag(cmd)
 	nf := addNATSFlags(cmd, env)
-	// --timeout is the time the checkpoint may take; connecting waits at
-	// most maxConnectTimeout of it.
+	// --timeout is the time the checkpoint may take.
 	nf.timeout = defaultTriggerTimeout
 	to := cmd.Flags().Lookup("timeout")
 	to.DefValue = defaultTriggerTimeout.String()
-	to.Usage = "time to wait for the checkpoint to complete (connecting to the server waits at most " + maxConnectTimeout.String() + " of it)"
+	to.Usage = "time to wait for the checkpoint to complete (connecting to the server and reading the job's records wait up to " + setupTimeout.String() + " more)"
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		return runTrigger(cmd.Context(), env.Stdout, nf, *output, args[0], savepoint)
 	}
@@ -155,10 +156,11 @@ type ckptConn struct {
 
 // openCheckpoints connects and opens the checkpoint bucket without
 // creating it: a server where no job ever ran has no bucket, and this
-// command leaves it so.
-func openCheckpoints(ctx context.Context, nf *natsFlags, connectTimeout time.Duration) (*ckptConn, error) {
+// command leaves it so. Each step waits at most timeout; ctx is the
+// command's (the connection dials with it, also when it reconnects).
+func openCheckpoints(ctx context.Context, nf *natsFlags, timeout time.Duration) (*ckptConn, error) {
 	cf := *nf
-	cf.timeout = connectTimeout
+	cf.timeout = timeout
 	nc, err := connect(ctx, &cf)
 	if err != nil {
 		return nil, err
@@ -169,7 +171,9 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, connectTimeout time.Dur
 		nc.Close()
 		return nil, err
 	}
-	c.kv, err = js.KeyValue(ctx, checkpoint.Bucket)
+	kctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	c.kv, err = js.KeyValue(kctx, checkpoint.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
 		return &ckptConn{nc: nc}, nil
 	}
@@ -401,33 +405,39 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	if nf.timeout <= 0 {
 		return usageErrorf("invalid --timeout %v: must be positive", nf.timeout)
 	}
-	ctx, cancel := context.WithTimeout(ctx, nf.timeout)
-	defer cancel()
-	c, err := openCheckpoints(ctx, nf, min(nf.timeout, maxConnectTimeout))
+	c, err := openCheckpoints(ctx, nf, setupTimeout)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer c.Close()
+	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
+	defer cancelSetup()
 
 	// The job: the name itself when it has records or a coordinator, else
 	// the job it is shorthand for. A job without records yet (it started
 	// less than an interval ago) is found by its coordinator.
-	_, known, err := c.list(ctx, name)
+	_, known, err := c.list(setup, name)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	cancelSetup()
 	candidates := []string{name}
 	if sh := shorthand(name); sh != "" && !known {
 		candidates = append(candidates, sh)
 	}
 	r := resolvedJob{arg: name}
 	var meta *pb.CheckpointMeta
+	reqCtx, cancelReq := context.WithTimeout(ctx, nf.timeout)
+	defer cancelReq()
 	for _, job := range candidates {
 		r.job = job
-		if meta, err = checkpoint.RequestCheckpoint(ctx, c.nc, job, savepoint); !errors.Is(err, checkpoint.ErrNoCoordinator) {
+		if meta, err = checkpoint.RequestCheckpoint(reqCtx, c.nc, job, savepoint); !errors.Is(err, checkpoint.ErrNoCoordinator) {
 			break
 		}
 	}
+	// What follows reads records only.
+	ctx, cancel := context.WithTimeout(ctx, setupTimeout)
+	defer cancel()
 	if errors.Is(err, checkpoint.ErrNoCoordinator) && !known {
 		// Nobody coordinates any candidate: name a known one as not running.
 		r.job = name

@@ -7,12 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -574,32 +572,6 @@ func TestCheckpointTimeoutFlag(t *testing.T) {
 	}
 }
 
-var (
-	cliBinOnce sync.Once
-	cliBin     string
-	cliBinErr  error
-)
-
-// meshflowBin builds cmd/meshflow once per test run.
-func meshflowBin(t *testing.T) string {
-	t.Helper()
-	cliBinOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "meshflow-cli-bin")
-		if err != nil {
-			cliBinErr = err
-			return
-		}
-		cliBin = filepath.Join(dir, "meshflow")
-		if out, err := exec.Command("go", "build", "-o", cliBin, "github.com/meshflow/meshflow/cmd/meshflow").CombinedOutput(); err != nil {
-			cliBinErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if cliBinErr != nil {
-		t.Fatal(cliBinErr)
-	}
-	return cliBin
-}
-
 // TestCheckpointsBinary drives the meshflow binary against a real
 // nats-server: it lists a job's checkpoints in both formats, and exits 1
 // for an unknown job and 2 for a bad name, with one line on stderr.
@@ -620,7 +592,10 @@ func TestCheckpointsBinary(t *testing.T) {
 	}
 	commitMeta(t, store, "orders.pipeline", 4, true, 10, 20)
 	commitMeta(t, store, "orders.pipeline", 5, false, 30)
-	bin := meshflowBin(t)
+	bin := filepath.Join(t.TempDir(), "meshflow")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/meshflow/meshflow/cmd/meshflow").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
 	auth := []string{"-s", url, "--user", "mf", "--password", "s3cret"}
 	meshflow := func(args ...string) (stdout, stderr string, code int) {
 		var out, errOut bytes.Buffer
