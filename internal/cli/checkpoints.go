@@ -152,6 +152,22 @@ func shorthand(name string) string {
 type ckptConn struct {
 	nc *nats.Conn
 	kv jetstream.KeyValue // nil: the bucket does not exist
+	// ctx is the command's, cancelled with an errDenied cause when the
+	// server refuses this user something: a refused request gets no
+	// answer, so without it the command would wait for its timeout.
+	ctx context.Context
+}
+
+// errDenied is the cause of a ckptConn's ctx when the server refused the
+// user something.
+var errDenied = errors.New("the server denies this user")
+
+// explain returns why err happened: the server's refusal if there was one.
+func (c *ckptConn) explain(err error) error {
+	if cause := context.Cause(c.ctx); errors.Is(cause, errDenied) {
+		return cause
+	}
+	return err
 }
 
 // openCheckpoints connects and opens the checkpoint bucket without
@@ -165,21 +181,33 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, timeout time.Duration) 
 	if err != nil {
 		return nil, err
 	}
-	c := &ckptConn{nc: nc}
+	cctx, deny := context.WithCancelCause(ctx)
+	c := &ckptConn{nc: nc, ctx: cctx}
+	logErr := nc.ErrorHandler()
+	nc.SetErrorHandler(func(conn *nats.Conn, sub *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			deny(fmt.Errorf("%w what the checkpoint commands need (%v): connect as a user that may read the KV bucket %s and request mf.<job>.ctl.ckpt.trigger (--user/--password or --creds)",
+				errDenied, err, checkpoint.Bucket))
+		}
+		if logErr != nil {
+			logErr(conn, sub, err)
+		}
+	})
 	js, err := jetstream.New(nc)
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	kctx, cancel := context.WithTimeout(ctx, timeout)
+	kctx, cancel := context.WithTimeout(cctx, timeout)
 	defer cancel()
 	c.kv, err = js.KeyValue(kctx, checkpoint.Bucket)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return &ckptConn{nc: nc}, nil
+		c.kv = nil
+		return c, nil
 	}
 	if err != nil {
 		nc.Close()
-		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, err)
+		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, c.explain(err))
 	}
 	return c, nil
 }
@@ -315,7 +343,7 @@ func (c *ckptConn) knownJobsText(ctx context.Context) (string, error) {
 func (c *ckptConn) unknownJobError(ctx context.Context, what, name string) error {
 	known, err := c.knownJobsText(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, c.explain(err))
 	}
 	also := ""
 	if sh := shorthand(name); sh != "" {
@@ -353,6 +381,7 @@ func runList(ctx context.Context, w io.Writer, nf *natsFlags, format outputForma
 		return fmt.Errorf("checkpoints: %w", err)
 	}
 	defer c.Close()
+	ctx = c.ctx
 	r := resolvedJob{arg: name, job: name}
 	metas, ok, err := c.list(ctx, name)
 	if err == nil && !ok && shorthand(name) != "" {
@@ -360,12 +389,12 @@ func runList(ctx context.Context, w io.Writer, nf *natsFlags, format outputForma
 		metas, ok, err = c.list(ctx, r.job)
 	}
 	if err != nil {
-		return fmt.Errorf("checkpoints: %w", err)
+		return fmt.Errorf("checkpoints: %w", c.explain(err))
 	}
 	if !ok {
 		known, err := c.knownJobsText(ctx)
 		if err != nil {
-			return fmt.Errorf("checkpoints: %w", err)
+			return fmt.Errorf("checkpoints: %w", c.explain(err))
 		}
 		also := ""
 		if sh := shorthand(name); sh != "" {
@@ -410,6 +439,7 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 		return fmt.Errorf("%s: %w", what, err)
 	}
 	defer c.Close()
+	ctx = c.ctx
 	setup, cancelSetup := context.WithTimeout(ctx, setupTimeout)
 	defer cancelSetup()
 
@@ -418,7 +448,7 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	// less than an interval ago) is found by its coordinator.
 	_, known, err := c.list(setup, name)
 	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
+		return fmt.Errorf("%s: %w", what, c.explain(err))
 	}
 	cancelSetup()
 	candidates := []string{name}
@@ -444,7 +474,7 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 		if len(candidates) > 1 {
 			_, known, err = c.list(ctx, candidates[1])
 			if err != nil {
-				return fmt.Errorf("%s: %w", what, err)
+				return fmt.Errorf("%s: %w", what, c.explain(err))
 			}
 			r.job = candidates[1]
 		}
@@ -454,6 +484,8 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 		err = checkpoint.ErrNoCoordinator
 	}
 	switch {
+	case err != nil && errors.Is(context.Cause(c.ctx), errDenied):
+		return fmt.Errorf("%s: %w", what, c.explain(err))
 	case errors.Is(err, checkpoint.ErrNoCoordinator):
 		return fmt.Errorf("%s: job %s is not running: no coordinator answers%s; its retained checkpoints: meshflow checkpoints list %s",
 			what, r.describe(), c.lastStatus(ctx, r.job), r.job)

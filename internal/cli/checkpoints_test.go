@@ -21,6 +21,7 @@ import (
 
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/logging"
+	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
 	"github.com/meshflow/meshflow/messages/pb"
@@ -706,5 +707,53 @@ func TestCheckpointsListMatchesStore(t *testing.T) {
 	}
 	if info.Config.Description != cfg.Description {
 		t.Errorf("the bucket's description is %q after list, was %q", info.Config.Description, cfg.Description)
+	}
+}
+
+// TestCheckpointsDenied: a user the server refuses the bucket or the
+// trigger subject gets one line saying so, at once rather than after
+// --timeout (the test would wait out the minute otherwise).
+func TestCheckpointsDenied(t *testing.T) {
+	srv, err := natsembed.Start(t.Context(), natsembed.Config{
+		StoreDir: t.TempDir(), Port: -1,
+		Users: []natsembed.User{
+			{Name: "admin", Password: "a", Publish: []string{">"}, Subscribe: []string{">"}},
+			// May reach JetStream but not the trigger subjects.
+			{Name: "kvonly", Password: "k", Publish: []string{"$JS.API.>"}, Subscribe: []string{"_INBOX.>"}},
+			// May reach neither.
+			{Name: "nobody", Password: "n", Publish: []string{"$JS.API.INFO"}, Subscribe: []string{"_INBOX.>"}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Shutdown(context.Background()) })
+	nc := natstest.Connect(t, srv, nats.UserInfo("admin", "a"))
+	store, err := checkpoint.OpenStore(t.Context(), natstest.JetStream(t, nc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	commitMeta(t, store, "orders.pipeline", 1, false, 10)
+	for _, tc := range []struct {
+		user string
+		args []string
+	}{
+		{"nobody", []string{"checkpoints", "list", "orders"}},
+		{"nobody", []string{"savepoint", "orders"}},
+		{"kvonly", []string{"savepoint", "orders"}},
+		{"kvonly", []string{"checkpoints", "trigger", "orders.pipeline"}},
+	} {
+		t.Run(tc.user+" "+strings.Join(tc.args, " "), func(t *testing.T) {
+			r := run(t.Context(), "", append(tc.args, "-s", serverURL(srv), "--user", tc.user, "--password", tc.user[:1], "--timeout", "1m")...)
+			if r.err == nil || !strings.Contains(r.err.Error(), "the server denies this user what the checkpoint commands need") ||
+				!strings.Contains(r.err.Error(), "Permissions Violation") {
+				t.Fatalf("error %v", r.err)
+			}
+		})
+	}
+	// The user that may read the bucket lists it.
+	if r := run(t.Context(), "", "checkpoints", "list", "orders", "-s", serverURL(srv), "--user", "kvonly", "--password", "k"); r.err != nil ||
+		!strings.Contains(r.stdout, "yes (a restart restores it)") {
+		t.Fatalf("kvonly list: %v\n%s", r.err, r.stdout)
 	}
 }
