@@ -37,6 +37,13 @@ const setupTimeout = 5 * time.Second
 // jobPartRE is what one part of a job name may be (actors.JobGraph.Validate).
 var jobPartRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
+// jobHelp ends the help of the commands that take a JOB.
+const jobHelp = `
+
+JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
+a bare domain name stands for <domain>.pipeline when no job of that name has
+checkpoint records or a running coordinator.`
+
 // pipelineJob is the name of a domain's job in a mesh: <domain>.pipeline.
 const pipelineJob = "pipeline"
 
@@ -46,10 +53,7 @@ func newSavepointCmd(env *Env) *cobra.Command {
 		Use:   "savepoint JOB",
 		Short: "Take a savepoint of a running job: a checkpoint that is never deleted",
 		Long: `Ask the coordinator of a running job for a savepoint and wait until it is
-complete. A savepoint is a checkpoint that retention never deletes.
-
-JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
-a bare domain name stands for <domain>.pipeline.`,
+complete. A savepoint is a checkpoint that retention never deletes.` + jobHelp,
 		Example: `  meshflow savepoint orders.pipeline
   meshflow savepoint orders -o json --timeout 10m`,
 		Args: exactArgs(1, "one JOB"),
@@ -72,10 +76,7 @@ func newCheckpointsCmd(env *Env) *cobra.Command {
 		Short: "List the retained checkpoints and savepoints of a job, marking the one a restart restores",
 		Long: `List every retained checkpoint and savepoint of JOB, sorted by id, from the
 checkpoint metadata on the NATS server (KV bucket ` + checkpoint.Bucket + `). The job
-need not be running. LATEST marks the checkpoint a restart restores.
-
-JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
-a bare domain name stands for <domain>.pipeline.`,
+need not be running. LATEST marks the checkpoint a restart restores.` + jobHelp,
 		Example: `  meshflow checkpoints list orders.pipeline
   meshflow checkpoints list orders -o json`,
 		Args: exactArgs(1, "one JOB"),
@@ -89,10 +90,7 @@ a bare domain name stands for <domain>.pipeline.`,
 		Use:   "trigger JOB",
 		Short: "Take a checkpoint of a running job now and wait until it is complete",
 		Long: `Ask the coordinator of a running job for a checkpoint now (not a savepoint:
-retention deletes it like any other) and wait until it is complete.
-
-JOB is a pipeline's name, or <domain>.pipeline for a domain's job in a mesh;
-a bare domain name stands for <domain>.pipeline.`,
+retention deletes it like any other) and wait until it is complete.` + jobHelp,
 		Example: `  meshflow checkpoints trigger orders.pipeline`,
 		Args:    exactArgs(1, "one JOB"),
 	}
@@ -155,7 +153,8 @@ type ckptConn struct {
 	// ctx is the command's, cancelled with an errDenied cause when the
 	// server refuses this user something: a refused request gets no
 	// answer, so without it the command would wait for its timeout.
-	ctx context.Context
+	ctx    context.Context
+	cancel context.CancelCauseFunc
 }
 
 // errDenied is the cause of a ckptConn's ctx when the server refused the
@@ -182,10 +181,14 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, timeout time.Duration) 
 		return nil, err
 	}
 	cctx, deny := context.WithCancelCause(ctx)
-	c := &ckptConn{nc: nc, ctx: cctx}
+	c := &ckptConn{nc: nc, ctx: cctx, cancel: deny}
 	logErr := nc.ErrorHandler()
 	nc.SetErrorHandler(func(conn *nats.Conn, sub *nats.Subscription, err error) {
-		if errors.Is(err, nats.ErrPermissionViolation) {
+		switch {
+		case inboxDenied(conn, err):
+			deny(fmt.Errorf("%w the inbox prefix %s: set --inbox-prefix to the user's own (meshflow dev's producers: --inbox-prefix _INBOX_producer)",
+				errDenied, inboxPrefix(nf)))
+		case errors.Is(err, nats.ErrPermissionViolation):
 			deny(fmt.Errorf("%w what the checkpoint commands need (%v): connect as a user that may read the KV bucket %s and request mf.<job>.ctl.ckpt.trigger (--user/--password or --creds)",
 				errDenied, err, checkpoint.Bucket))
 		}
@@ -195,7 +198,7 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, timeout time.Duration) 
 	})
 	js, err := jetstream.New(nc)
 	if err != nil {
-		nc.Close()
+		c.Close()
 		return nil, err
 	}
 	kctx, cancel := context.WithTimeout(cctx, timeout)
@@ -206,13 +209,17 @@ func openCheckpoints(ctx context.Context, nf *natsFlags, timeout time.Duration) 
 		return c, nil
 	}
 	if err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, c.explain(err))
+		err = c.explain(err)
+		c.Close()
+		return nil, fmt.Errorf("open the checkpoint bucket %s: %w", checkpoint.Bucket, err)
 	}
 	return c, nil
 }
 
-func (c *ckptConn) Close() { c.nc.Close() }
+func (c *ckptConn) Close() {
+	c.nc.Close()
+	c.cancel(nil)
+}
 
 // get reads key into m; found is false when there is no such key.
 func (c *ckptConn) get(ctx context.Context, key string, m proto.Message) (found bool, err error) {

@@ -722,6 +722,8 @@ func TestCheckpointsDenied(t *testing.T) {
 			{Name: "kvonly", Password: "k", Publish: []string{"$JS.API.>"}, Subscribe: []string{"_INBOX.>"}},
 			// May reach neither.
 			{Name: "nobody", Password: "n", Publish: []string{"$JS.API.INFO"}, Subscribe: []string{"_INBOX.>"}},
+			// May do anything, with replies under its own inbox prefix.
+			{Name: "inboxed", Password: "i", Publish: []string{">"}, Subscribe: []string{"_INBOX_inboxed.>"}},
 		},
 	})
 	if err != nil {
@@ -750,6 +752,14 @@ func TestCheckpointsDenied(t *testing.T) {
 				t.Fatalf("error %v", r.err)
 			}
 		})
+	}
+	r := run(t.Context(), "", "savepoint", "orders", "-s", serverURL(srv), "--user", "inboxed", "--password", "i")
+	if r.err == nil || !strings.Contains(r.err.Error(), "the server denies this user the inbox prefix _INBOX: set --inbox-prefix to the user's own") {
+		t.Fatalf("inboxed without its prefix: %v", r.err)
+	}
+	r = run(t.Context(), "", "checkpoints", "list", "orders", "-s", serverURL(srv), "--user", "inboxed", "--password", "i", "--inbox-prefix", "_INBOX_inboxed")
+	if r.err != nil || !strings.Contains(r.stdout, "yes (a restart restores it)") {
+		t.Fatalf("inboxed list: %v\n%s", r.err, r.stdout)
 	}
 	// The user that may read the bucket lists it.
 	if r := run(t.Context(), "", "checkpoints", "list", "orders", "-s", serverURL(srv), "--user", "kvonly", "--password", "k"); r.err != nil ||
