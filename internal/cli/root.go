@@ -107,6 +107,7 @@ feeding a pipeline and watching what it produces.`,
 		newInjectCmd,
 		newTailCmd,
 		newDomainsCmd,
+		newSavepointCmd, newCheckpointsCmd,
 		newVersionCmd,
 	} {
 		root.AddCommand(newCmd(env))
