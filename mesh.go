@@ -326,7 +326,7 @@ func (m *Mesh) Run(ctx context.Context) (err error) {
 			}
 			defer nc.Close()
 		}
-		b := &DomainPipeline{Pipeline: NewPipeline("pipeline"), d: d, m: m, nc: nc}
+		b := &DomainPipeline{Pipeline: NewPipeline(domains.JobName), d: d, m: m, nc: nc}
 		d.Build(b)
 		if err := errors.Join(append(b.errs, b.Validate())...); err != nil {
 			return fmt.Errorf("meshflow: domain %s: %w", d.Name, err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/meshflow/meshflow/actors/natsio"
+	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/natsembed"
 )
 
@@ -113,6 +114,10 @@ func (d *Domain) Validate() error {
 //	mesh.<domain>.in.<port>     an input port fed by producers, in stream MESH_<DOMAIN>_IN_<PORT>
 //	mesh.<domain>._dlq          rows refused at the domain's boundary, in stream MESH_<DOMAIN>__DLQ
 //	mf.<domain>.>               the domain's private data plane (its jobs' internal edges)
+
+// JobName is the name of the job a domain's pipeline runs as; its full
+// name (subjects, checkpoints) is "<domain>.pipeline".
+const JobName = "pipeline"
 
 // ProductSubject is the subject of output port port of domain.
 func ProductSubject(domain, port string) string { return "mesh." + domain + "." + port }
@@ -267,7 +272,10 @@ func (d *Domain) User(password string) natsembed.User {
 //   - read one output contract by key from ContractsBucket with a direct
 //     get (nats kv get MESHFLOW_CONTRACTS <domain>.<port>); not watch,
 //     list, put or delete;
-//   - receive replies under its own InboxPrefix(name) only.
+//   - receive replies under its own InboxPrefix(name) only;
+//   - list the domains' checkpoints (read the checkpoint bucket) and ask
+//     their jobs for a checkpoint or a savepoint (meshflow checkpoints,
+//     meshflow savepoint).
 //
 // It can neither create, update, delete nor purge any stream, nor touch a
 // consumer of an input port, nor read another user's inbox or
@@ -275,6 +283,7 @@ func (d *Domain) User(password string) natsembed.User {
 func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
 	pub := []string{CatalogSubject, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
 	pub = append(pub, contractsRead...)
+	pub = append(pub, StreamReaderSubjects("KV_"+checkpoint.Bucket)...)
 	sub := []string{InboxPrefix(name) + ".>"}
 	var deny []string
 	for _, d := range mesh {
@@ -286,6 +295,7 @@ func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
 			sub = append(sub, s)
 			pub = append(pub, StreamReaderSubjects(StreamName(s))...)
 		}
+		pub = append(pub, checkpoint.TriggerSubject(d.Name+"."+JobName))
 		for _, in := range d.Inputs {
 			if in.From == "" {
 				pub = append(pub, InputSubject(d.Name, in.Name))
