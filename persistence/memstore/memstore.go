@@ -15,8 +15,9 @@ import (
 
 // Store is an in-memory store. It is safe for concurrent use; every Apply is
 // atomic, whatever its size. It supports persistence.OpenSnapshot with
-// copy-on-write snapshots: opening one is O(1), and while one is open the
-// first write to each block of 512 keys copies that block.
+// copy-on-write snapshots: opening one is O(1); while one is open, the
+// first write to each block of up to 512 keys copies that block, and the
+// first write at all copies the index of blocks (a pointer per block).
 type Store struct {
 	root persistence.Store
 	kv   *kv
