@@ -847,7 +847,8 @@ func TestSourceCheckpointDefaults(t *testing.T) {
 
 // TestTxStagedRoundTrip: staged messages, headers and data, are written in
 // values of at most chunkBytes (a larger message takes one of its own) and
-// read back intact.
+// read back intact; an epoch without its meta (a write cut short) is
+// ignored and deleted.
 func TestTxStagedRoundTrip(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
 	store := memstore.New()
@@ -890,9 +891,18 @@ func TestTxStagedRoundTrip(t *testing.T) {
 	if chunks < 10 {
 		t.Fatalf("%d chunks of at most 256 bytes for %d bytes", chunks, len(e.buf))
 	}
+	// An epoch whose Apply was cut short: chunks, no meta.
+	var torn persistence.Batch
+	torn.Put(txChunkKey(9, 0), e.buf[:e.offs[1]])
+	if err := store.Apply(ctx, &torn); err != nil {
+		t.Fatal(err)
+	}
 	epochs, err := tp.load(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := store.Get(ctx, txChunkKey(9, 0)); !errors.Is(err, persistence.ErrNotFound) {
+		t.Fatalf("torn epoch left in the Store: %v", err)
 	}
 	if len(epochs) != 1 || epochs[0].id != 7 || epochs[0].last != 41 || len(epochs[0].offs) != len(want) {
 		t.Fatalf("loaded %d epochs", len(epochs))

@@ -5,6 +5,14 @@
 // Events that cannot be decoded are published, with the reason, to a
 // dead-letter subject before their message is acknowledged: nothing is
 // dropped silently.
+//
+// In a job with checkpoints (actors.OperatorContext.Checkpointing) the
+// source, the sink and their dead letters are transactional: the source
+// acknowledges its input and the sink and dead letters publish their
+// output only when the checkpoint covering them completes, and a run
+// restored from a checkpoint rewinds the source to the position it
+// recorded and publishes exactly what the checkpoint staged and the
+// target stream lacks (see docs/delivery.md).
 package natsio
 
 import (

@@ -48,7 +48,9 @@ type txPublisher struct {
 	published, duplicates atomic.Int64
 	lastSeq               atomic.Uint64
 
+	// queue[head:] are the publishes awaiting acknowledgement.
 	queue []txPending
+	head  int
 	bytes int
 
 	// failAfterAcks, when positive, makes the publisher send that many
@@ -287,6 +289,12 @@ func (t *txPublisher) publishEpoch(ctx context.Context, e *txEpoch, skip map[int
 		if err := t.send(&p); err != nil {
 			return err
 		}
+		if t.head > 0 && len(t.queue) == cap(t.queue) {
+			// Reuse the room of the publishes acknowledged.
+			n := copy(t.queue, t.queue[t.head:])
+			clear(t.queue[n:])
+			t.queue, t.head = t.queue[:n], 0
+		}
 		t.queue = append(t.queue, p)
 		t.bytes += len(data)
 	}
@@ -326,8 +334,8 @@ func (t *txPublisher) drain(ctx context.Context, maxMsgs, maxBytes int) error {
 			timer.Stop()
 		}
 	}()
-	for len(t.queue) > max(maxMsgs, 0) || (t.bytes > max(maxBytes, 0) && len(t.queue) > 0) {
-		p := &t.queue[0]
+	for len(t.queue)-t.head > max(maxMsgs, 0) || (t.bytes > max(maxBytes, 0) && len(t.queue) > t.head) {
+		p := &t.queue[t.head]
 		if timer == nil {
 			timer = time.NewTimer(t.cfg.ackTimeout)
 		} else {
@@ -362,7 +370,10 @@ func (t *txPublisher) drain(ctx context.Context, maxMsgs, maxBytes int) error {
 		}
 		t.bytes -= len(p.msg.Data)
 		*p = txPending{}
-		t.queue = t.queue[1:]
+		t.head++
+	}
+	if t.head == len(t.queue) {
+		t.queue, t.head = t.queue[:0], 0
 	}
 	return nil
 }
@@ -371,7 +382,7 @@ func (t *txPublisher) drain(ctx context.Context, maxMsgs, maxBytes int) error {
 // staged and is published again with the same ids).
 func (t *txPublisher) abandon() {
 	clear(t.queue)
-	t.queue, t.bytes = t.queue[:0], 0
+	t.queue, t.head, t.bytes = t.queue[:0], 0, 0
 }
 
 // recover publishes what a previous run sealed, and may not have
@@ -504,7 +515,13 @@ func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) 
 	if err != nil {
 		return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
 	}
-	pending := c.CachedInfo().NumPending
+	info := c.CachedInfo()
+	if info == nil {
+		if info, err = c.Info(ctx); err != nil {
+			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+		}
+	}
+	pending := info.NumPending
 	for pending > 0 {
 		// Ask for exactly what is there, so the fetch never waits out
 		// its timeout.
