@@ -485,9 +485,15 @@ func (t *txPublisher) load(ctx context.Context) ([]*txEpoch, error) {
 	return out, nil
 }
 
-// scan reads the target stream from sequence from (headers only, the
-// subject only) up to its last sequence now, and returns, per epoch, the
-// indexes of its messages found there.
+// scan reads the target stream's messages on the subject from sequence
+// from up to its last sequence now, and returns, per epoch, the indexes of
+// its messages found there.
+//
+// It gets one message at a time (the next one on the subject at or after a
+// sequence: a direct get when the stream allows it): the only API a
+// domain's user may use on its own streams without reaching consumers it
+// must not touch. The range is what was published after the epoch was
+// prepared, about one checkpoint interval of output.
 func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) (map[uint64]map[int]bool, error) {
 	found := map[uint64]map[int]bool{}
 	want := map[uint64]bool{}
@@ -503,57 +509,24 @@ func (t *txPublisher) scan(ctx context.Context, from uint64, epochs []*txEpoch) 
 		return nil, fmt.Errorf("natsio: recover: stream %s: %w", stream, err)
 	}
 	end := s.CachedInfo().State.LastSeq
-	if end < from {
-		return found, nil
-	}
-	c, err := t.cfg.js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{t.cfg.subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
-		HeadersOnly:    true,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
-	}
-	info := c.CachedInfo()
-	if info == nil {
-		if info, err = c.Info(ctx); err != nil {
-			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+	for seq := from; seq <= end; {
+		m, err := s.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(t.cfg.subject))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			break
 		}
-	}
-	pending := info.NumPending
-	for pending > 0 {
-		// Ask for exactly what is there, so the fetch never waits out
-		// its timeout.
-		batch, err := c.Fetch(int(min(pending, 1024)), jetstream.FetchMaxWait(10*time.Second))
 		if err != nil {
-			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
+			return nil, fmt.Errorf("natsio: recover: read %s at %d: %w", stream, seq, err)
 		}
-		got := 0
-		for m := range batch.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err != nil {
-				return nil, fmt.Errorf("natsio: recover: %w", err)
+		if m.Sequence > end {
+			break // published after the scan began
+		}
+		if epoch, k, ok := t.parseID(m.Header.Get(jetstream.MsgIDHeader)); ok && want[epoch] {
+			if found[epoch] == nil {
+				found[epoch] = map[int]bool{}
 			}
-			if epoch, k, ok := t.parseID(m.Headers().Get(jetstream.MsgIDHeader)); ok && want[epoch] {
-				if found[epoch] == nil {
-					found[epoch] = map[int]bool{}
-				}
-				found[epoch][k] = true
-			}
-			pending = md.NumPending
-			if md.Sequence.Stream >= end {
-				// Later messages were published after the scan began.
-				pending = 0
-			}
+			found[epoch][k] = true
 		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("natsio: recover: read %s: %w", stream, err)
-		}
-		if got == 0 {
-			return nil, fmt.Errorf("natsio: recover: read %s: no message delivered, %d pending", stream, pending)
-		}
+		seq = m.Sequence + 1
 	}
 	return found, nil
 }
