@@ -100,7 +100,7 @@ func TestJetStreamPositionsReachOperators(t *testing.T) {
 				}
 			}
 			got := positionSink{mu: &sync.Mutex{}, pos: map[int64][]uint64{}}
-			p := meshflow.NewPipeline("positions")
+			p := meshflow.NewPipeline("positions" + strconv.Itoa(i))
 			p.Source("in", meshflow.FromJetStream(meshflow.JetStreamSource{Subjects: []string{subject}, Schema: schema, Format: tc.format, Bounded: true})).
 				To("out", meshflow.ToOperator(func() meshflow.Operator { return got }))
 			if err := meshflow.Run(ctx, p, meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithLogger(testutil.TestLogger(t))); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/natsembed"
+	"github.com/meshflow/meshflow/persistence/snapshotstore"
 )
 
 // Domain declares a data-mesh domain: who owns it, what it consumes and
@@ -114,6 +115,24 @@ func (d *Domain) Validate() error {
 //	mesh.<domain>.in.<port>     an input port fed by producers, in stream MESH_<DOMAIN>_IN_<PORT>
 //	mesh.<domain>._dlq          rows refused at the domain's boundary, in stream MESH_<DOMAIN>__DLQ
 //	mf.<domain>.>               the domain's private data plane (its jobs' internal edges)
+
+// CheckpointStoreSubjects are the subjects a node's NATS user publishes to
+// for the checkpoints of the jobs it runs: the JetStream API of the
+// checkpoint metadata bucket (checkpoint.Bucket) and of the snapshot
+// bucket (snapshotstore.DefaultBucket), and their data subjects. The
+// buckets hold every job's checkpoints, so a user with these rights can
+// read and change the checkpoints of every job: give them to the nodes'
+// users, not to producers. The job's coordinator subjects are under
+// mf.<job>.> (PrivateSubjects for a domain's job).
+func CheckpointStoreSubjects() []string {
+	var out []string
+	for _, st := range []string{"KV_" + checkpoint.Bucket, "OBJ_" + snapshotstore.DefaultBucket} {
+		out = append(out,
+			"$JS.API.*.*."+st, "$JS.API.*.*."+st+".>", "$JS.API.*.*.*."+st+".>",
+			"$JS.ACK."+st+".>")
+	}
+	return append(out, "$KV."+checkpoint.Bucket+".>", "$O."+snapshotstore.DefaultBucket+".>")
+}
 
 // JobName is the name of the job a domain's pipeline runs as; its full
 // name (subjects, checkpoints) is "<domain>.pipeline".

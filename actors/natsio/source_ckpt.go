@@ -31,6 +31,9 @@ const (
 // sequence to read next as of the last PrepareCheckpoint.
 var sourcePositionKey = []byte("position")
 
+// sourceStreamKey records which stream the position is in.
+var sourceStreamKey = []byte("stream")
+
 // ackPayload acknowledges a JetStream message.
 var ackPayload = []byte("+ACK")
 
@@ -43,6 +46,9 @@ var ackPayload = []byte("+ACK")
 // over: everything below was handed over, nothing above.
 type sourceCkpt struct {
 	store persistence.Store
+	// stream identifies the stream read (name and creation time): a
+	// position is a sequence of that stream only.
+	stream []byte
 	// maxSeq is the highest stream sequence taken from the consumer; a
 	// message at or below it is a redelivery of one the source holds or
 	// handed over.
@@ -104,8 +110,22 @@ func (s *Source) openCkpt(oc actors.OperatorContext, dlc *DeadLettersConfig) err
 // dead letters that checkpoint staged and a previous run may not have
 // published.
 func (s *Source) restoreCkpt(ctx context.Context, oc actors.OperatorContext, stream string) error {
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("natsio: source %s: stream %s: %w", s.op, stream, err)
+	}
+	s.ck.stream = fmt.Appendf(nil, "%s@%d", stream, st.CachedInfo().Created.UnixNano())
 	var pos uint64
 	if oc.RestoredCheckpoint() > 0 {
+		was, err := s.ck.store.Get(ctx, sourceStreamKey)
+		if err != nil && !errors.Is(err, persistence.ErrNotFound) {
+			return fmt.Errorf("natsio: source %s: read position: %w", s.op, err)
+		}
+		if err == nil && string(was) != string(s.ck.stream) {
+			return fmt.Errorf("natsio: source %s: checkpoint %d recorded a position in stream %s, but the source now reads %s: "+
+				"a position is only valid in the stream it was taken in (run the job under another name to start afresh)",
+				s.op, oc.RestoredCheckpoint(), was, s.ck.stream)
+		}
 		v, err := s.ck.store.Get(ctx, sourcePositionKey)
 		switch {
 		case err == nil && len(v) == 8:
@@ -122,7 +142,6 @@ func (s *Source) restoreCkpt(ctx context.Context, oc actors.OperatorContext, str
 		}
 	}
 	var resp *jetstream.ConsumerResetResponse
-	var err error
 	if pos > 0 {
 		resp, err = s.js.ResetConsumerToSequence(ctx, stream, s.cfg.Consumer, pos)
 	} else {
@@ -203,6 +222,7 @@ func (s *Source) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	}
 	var b persistence.Batch
 	b.Put(sourcePositionKey, binary.BigEndian.AppendUint64(nil, c.handedSeq+1))
+	b.Put(sourceStreamKey, c.stream)
 	if err := c.store.Apply(ctx, &b); err != nil {
 		return fmt.Errorf("natsio: source %s: record position: %w", s.op, err)
 	}

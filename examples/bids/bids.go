@@ -109,8 +109,10 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 //
 // The pipeline's user, Name, may use its private subjects (mf.bids.>), its
 // streams (input, results, dead letters: create, update, info; never delete
-// or purge), its durable consumer on the input stream, publish results and
-// dead letters, and receive replies under domains.InboxPrefix(Name).
+// or purge), its durable consumer on the input stream, the checkpoint
+// buckets (domains.CheckpointStoreSubjects: it runs the node), publish
+// results and dead letters, and receive replies under
+// domains.InboxPrefix(Name).
 //
 // The producers' user, producer, may publish bids to cfg.Input; read the
 // results and the dead letters (their subjects, and consumers of its own on
@@ -126,6 +128,7 @@ func Users(cfg Config, password, producer, producerPassword string) (pipeline, p
 		pub = append(pub, "$JS.API.STREAM.CREATE."+st, "$JS.API.STREAM.UPDATE."+st, "$JS.API.STREAM.INFO."+st)
 	}
 	pub = append(pub, domains.DurableConsumerSubjects(in, consumer)...)
+	pub = append(pub, domains.CheckpointStoreSubjects()...)
 	pipeline = natsembed.User{Name: Name, Password: password, Publish: pub,
 		Subscribe: []string{private, domains.InboxPrefix(Name) + ".>"}}
 

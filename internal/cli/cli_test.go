@@ -516,7 +516,7 @@ func TestDomainsCatalog(t *testing.T) {
 		if r.err != nil {
 			return r.err
 		}
-		if !strings.Contains(r.stdout, "orders     team-checkout  running  checkout         placed                  1        0         1") {
+		if !strings.Contains(r.stdout, "orders     team-checkout  running  checkout         placed                                  1        0         1") {
 			return fmt.Errorf("list:\n%s", r.stdout)
 		}
 		return nil
