@@ -351,7 +351,9 @@ type rootWrapper struct{ persistence.Store }
 // opaqueView hides every view's type: the overlay cannot reach its backend.
 type opaqueView struct{ persistence.Store }
 
-func (o opaqueView) Namespace(name string) persistence.Store { return opaqueView{o.Store.Namespace(name)} }
+func (o opaqueView) Namespace(name string) persistence.Store {
+	return opaqueView{o.Store.Namespace(name)}
+}
 
 // TestOverlayCommitWrites: a commit touching several namespaces is one
 // backend write over this package's stores, and one Apply per namespace
