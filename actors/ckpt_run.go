@@ -219,6 +219,26 @@ func (p *jobPart) instanceCompleted(id InstanceID, ckpt uint64) {
 
 func (p *jobPart) sourcePaused(id InstanceID) { p.ck.sourcePaused(id) }
 
+// setJobStatus records the job's state in the checkpoint store, where any
+// node or client reads it whenever it looks (a failure is not a message
+// that a late subscriber misses). A failure to record it is logged: the
+// job's own outcome does not depend on it.
+func (n *Node) setJobStatus(g *JobGraph, state pb.JobState, err error, restored uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	store, _, serr := n.checkpointStores(ctx)
+	if serr == nil {
+		st := &pb.JobStatus{State: state, Node: n.cfg.ID, TimeUs: time.Now().UnixMicro(), RestoredFrom: restored}
+		if err != nil {
+			st.Error = err.Error()
+		}
+		serr = store.SetStatus(ctx, g.SubjectName(), st)
+	}
+	if serr != nil {
+		n.log.Warn("cannot record the job's status", "job", g.SubjectName(), "state", state, "error", serr)
+	}
+}
+
 // runRecovering runs a job with checkpoints on node n, recovering it from
 // its last complete checkpoint after every failure its recovery policy
 // allows.
@@ -226,13 +246,26 @@ func (n *Node) runRecovering(ctx context.Context, g *JobGraph, pl Placement) err
 	cfg := g.Checkpoint.withDefaults()
 	pol := cfg.Recovery
 	var recent []time.Time
+	coordinating := coordinatorNode(g, pl) == n.cfg.ID
 	for first := true; ; first = false {
 		part := newJobPart(n, g, pl)
 		part.checkpointing = true
 		part.first = first
 		part.ck = newJobCheckpoints(part, cfg)
+		part.onStarted = func(restored uint64) {
+			if coordinating {
+				n.setJobStatus(g, pb.JobState_JOB_STATE_RUNNING, nil, restored)
+			}
+		}
 		err := n.runPart(ctx, part)
-		if err == nil || ctx.Err() != nil || errors.Is(err, errFatal) {
+		switch {
+		case err == nil || (ctx.Err() != nil && errors.Is(err, ctx.Err())):
+			if coordinating {
+				n.setJobStatus(g, pb.JobState_JOB_STATE_STOPPED, nil, part.restored)
+			}
+			return err
+		case ctx.Err() != nil || errors.Is(err, errFatal):
+			n.setJobStatus(g, pb.JobState_JOB_STATE_FAILED, err, part.restored)
 			return err
 		}
 		now := time.Now()
@@ -244,8 +277,11 @@ func (n *Node) runRecovering(ctx context.Context, g *JobGraph, pl Placement) err
 		}
 		recent = kept
 		if pol.MaxRecoveries >= 0 && len(recent) >= pol.MaxRecoveries {
-			return fmt.Errorf("actors: job %q: gave up after %d recoveries within %v: %w", g.Name, len(recent), pol.Window, err)
+			err = fmt.Errorf("actors: job %q: gave up after %d recoveries within %v: %w", g.Name, len(recent), pol.Window, err)
+			n.setJobStatus(g, pb.JobState_JOB_STATE_FAILED, err, part.restored)
+			return err
 		}
+		n.setJobStatus(g, pb.JobState_JOB_STATE_RESTARTING, err, part.restored)
 		recent = append(recent, now)
 		delay := pol.InitialBackoff
 		for i := 1; i < len(recent) && delay < pol.MaxBackoff; i++ {

@@ -32,6 +32,8 @@ type jobPart struct {
 	restored      uint64
 	ck            *jobCheckpoints
 	first         bool // the first run of the job on this node
+	// onStarted, when set, is called once the part runs (after restore).
+	onStarted func(restored uint64)
 
 	// ctx is handed to user code; cancelled on hard stop and at the end.
 	ctx    context.Context
@@ -202,6 +204,9 @@ func (p *jobPart) run(ctx context.Context) error {
 		}()
 	}
 	p.log.Info("job started", "instances", len(p.shells))
+	if p.onStarted != nil {
+		p.onStarted(p.restored)
+	}
 	if p.checkpointing {
 		return p.runCheckpointed(ctx)
 	}
