@@ -3,6 +3,8 @@ package actors_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/actors/operators"
 	"github.com/meshflow/meshflow/cluster"
+	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/expr"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -265,5 +268,82 @@ func TestSlowConsumerFailsJob(t *testing.T) {
 	}
 	if err := <-errA; !errors.Is(err, actors.ErrRemoteFailure) {
 		t.Fatalf("node a: %v, want ErrRemoteFailure", err)
+	}
+}
+
+// TestTwoNodesCheckpointed: a job spread over two nodes takes checkpoints
+// with one coordinator (on the node of its first operator): the
+// checkpoints hold a snapshot of every instance of both nodes, the job's
+// last checkpoint comes after every instance finished, and every row
+// arrives once.
+func TestTwoNodesCheckpointed(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	ncA := natstest.Connect(t, srv)
+	ncB := natstest.Connect(t, srv)
+	recs := numBatches(mem, 200, 250)
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	rec := &recorder{mu: &sync.Mutex{}, vals: map[int64]int{}, keyInst: map[int64]int{}, bad: &atomic.Int64{}}
+	g := &actors.JobGraph{
+		Name:       "hop-ckpt",
+		Checkpoint: &actors.CheckpointConfig{Interval: 20 * time.Millisecond},
+		Vertices: []*actors.Vertex{
+			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &operators.Batches{Recs: recs} }},
+			{Name: "odd", Parallelism: 2, NewOperator: func() actors.Operator {
+				return operators.NewFilter(expr.Col("v").Ge(0))
+			}},
+			{Name: "sink", Parallelism: 3, NewOperator: func() actors.Operator {
+				r := *rec
+				return &r
+			}},
+		},
+		Edges: []actors.Edge{
+			{From: "src", To: "odd", Partitioning: actors.Rebalance},
+			{From: "odd", To: "sink", Partitioning: actors.Hash, KeyColumns: []string{"k"}},
+		},
+	}
+	pl, err := cluster.Pinned{Operators: map[string]string{"sink": "b"}, Default: "a"}.Place(g, []string{"a", "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeA := newNode(t, "a", ncA, mem)
+	nodeB := newNode(t, "b", ncB, mem)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	errs := make(chan error, 2)
+	go func() { errs <- nodeB.Run(ctx, g, pl) }()
+	go func() { errs <- nodeA.Run(ctx, g, pl) }()
+	for i := 0; i < 2; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := int64(0); i < 50_000; i++ {
+		if rec.vals[i] != 1 {
+			t.Fatalf("value %d arrived %d times", i, rec.vals[i])
+		}
+	}
+	store, err := checkpoint.OpenStore(ctx, natstest.JetStream(t, ncA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last, err := store.Latest(ctx, "hop-ckpt")
+	if err != nil || last == nil {
+		t.Fatalf("latest checkpoint: %v %v", last, err)
+	}
+	var tasks []string
+	for _, ts := range last.Tasks {
+		tasks = append(tasks, fmt.Sprintf("%s/%d", ts.Operator, ts.Instance))
+		if !ts.Finished {
+			t.Errorf("the last checkpoint has %s/%d unfinished", ts.Operator, ts.Instance)
+		}
+	}
+	if got := strings.Join(tasks, " "); got != "odd/0 odd/1 sink/0 sink/1 sink/2 src/0" {
+		t.Errorf("the last checkpoint covers %s", got)
 	}
 }
