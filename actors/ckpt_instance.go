@@ -25,12 +25,11 @@ type (
 	completeMsg struct{ id uint64 }
 	// abortMsg says checkpoint id will never complete.
 	abortMsg struct{ id uint64 }
-	// sourceCheckpointMsg takes checkpoint id at a source once its reader
-	// has stopped and every batch it read before is processed.
-	sourceCheckpointMsg struct {
+	// betweenReadsMsg runs f at a source once its reader has stopped and
+	// every batch it read before is processed; then reading goes on.
+	betweenReadsMsg struct {
 		gen uint64
-		id  uint64
-		ts  int64
+		f   func(c actor.Context)
 	}
 )
 
@@ -47,6 +46,9 @@ type instanceCheckpoints struct {
 	// restoreMeta is the runtime state restored from the checkpoint, for
 	// the first open of this run.
 	restoreMeta []byte
+	// between counts the calls a source has queued to run between two
+	// reads (see betweenReads).
+	between int
 }
 
 // runtimeMeta is the runtime's own state of an instance in a snapshot:
@@ -114,25 +116,40 @@ func (s *instance) onTrigger(c actor.Context, m *triggerMsg) {
 		return
 	}
 	switch {
-	case s.finished || (s.src != nil && s.reader == nil):
+	case s.finished && s.src == nil:
 		s.takeCheckpoint(c, messages.Barrier{ID: m.id, TimestampUs: m.ts}, 0)
 	case s.src != nil:
-		// The checkpoint must fall between two reads: stop the reader
-		// (Read gives up on its context and keeps what it holds), let
-		// the batches it already sent go first, then take it.
-		s.stopReader()
-		c.Send(s.self, &sourceCheckpointMsg{gen: s.gen, id: m.id, ts: m.ts})
+		// The checkpoint falls between two reads.
+		s.betweenReads(c, func(c actor.Context) {
+			s.takeCheckpoint(c, messages.Barrier{ID: m.id, TimestampUs: m.ts}, 0)
+		})
 	case m.id > s.ck.pending:
 		s.ck.pending, s.ck.pendingTS = m.id, m.ts
 	}
 }
 
-func (s *instance) onSourceCheckpoint(c actor.Context, m *sourceCheckpointMsg) {
+// betweenReads runs f at a source when no Read runs (a Source's methods
+// are never called concurrently): it stops the reader (Read gives up on its
+// context and keeps what it holds), lets the batches it already sent go
+// first, runs f, and starts reading again.
+// Calls queue up behind one another in order.
+func (s *instance) betweenReads(c actor.Context, f func(c actor.Context)) {
+	if s.reader == nil && s.ck.between == 0 {
+		f(c)
+		return
+	}
+	s.stopReader()
+	s.ck.between++
+	c.Send(s.self, &betweenReadsMsg{gen: s.gen, f: f})
+}
+
+func (s *instance) onBetweenReads(c actor.Context, m *betweenReadsMsg) {
 	if m.gen != s.gen {
 		return
 	}
-	s.takeCheckpoint(c, messages.Barrier{ID: m.id, TimestampUs: m.ts}, 0)
-	if !s.finished && !s.draining && s.started {
+	s.ck.between--
+	m.f(c)
+	if s.ck.between == 0 && !s.finished && !s.draining && s.started && s.reader == nil {
 		s.startReader()
 		s.demand()
 	}
@@ -186,6 +203,10 @@ func (s *instance) takePendingAtFinish(c actor.Context) {
 func (s *instance) onComplete(c actor.Context, m *completeMsg) {
 	if m.id <= s.ck.completed || s.ck.taken == 0 {
 		s.part.instanceCompleted(s.id, m.id)
+		return
+	}
+	if s.src != nil && (s.reader != nil || s.ck.between > 0) {
+		s.betweenReads(c, func(c actor.Context) { s.onComplete(c, m) })
 		return
 	}
 	s.ck.completed = m.id

@@ -233,8 +233,8 @@ func (a *instanceActor) Receive(c actor.Context) {
 		s.onPauseSource()
 	case *triggerMsg:
 		s.onTrigger(c, m)
-	case *sourceCheckpointMsg:
-		s.onSourceCheckpoint(c, m)
+	case *betweenReadsMsg:
+		s.onBetweenReads(c, m)
 	case *completeMsg:
 		s.onComplete(c, m)
 	case *abortMsg:
