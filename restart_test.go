@@ -88,12 +88,13 @@ func (s *syncBuffer) String() string {
 }
 
 // startDev runs the example mesh on its embedded server without the
-// generator and waits until every domain runs.
-func startDev(t *testing.T, bin, dataDir string, port int) *devProcess {
+// generator, with the extra flags given, and waits until every domain runs.
+func startDev(t *testing.T, bin, dataDir string, port int, extra ...string) *devProcess {
 	t.Helper()
 	p := &devProcess{out: &syncBuffer{}, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan error, 1)}
-	p.cmd = exec.Command(bin, "dev", "--generator=false", "--data-dir", dataDir,
-		"--listen", "127.0.0.1:"+strconv.Itoa(port), "--every", "1h")
+	args := append([]string{"dev", "--generator=false", "--data-dir", dataDir,
+		"--listen", "127.0.0.1:" + strconv.Itoa(port), "--every", "1h"}, extra...)
+	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -457,11 +457,16 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, c.explain(err))
 	}
-	cancelSetup()
 	candidates := []string{name}
 	if sh := shorthand(name); sh != "" && !known {
 		candidates = append(candidates, sh)
+		// A domain's job with records goes first: asking a name nobody
+		// uses may be denied to users who may ask the domain's job.
+		if _, shKnown, err := c.list(setup, sh); err == nil && shKnown {
+			candidates = []string{sh, name}
+		}
 	}
+	cancelSetup()
 	r := resolvedJob{arg: name}
 	var meta *pb.CheckpointMeta
 	reqCtx, cancelReq := context.WithTimeout(ctx, nf.timeout)
