@@ -293,8 +293,8 @@ func (d *Domain) User(password string) natsembed.User {
 //     list, put or delete;
 //   - receive replies under its own InboxPrefix(name) only;
 //   - list the domains' checkpoints (read the checkpoint bucket) and ask
-//     their jobs for a checkpoint or a savepoint (meshflow checkpoints,
-//     meshflow savepoint).
+//     their jobs, and pipelines (jobs of one-token names), for a checkpoint
+//     or a savepoint (meshflow checkpoints, meshflow savepoint).
 //
 // It can neither create, update, delete nor purge any stream, nor touch a
 // consumer of an input port, nor read another user's inbox or
@@ -303,6 +303,7 @@ func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
 	pub := []string{CatalogSubject, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
 	pub = append(pub, contractsRead...)
 	pub = append(pub, StreamReaderSubjects("KV_"+checkpoint.Bucket)...)
+	pub = append(pub, checkpoint.TriggerSubject("*"))
 	sub := []string{InboxPrefix(name) + ".>"}
 	var deny []string
 	for _, d := range mesh {

@@ -457,16 +457,11 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, c.explain(err))
 	}
+	cancelSetup()
 	candidates := []string{name}
 	if sh := shorthand(name); sh != "" && !known {
 		candidates = append(candidates, sh)
-		// A domain's job with records goes first: asking a name nobody
-		// uses may be denied to users who may ask the domain's job.
-		if _, shKnown, err := c.list(setup, sh); err == nil && shKnown {
-			candidates = []string{sh, name}
-		}
 	}
-	cancelSetup()
 	r := resolvedJob{arg: name}
 	var meta *pb.CheckpointMeta
 	reqCtx, cancelReq := context.WithTimeout(ctx, nf.timeout)
@@ -483,12 +478,12 @@ func runTrigger(ctx context.Context, w io.Writer, nf *natsFlags, format outputFo
 	if errors.Is(err, checkpoint.ErrNoCoordinator) && !known {
 		// Nobody coordinates any candidate: name a known one as not running.
 		r.job = name
-		if len(candidates) > 1 {
-			_, known, err = c.list(ctx, candidates[1])
+		if sh := shorthand(name); len(candidates) > 1 && sh != "" {
+			_, known, err = c.list(ctx, sh)
 			if err != nil {
 				return fmt.Errorf("%s: %w", what, c.explain(err))
 			}
-			r.job = candidates[1]
+			r.job = sh
 		}
 		if !known {
 			return c.unknownJobError(ctx, what, name)
