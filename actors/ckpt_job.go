@@ -41,6 +41,9 @@ type jobCheckpoints struct {
 	// finishedBy marks the local instances whose acks said they finished.
 	paused   map[InstanceID]bool
 	injected uint64 // highest INJECT seen
+	// finished is the checkpoint the coordinator declared to cover
+	// everything the job produces (FINISHED), 0 until then.
+	finished uint64
 	changed  chan struct{}
 }
 
@@ -173,6 +176,12 @@ func (c *jobCheckpoints) command(m *nats.Msg) {
 		msg = &completeMsg{id: cmd.Id}
 	case pb.CheckpointCommand_KIND_ABORT:
 		msg = &abortMsg{id: cmd.Id}
+	case pb.CheckpointCommand_KIND_FINISHED:
+		c.mu.Lock()
+		c.finished = max(c.finished, cmd.Id)
+		c.notify()
+		c.mu.Unlock()
+		return
 	default:
 		return
 	}

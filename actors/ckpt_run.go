@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/messages/pb"
@@ -114,9 +115,12 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// finalCheckpoint takes a checkpoint after everything local stopped
-// producing (the coordinating node triggers it; the others wait for it)
-// and waits until every local instance processed its completion.
+// finalCheckpoint ends the part once a checkpoint covers everything the
+// job produces: every source, on every node, had finished or stopped
+// reading when it took it. The coordinating node triggers checkpoints until
+// one does and announces it (FINISHED); every node, this one included,
+// waits until its own instances processed that checkpoint's completion
+// (its sinks published what it covers, its sources acknowledged).
 func (p *jobPart) finalCheckpoint(ctx context.Context, driver *checkpoint.Driver) error {
 	c := p.ck
 	if driver != nil {
@@ -125,33 +129,33 @@ func (p *jobPart) finalCheckpoint(ctx context.Context, driver *checkpoint.Driver
 			if err != nil {
 				return err
 			}
-			if err := c.waitFor(ctx, func() bool { return c.allCompleted(meta.Id) }); err != nil {
-				return err
-			}
 			if p.jobFinishedOrPaused(meta) {
-				return nil
+				b, err := proto.Marshal(&pb.CheckpointCommand{Kind: pb.CheckpointCommand_KIND_FINISHED, Id: meta.Id})
+				if err == nil {
+					err = p.node.cfg.NATS.Publish(checkpoint.CommandSubject(p.g.SubjectName()), b)
+				}
+				if err != nil {
+					return fmt.Errorf("announce the last checkpoint: %w", err)
+				}
+				break
+			}
+			// Sources elsewhere still run: try again an interval later.
+			t := time.NewTimer(c.cfg.Interval)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
 			}
 		}
 	}
-	c.mu.Lock()
-	after := c.injected
-	c.mu.Unlock()
-	var target uint64
-	return c.waitFor(ctx, func() bool {
-		if c.injected > after && target == 0 {
-			target = c.injected
-		}
-		return target != 0 && c.allCompleted(target)
-	})
+	return c.waitFor(ctx, func() bool { return c.finished != 0 && c.allCompleted(c.finished) })
 }
 
 // jobFinishedOrPaused reports whether checkpoint meta covers the whole
 // job's output: every source had finished or stopped reading when it took
 // the checkpoint, so its barrier came after all their output.
 func (p *jobPart) jobFinishedOrPaused(meta *pb.CheckpointMeta) bool {
-	if !p.multiNode {
-		return true
-	}
 	for _, t := range meta.Tasks {
 		v := p.g.Vertex(t.Operator)
 		if v != nil && v.NewSource != nil && !t.Finished && !t.Paused {

@@ -117,6 +117,10 @@ const (
 	// Checkpoint id is abandoned (reason says why): tasks drop what they
 	// hold for it.
 	CheckpointCommand_KIND_ABORT CheckpointCommand_Kind = 3
+	// Checkpoint id covers everything the job will ever produce (every
+	// source had finished or stopped reading): each node ends its part of
+	// the job once its instances processed the completion of id.
+	CheckpointCommand_KIND_FINISHED CheckpointCommand_Kind = 4
 )
 
 // Enum value maps for CheckpointCommand_Kind.
@@ -126,12 +130,14 @@ var (
 		1: "KIND_INJECT",
 		2: "KIND_COMPLETE",
 		3: "KIND_ABORT",
+		4: "KIND_FINISHED",
 	}
 	CheckpointCommand_Kind_value = map[string]int32{
 		"KIND_UNSPECIFIED": 0,
 		"KIND_INJECT":      1,
 		"KIND_COMPLETE":    2,
 		"KIND_ABORT":       3,
+		"KIND_FINISHED":    4,
 	}
 )
 
@@ -851,19 +857,20 @@ var File_meshflow_v1_checkpoint_proto protoreflect.FileDescriptor
 
 const file_meshflow_v1_checkpoint_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmeshflow/v1/checkpoint.proto\x12\vmeshflow.v1\"\x87\x02\n" +
+	"\x1cmeshflow/v1/checkpoint.proto\x12\vmeshflow.v1\"\x9a\x02\n" +
 	"\x11CheckpointCommand\x127\n" +
 	"\x04kind\x18\x01 \x01(\x0e2#.meshflow.v1.CheckpointCommand.KindR\x04kind\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1c\n" +
 	"\tsavepoint\x18\x03 \x01(\bR\tsavepoint\x12!\n" +
 	"\ftimestamp_us\x18\x04 \x01(\x03R\vtimestampUs\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"P\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"c\n" +
 	"\x04Kind\x12\x14\n" +
 	"\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vKIND_INJECT\x10\x01\x12\x11\n" +
 	"\rKIND_COMPLETE\x10\x02\x12\x0e\n" +
 	"\n" +
-	"KIND_ABORT\x10\x03\"\xb6\x02\n" +
+	"KIND_ABORT\x10\x03\x12\x11\n" +
+	"\rKIND_FINISHED\x10\x04\"\xb6\x02\n" +
 	"\rCheckpointAck\x12\x10\n" +
 	"\x03job\x18\x01 \x01(\tR\x03job\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\x04R\x02id\x12\x1a\n" +
