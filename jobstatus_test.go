@@ -66,6 +66,16 @@ func TestJobStatusRecorded(t *testing.T) {
 	if st.State != pb.JobState_JOB_STATE_FAILED || !strings.Contains(st.Error, "this domain is broken") {
 		t.Errorf("after giving up: %v", st)
 	}
+	// By default a job recovers 3 times within 5 minutes, then fails.
+	def := meshflow.NewPipeline("status-default")
+	def.Source("in", meshflow.FromBatches(recs...)).
+		Process("explode", func() meshflow.Operator { return panicky{} }).
+		To("out", meshflow.ToOperator(func() meshflow.Operator { return c }))
+	err = meshflow.Run(ctx, def, meshflow.WithNATS(nc), meshflow.WithAllocator(mem),
+		meshflow.WithRestartPolicy(meshflow.RestartPolicy{MaxFailures: 1, InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}))
+	if err == nil || !strings.Contains(err.Error(), "gave up after 3 recoveries within 5m0s") {
+		t.Fatalf("Run with the default recovery policy: %v", err)
+	}
 	if _, err := store.Status(ctx, "never-ran"); !errors.Is(err, checkpoint.ErrUnknownJob) {
 		t.Errorf("a job that never ran: %v", err)
 	}
