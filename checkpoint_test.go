@@ -1,0 +1,687 @@
+package meshflow_test
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/actors"
+	"github.com/meshflow/meshflow/cluster/checkpoint"
+	"github.com/meshflow/meshflow/internal/natstest"
+	"github.com/meshflow/meshflow/internal/testutil"
+	"github.com/meshflow/meshflow/persistence"
+	"github.com/meshflow/meshflow/persistence/badgerstore"
+)
+
+// Tests of the runtime's checkpoints and recovery: jobs run through the
+// public API on the embedded NATS server and a Badger store, with a
+// transactional test sink that makes only what a complete checkpoint
+// covers visible, as an exactly-once sink does.
+
+var (
+	kvSchema = arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "v", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	sumSchema = arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "v", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "sum", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+)
+
+// row is a result row: key, value and running sum (0 where absent).
+type row struct{ k, v, s int64 }
+
+// kvBatches builds count batches of size rows: v numbers the rows from
+// 0, k is drawn from [0, keys).
+func kvBatches(mem memory.Allocator, rng *rand.Rand, count, size, keys int) []arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, kvSchema)
+	defer b.Release()
+	out := make([]arrow.RecordBatch, count)
+	for i := range out {
+		for j := 0; j < size; j++ {
+			b.Field(0).(*array.Int64Builder).Append(int64(rng.IntN(keys)))
+			b.Field(1).(*array.Int64Builder).Append(int64(i*size + j))
+		}
+		out[i] = b.NewRecordBatch()
+	}
+	return out
+}
+
+// runningSums is the brute-force reference of sumOp over recs in order.
+func runningSums(recs []arrow.RecordBatch) map[int64]row {
+	sums := map[int64]int64{}
+	want := map[int64]row{}
+	for _, r := range recs {
+		ks, vs := r.Column(0).(*array.Int64), r.Column(1).(*array.Int64)
+		for i := 0; i < ks.Len(); i++ {
+			k, v := ks.Value(i), vs.Value(i)
+			sums[k] += v
+			want[v] = row{k, v, sums[k]}
+		}
+	}
+	return want
+}
+
+// testStore opens a Badger store in a temporary directory.
+func testStore(t *testing.T) persistence.Store {
+	t.Helper()
+	st, err := badgerstore.Open(context.Background(), badgerstore.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
+// ckptOptions are the options of a checkpointed test run.
+func ckptOptions(t *testing.T, nc *nats.Conn, mem memory.Allocator, st persistence.Store, extra ...meshflow.RunOption) []meshflow.RunOption {
+	opts := []meshflow.RunOption{
+		meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithState(st),
+		meshflow.WithLogger(testutil.TestLogger(t)), fastRestarts(1000),
+		meshflow.WithCheckpoints(meshflow.CheckpointConfig{
+			Interval: 100 * time.Millisecond,
+			Recovery: meshflow.RecoveryPolicy{MaxRecoveries: 100, Window: time.Minute, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		}),
+	}
+	return append(opts, extra...)
+}
+
+func checkpointStore(t *testing.T, nc *nats.Conn) *checkpoint.Store {
+	t.Helper()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := checkpoint.OpenStore(context.Background(), js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// committed is what the transactional sinks made visible: rows per
+// (instance, checkpoint) epoch. Committing an epoch again (after a
+// recovery from the checkpoint that staged it) must bring the same rows.
+type committed struct {
+	mu       sync.Mutex
+	epochs   map[string][]row
+	mismatch []string
+}
+
+func newCommitted() *committed { return &committed{epochs: map[string][]row{}} }
+
+func (c *committed) commit(inst int, id uint64, rows []row) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := fmt.Sprintf("%d/%d", inst, id)
+	if old, ok := c.epochs[key]; ok && !slices.Equal(old, rows) {
+		c.mismatch = append(c.mismatch, key)
+	}
+	c.epochs[key] = rows
+}
+
+func (c *committed) rows() []row {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []row
+	for _, rs := range c.epochs {
+		out = append(out, rs...)
+	}
+	return out
+}
+
+// check compares the committed rows with want (by v): no row missing, none
+// twice, none unexpected, every value exact.
+func (c *committed) check(t *testing.T, want map[int64]row) {
+	t.Helper()
+	c.mu.Lock()
+	if len(c.mismatch) > 0 {
+		t.Errorf("epochs committed twice with other rows: %v", c.mismatch)
+	}
+	c.mu.Unlock()
+	got := map[int64]int{}
+	bad := 0
+	for _, r := range c.rows() {
+		got[r.v]++
+		if w, ok := want[r.v]; !ok || w != r {
+			if bad++; bad <= 5 {
+				t.Errorf("committed row %+v, want %+v (expected: %v)", r, w, ok)
+			}
+		}
+	}
+	missing, dup := 0, 0
+	for v := range want {
+		switch n := got[v]; {
+		case n == 0:
+			if missing++; missing <= 5 {
+				t.Errorf("row v=%d never committed", v)
+			}
+		case n > 1:
+			if dup++; dup <= 5 {
+				t.Errorf("row v=%d committed %d times", v, n)
+			}
+		}
+	}
+	if bad+missing+dup > 0 {
+		t.Fatalf("%d wrong, %d missing, %d duplicated rows of %d", bad, missing, dup, len(want))
+	}
+}
+
+// txSink is a transactional sink: rows of an epoch are kept in memory,
+// staged in its Store by PrepareCheckpoint and made visible (committed)
+// only by CheckpointComplete, or at restore for what the checkpoint
+// restored from staged.
+type txSink struct {
+	out       *committed
+	processed *atomic.Int64
+	// commitErr, when set, fails every CheckpointComplete.
+	commitErr *atomic.Bool
+
+	st   persistence.Store
+	inst int
+	buf  []row
+}
+
+var (
+	_ actors.CheckpointHandler  = (*txSink)(nil)
+	_ actors.CheckpointListener = (*txSink)(nil)
+)
+
+func newTxSink(out *committed, processed *atomic.Int64) func() meshflow.Operator {
+	return func() meshflow.Operator { return &txSink{out: out, processed: processed} }
+}
+
+func stageKey(id uint64) []byte { return fmt.Appendf(nil, "stage/%020d", id) }
+
+func (s *txSink) Open(ctx context.Context, oc actors.OperatorContext) error {
+	s.st, s.inst = oc.State(), oc.Instance()
+	if id := oc.RestoredCheckpoint(); id != 0 {
+		return s.commitStaged(ctx, id)
+	}
+	return nil
+}
+
+func (s *txSink) Close(context.Context) error { return nil }
+
+func (s *txSink) Process(_ context.Context, in arrow.RecordBatch, _ actors.Emitter) error {
+	var cols [3]*array.Int64
+	for i := 0; i < int(in.NumCols()) && i < 3; i++ {
+		cols[i], _ = in.Column(i).(*array.Int64)
+	}
+	for r := 0; r < int(in.NumRows()); r++ {
+		var x [3]int64
+		for i, c := range cols {
+			if c != nil {
+				x[i] = c.Value(r)
+			}
+		}
+		s.buf = append(s.buf, row{x[0], x[1], x[2]})
+	}
+	if s.processed != nil {
+		s.processed.Add(in.NumRows())
+	}
+	return nil
+}
+
+func (s *txSink) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	var enc []byte
+	for _, r := range s.buf {
+		enc = binary.AppendVarint(enc, r.k)
+		enc = binary.AppendVarint(enc, r.v)
+		enc = binary.AppendVarint(enc, r.s)
+	}
+	var b persistence.Batch
+	b.Put(stageKey(id), enc)
+	if err := s.st.Apply(ctx, &b); err != nil {
+		return err
+	}
+	s.buf = s.buf[:0]
+	return nil
+}
+
+func (s *txSink) CheckpointComplete(ctx context.Context, id uint64) error {
+	if s.commitErr != nil && s.commitErr.Load() {
+		return errors.New("commit refused")
+	}
+	return s.commitStaged(ctx, id)
+}
+
+// commitStaged commits every staged epoch up to id and drops it from the
+// Store.
+func (s *txSink) commitStaged(ctx context.Context, upTo uint64) error {
+	var del persistence.Batch
+	err := s.st.Scan(ctx, []byte("stage/"), func(k, v []byte) error {
+		id, err := strconv.ParseUint(strings.TrimPrefix(string(k), "stage/"), 10, 64)
+		if err != nil {
+			return fmt.Errorf("staged key %q: %w", k, err)
+		}
+		if id > upTo {
+			return nil
+		}
+		var rows []row
+		for len(v) > 0 {
+			var x [3]int64
+			for i := range x {
+				n, l := binary.Varint(v)
+				if l <= 0 {
+					return fmt.Errorf("staged epoch %d: bad encoding", id)
+				}
+				x[i], v = n, v[l:]
+			}
+			rows = append(rows, row{x[0], x[1], x[2]})
+		}
+		s.out.commit(s.inst, id, rows)
+		del.Delete(k)
+		return nil
+	})
+	if err != nil || del.Len() == 0 {
+		return err
+	}
+	return s.st.Apply(ctx, &del)
+}
+
+// attempts counts the attempts at processing each batch (by its first v)
+// across restarts and recoveries.
+type attempts struct{ m sync.Map }
+
+func (a *attempts) next(first int64) int64 {
+	n, _ := a.m.LoadOrStore(first, new(atomic.Int64))
+	return n.(*atomic.Int64).Add(1)
+}
+
+// sumOp is a keyed stateful operator keeping running sums per key in
+// memory, flushed to its Store at PrepareCheckpoint. It emits (k, v, sum)
+// per row. fail decides, by a batch's first v and attempt, to panic after
+// it updated its sums and emitted.
+type sumOp struct {
+	fail     func(first, attempt int64) bool
+	tries    *attempts
+	restored *atomic.Uint64
+
+	st    persistence.Store
+	mem   memory.Allocator
+	sums  map[int64]int64
+	dirty map[int64]bool
+}
+
+var _ actors.CheckpointHandler = (*sumOp)(nil)
+
+func sumKey(k int64) []byte { return binary.BigEndian.AppendUint64([]byte("sum/"), uint64(k)) }
+
+func (o *sumOp) Open(ctx context.Context, oc actors.OperatorContext) error {
+	o.st, o.mem = oc.State(), oc.Allocator()
+	o.sums, o.dirty = map[int64]int64{}, map[int64]bool{}
+	if o.restored != nil && oc.RestoredCheckpoint() > o.restored.Load() {
+		o.restored.Store(oc.RestoredCheckpoint())
+	}
+	return o.st.Scan(ctx, []byte("sum/"), func(k, v []byte) error {
+		s, n := binary.Varint(v)
+		if n <= 0 || len(k) != 12 {
+			return fmt.Errorf("bad sum %x=%x", k, v)
+		}
+		o.sums[int64(binary.BigEndian.Uint64(k[4:]))] = s
+		return nil
+	})
+}
+
+func (o *sumOp) Close(context.Context) error { return nil }
+
+func (o *sumOp) Process(_ context.Context, in arrow.RecordBatch, out actors.Emitter) error {
+	ks, vs := in.Column(0).(*array.Int64), in.Column(1).(*array.Int64)
+	b := array.NewRecordBuilder(o.mem, sumSchema)
+	defer b.Release()
+	for i := 0; i < ks.Len(); i++ {
+		k := ks.Value(i)
+		o.sums[k] += vs.Value(i)
+		o.dirty[k] = true
+		b.Field(0).(*array.Int64Builder).Append(k)
+		b.Field(1).(*array.Int64Builder).Append(vs.Value(i))
+		b.Field(2).(*array.Int64Builder).Append(o.sums[k])
+	}
+	out.Emit(b.NewRecordBatch())
+	if o.fail != nil && ks.Len() > 0 {
+		first := vs.Value(0)
+		if o.fail(first, o.tries.next(first)) {
+			panic(fmt.Sprintf("sum fails at v=%d", first))
+		}
+	}
+	return nil
+}
+
+func (o *sumOp) PrepareCheckpoint(ctx context.Context, _ uint64) error {
+	var b persistence.Batch
+	for k := range o.dirty {
+		b.Put(sumKey(k), binary.AppendVarint(nil, o.sums[k]))
+	}
+	clear(o.dirty)
+	return o.st.Apply(ctx, &b)
+}
+
+// passOp passes batches on, taking pace per batch (the job's work), and
+// panics the first time it sees the batches fail picks.
+type passOp struct {
+	pace  time.Duration
+	fail  func(first int64) bool
+	tries *attempts
+	fails *atomic.Int64
+}
+
+func (o passOp) Open(context.Context, actors.OperatorContext) error { return nil }
+func (o passOp) Close(context.Context) error                        { return nil }
+func (o passOp) Process(_ context.Context, in arrow.RecordBatch, out actors.Emitter) error {
+	if o.pace > 0 {
+		time.Sleep(o.pace) // the operator's work, not a wait for a condition
+	}
+	if o.fail != nil && in.NumRows() > 0 {
+		first := in.Column(1).(*array.Int64).Value(0)
+		if o.tries.next(first) == 1 && o.fail(first) {
+			o.fails.Add(1)
+			panic(fmt.Sprintf("pass fails at v=%d", first))
+		}
+	}
+	in.Retain()
+	out.Emit(in)
+	return nil
+}
+
+// gate releases a gatedSource's batches as the test says.
+type gate struct {
+	mu       sync.Mutex
+	released int
+	changed  chan struct{}
+}
+
+func newGate() *gate { return &gate{changed: make(chan struct{})} }
+
+func (g *gate) release(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if n > g.released {
+		g.released = n
+		close(g.changed)
+		g.changed = make(chan struct{})
+	}
+}
+
+// gatedSource is a bounded source of fixed batches that reads only the
+// batches its gate released, and ends after the last. Its checkpoints
+// record the next batch to read.
+type gatedSource struct {
+	recs  []arrow.RecordBatch
+	g     *gate
+	reads *atomic.Int64
+
+	st   persistence.Store
+	next int
+}
+
+var _ actors.CheckpointHandler = (*gatedSource)(nil)
+
+func (s *gatedSource) Open(ctx context.Context, oc actors.OperatorContext) error {
+	s.st = oc.State()
+	if oc.RestoredCheckpoint() == 0 {
+		return nil
+	}
+	v, err := s.st.Get(ctx, []byte("next"))
+	if errors.Is(err, persistence.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n, l := binary.Uvarint(v)
+	if l <= 0 {
+		return fmt.Errorf("bad position %x", v)
+	}
+	s.next = int(n)
+	return nil
+}
+
+func (s *gatedSource) Read(ctx context.Context) (arrow.RecordBatch, error) {
+	for {
+		s.g.mu.Lock()
+		released, ch := s.g.released, s.g.changed
+		s.g.mu.Unlock()
+		switch {
+		case s.next >= len(s.recs):
+			return nil, io.EOF
+		case s.next < released:
+			r := s.recs[s.next]
+			s.next++
+			if s.reads != nil {
+				s.reads.Add(1)
+			}
+			r.Retain()
+			return r, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *gatedSource) PrepareCheckpoint(ctx context.Context, _ uint64) error {
+	var b persistence.Batch
+	b.Put([]byte("next"), binary.AppendUvarint(nil, uint64(s.next)))
+	return s.st.Apply(ctx, &b)
+}
+
+func (s *gatedSource) Close(context.Context) error { return nil }
+
+func gated(schema *arrow.Schema, recs []arrow.RecordBatch, g *gate) meshflow.Source {
+	return meshflow.FromSource(schema, func() actors.Source { return &gatedSource{recs: recs, g: g} })
+}
+
+// testSeed is the seed of a randomized test: MESHFLOW_SEED or the clock.
+func testSeed(t *testing.T) uint64 {
+	t.Helper()
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("MESHFLOW_SEED"); s != "" {
+		v, err := strconv.ParseUint(s, 10, 64)
+		if err != nil {
+			t.Fatalf("MESHFLOW_SEED=%q: %v", s, err)
+		}
+		seed = v
+	}
+	t.Logf("seed %d (MESHFLOW_SEED=%d replays this run)", seed, seed)
+	return seed
+}
+
+// TestCheckpointRandomCrashRecover runs a keyed stateful job whose
+// stateless operator panics at random (restarted alone and its batch
+// retried) and whose stateful operator panics at random (the whole job
+// recovers from its last checkpoint): the rows the transactional sink
+// committed are exactly the brute-force reference, each once, with exact
+// running sums.
+func TestCheckpointRandomCrashRecover(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	seed := testSeed(t)
+	rng := rand.New(rand.NewPCG(seed, seed>>1))
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	st := testStore(t)
+
+	const batches, size, keys = 100, 40, 7
+	recs := kvBatches(mem, rng, batches, size, keys)
+	defer release(recs)
+	want := runningSums(recs)
+
+	passFail := make([]bool, batches)
+	sumFail := make([]bool, batches)
+	for i := range passFail {
+		passFail[i] = rng.Float64() < 0.1
+		sumFail[i] = rng.Float64() < 0.04
+	}
+	passFail[rng.IntN(batches)] = true
+	sumFail[batches/4+rng.IntN(batches/2)] = true
+	var passTries, sumTries attempts
+	var passFails, sumFails atomic.Int64
+	var restored atomic.Uint64
+	pass := passOp{pace: 4 * time.Millisecond, tries: &passTries, fails: &passFails,
+		fail: func(first int64) bool { return passFail[first/size] }}
+	sum := func() meshflow.Operator {
+		return &sumOp{tries: &sumTries, restored: &restored, fail: func(first, attempt int64) bool {
+			if attempt == 1 && sumFail[first/size] {
+				sumFails.Add(1)
+				return true
+			}
+			return false
+		}}
+	}
+	out := newCommitted()
+	p := meshflow.NewPipeline("ckpt-random")
+	p.Source("numbers", meshflow.FromBatches(recs...)).
+		Process("flaky", func() meshflow.Operator { return pass }, meshflow.OutputSchema(kvSchema)).
+		KeyBy("k").Process("sum", sum, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+		To("sink", meshflow.ToOperator(newTxSink(out, nil)))
+	ctx := testutil.Context(t, 2*time.Minute)
+	if err := meshflow.Run(ctx, p, ckptOptions(t, nc, mem, st)...); err != nil {
+		t.Fatalf("job failed: %v", err)
+	}
+	t.Logf("%d stateless failures, %d stateful failures (job recoveries), last restored from checkpoint %d",
+		passFails.Load(), sumFails.Load(), restored.Load())
+	if passFails.Load() == 0 || sumFails.Load() == 0 {
+		t.Fatalf("%d stateless and %d stateful failures: the test did not exercise both", passFails.Load(), sumFails.Load())
+	}
+	out.check(t, want)
+}
+
+// TestCheckpointRetriedBatchWritesOnce: an operator whose state is only in
+// its Store writes to it and then fails; the supervisor restarts it alone
+// and retries the batch, and the Store holds the write once.
+func TestCheckpointRetriedBatchWritesOnce(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	recs := kvBatches(mem, rand.New(rand.NewPCG(1, 2)), 20, 10, 3)
+	defer release(recs)
+
+	for _, tc := range []struct {
+		name        string
+		mode        string // panic or error
+		checkpoints bool
+	}{
+		{"panic", "panic", true},
+		{"error", "error", true},
+		{"panic-no-checkpoints", "panic", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := testStore(t)
+			var tries attempts
+			var fails atomic.Int64
+			var final atomic.Int64
+			var wrong atomic.Int64
+			op := func() meshflow.Operator {
+				return &countOp{mode: tc.mode, tries: &tries, fails: &fails, final: &final, wrong: &wrong}
+			}
+			p := meshflow.NewPipeline("ckpt-once-" + tc.name)
+			p.Source("numbers", meshflow.FromBatches(recs...)).
+				Process("count", op, meshflow.OutputSchema(kvSchema)).
+				To("sink", meshflow.ToOperator(func() meshflow.Operator { return &collector{mu: &sync.Mutex{}, seen: map[int64]int{}} }))
+			opts := ckptOptions(t, nc, mem, st)
+			if !tc.checkpoints {
+				opts = append(opts, meshflow.WithoutCheckpoints())
+			}
+			if err := meshflow.Run(testutil.Context(t, time.Minute), p, opts...); err != nil {
+				t.Fatalf("job failed: %v", err)
+			}
+			if fails.Load() != 5 {
+				t.Fatalf("operator failed %d times, want 5", fails.Load())
+			}
+			if wrong.Load() != 0 {
+				t.Errorf("%d batches saw a count other than the batches before them: a failed call's write survived", wrong.Load())
+			}
+			if final.Load() != int64(len(recs)) {
+				t.Errorf("the Store counts %d batches at the end, want %d", final.Load(), len(recs))
+			}
+		})
+	}
+}
+
+// countOp counts its batches in its Store (read, add one, Apply), then
+// fails the first time it sees batches 3, 7, 11, 15 and 19.
+type countOp struct {
+	mode               string
+	tries              *attempts
+	fails, final, wrong *atomic.Int64
+
+	st persistence.Store
+}
+
+var countKey = []byte("count")
+
+func (o *countOp) Open(_ context.Context, oc actors.OperatorContext) error {
+	o.st = oc.State()
+	return nil
+}
+func (o *countOp) Close(context.Context) error { return nil }
+
+func (o *countOp) count(ctx context.Context) (int64, error) {
+	v, err := o.st.Get(ctx, countKey)
+	if errors.Is(err, persistence.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	n, _ := binary.Varint(v)
+	return n, nil
+}
+
+func (o *countOp) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
+	first := in.Column(1).(*array.Int64).Value(0)
+	batch := first / in.NumRows()
+	n, err := o.count(ctx)
+	if err != nil {
+		return err
+	}
+	if n != batch {
+		o.wrong.Add(1)
+	}
+	var b persistence.Batch
+	b.Put(countKey, binary.AppendVarint(nil, n+1))
+	if err := o.st.Apply(ctx, &b); err != nil {
+		return err
+	}
+	if batch%4 == 3 && o.tries.next(first) == 1 {
+		o.fails.Add(1)
+		if o.mode == "panic" {
+			panic("count fails after its write")
+		}
+		return errors.New("count fails after its write")
+	}
+	in.Retain()
+	out.Emit(in)
+	return nil
+}
+
+// Finish records the count the Store holds at the end.
+func (o *countOp) Finish(ctx context.Context, _ actors.Emitter) error {
+	n, err := o.count(ctx)
+	o.final.Store(n)
+	return err
+}
