@@ -154,6 +154,19 @@ func (c *committed) rows() []row {
 // twice, none unexpected, every value exact.
 func (c *committed) check(t *testing.T, want map[int64]row) {
 	t.Helper()
+	c.checkWith(t, want, checkOpts{})
+}
+
+type checkOpts struct {
+	// below: committed rows with a lower v must be right but may be
+	// missing or repeated (a restored sink re-commits what it staged).
+	below int64
+	// anySum: the sum column is not compared.
+	anySum bool
+}
+
+func (c *committed) checkWith(t *testing.T, want map[int64]row, o checkOpts) {
+	t.Helper()
 	c.mu.Lock()
 	if len(c.mismatch) > 0 {
 		t.Errorf("epochs committed twice with other rows: %v", c.mismatch)
@@ -162,8 +175,14 @@ func (c *committed) check(t *testing.T, want map[int64]row) {
 	got := map[int64]int{}
 	bad := 0
 	for _, r := range c.rows() {
-		got[r.v]++
-		if w, ok := want[r.v]; !ok || w != r {
+		if r.v >= o.below {
+			got[r.v]++
+		}
+		w, ok := want[r.v]
+		if o.anySum {
+			w.s = r.s
+		}
+		if !ok || w != r {
 			if bad++; bad <= 5 {
 				t.Errorf("committed row %+v, want %+v (expected: %v)", r, w, ok)
 			}
@@ -171,6 +190,9 @@ func (c *committed) check(t *testing.T, want map[int64]row) {
 	}
 	missing, dup := 0, 0
 	for v := range want {
+		if v < o.below {
+			continue
+		}
 		switch n := got[v]; {
 		case n == 0:
 			if missing++; missing <= 5 {
@@ -625,8 +647,8 @@ func TestCheckpointRetriedBatchWritesOnce(t *testing.T) {
 // countOp counts its batches in its Store (read, add one, Apply), then
 // fails the first time it sees batches 3, 7, 11, 15 and 19.
 type countOp struct {
-	mode               string
-	tries              *attempts
+	mode                string
+	tries               *attempts
 	fails, final, wrong *atomic.Int64
 
 	st persistence.Store
@@ -684,4 +706,329 @@ func (o *countOp) Finish(ctx context.Context, _ actors.Emitter) error {
 	n, err := o.count(ctx)
 	o.final.Store(n)
 	return err
+}
+
+// runAsync runs p in the background; the returned function waits for Run's
+// result.
+func runAsync(t *testing.T, ctx context.Context, p *meshflow.Pipeline, opts ...meshflow.RunOption) func() error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- meshflow.Run(ctx, p, opts...) }()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+		case <-time.After(time.Minute):
+			t.Error("Run did not return")
+		}
+	})
+	return func() error {
+		select {
+		case err := <-done:
+			done <- err
+			return err
+		case <-time.After(time.Minute):
+			t.Fatal("Run did not return within a minute")
+			return nil
+		}
+	}
+}
+
+func atLeast(n *atomic.Int64, want int64, what string) func() error {
+	return func() error {
+		if got := n.Load(); got < want {
+			return fmt.Errorf("%s: %d, want %d", what, got, want)
+		}
+		return nil
+	}
+}
+
+// TestCheckpointStopTakesFinalCheckpoint: cancelling Run's context stops
+// the sources, takes a final checkpoint and returns once the sink
+// committed everything processed; a restart with the same name and data
+// goes on from there, without repeating or losing a row. When the final
+// checkpoint's commit fails, Run returns that error and the restart still
+// loses nothing.
+func TestCheckpointStopTakesFinalCheckpoint(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	cks := checkpointStore(t, nc)
+	recs := kvBatches(mem, rand.New(rand.NewPCG(3, 4)), 20, 25, 5)
+	defer release(recs)
+	want := runningSums(recs)
+
+	for _, tc := range []struct {
+		name       string
+		failCommit bool
+	}{
+		{"commits", false},
+		{"commit-fails", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := testStore(t)
+			g := newGate()
+			out := newCommitted()
+			var processed atomic.Int64
+			var commitErr atomic.Bool
+			job := "ckpt-stop-" + tc.name
+			build := func() *meshflow.Pipeline {
+				p := meshflow.NewPipeline(job)
+				p.Source("numbers", gated(kvSchema, recs, g)).
+					KeyBy("k").Process("sum", func() meshflow.Operator { return &sumOp{} }, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+					To("sink", meshflow.ToOperator(func() meshflow.Operator {
+						return &txSink{out: out, processed: &processed, commitErr: &commitErr}
+					}))
+				return p
+			}
+			g.release(10)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			wait := runAsync(t, ctx, build(), ckptOptions(t, nc, mem, st)...)
+			testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 250, "rows at the sink"))
+			commitErr.Store(tc.failCommit)
+			start := time.Now()
+			cancel()
+			err := wait()
+			t.Logf("Run returned after %v: %v", time.Since(start), err)
+			if tc.failCommit {
+				if err == nil || !strings.Contains(err.Error(), "commit refused") {
+					t.Fatalf("Run returned %v, want the error of the final checkpoint's commit", err)
+				}
+				// The failure ends the wait for the final checkpoint: Run
+				// does not wait out the drain timeout (30 s).
+				if d := time.Since(start); d > 15*time.Second {
+					t.Errorf("Run returned %v after the stop, want well under the drain timeout", d)
+				}
+			} else {
+				if err != context.Canceled {
+					t.Fatalf("Run returned %v, want context.Canceled after a clean stop", err)
+				}
+				out.check(t, runningSums(recs[:10]))
+				meta, err := cks.Latest(context.Background(), job)
+				if err != nil || meta == nil {
+					t.Fatalf("no latest checkpoint after the stop: %v", err)
+				}
+				for _, task := range meta.Tasks {
+					if task.Operator == "numbers" && !task.Paused {
+						t.Errorf("the final checkpoint %d has source task %s/%d not paused", meta.Id, task.Operator, task.Instance)
+					}
+				}
+			}
+
+			commitErr.Store(false)
+			g.release(len(recs))
+			if err := meshflow.Run(testutil.Context(t, time.Minute), build(), ckptOptions(t, nc, mem, st)...); err != nil {
+				t.Fatalf("restart: %v", err)
+			}
+			out.check(t, want)
+		})
+	}
+}
+
+// TestCheckpointBoundedJobEndsAfterCommit: a bounded job's Run returns only
+// once a checkpoint covering its last output completed and every sink
+// instance committed it.
+func TestCheckpointBoundedJobEndsAfterCommit(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	cks := checkpointStore(t, nc)
+	recs := kvBatches(mem, rand.New(rand.NewPCG(5, 6)), 30, 20, 9)
+	defer release(recs)
+	want := runningSums(recs)
+	var lines []string
+	for _, r := range recs {
+		ks, vs := r.Column(0).(*array.Int64), r.Column(1).(*array.Int64)
+		for i := 0; i < ks.Len(); i++ {
+			lines = append(lines, fmt.Sprintf(`{"k":%d,"v":%d}`, ks.Value(i), vs.Value(i)))
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		src  meshflow.Source
+		sink int // sink parallelism
+	}{
+		{"batches", meshflow.FromBatches(recs...), 1},
+		{"batches-3-sinks", meshflow.FromBatches(recs...), 3},
+		{"json", meshflow.FromJSON(kvSchema, lines...), 1},
+		{"json-3-sinks", meshflow.FromJSON(kvSchema, lines...), 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := newCommitted()
+			job := "ckpt-bounded-" + tc.name
+			p := meshflow.NewPipeline(job)
+			p.Source("numbers", tc.src).
+				KeyBy("k").Process("sum", func() meshflow.Operator { return &sumOp{} }, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+				To("sink", meshflow.ToOperator(newTxSink(out, nil)), meshflow.Parallelism(tc.sink))
+			if err := meshflow.Run(testutil.Context(t, time.Minute), p, ckptOptions(t, nc, mem, testStore(t))...); err != nil {
+				t.Fatal(err)
+			}
+			out.check(t, want)
+			meta, err := cks.Latest(context.Background(), job)
+			if err != nil || meta == nil {
+				t.Fatalf("no latest checkpoint: %v", err)
+			}
+			for _, task := range meta.Tasks {
+				if !task.Finished {
+					t.Errorf("last checkpoint %d: task %s/%d not finished", meta.Id, task.Operator, task.Instance)
+				}
+			}
+		})
+	}
+}
+
+// TestCheckpointSavepointRestore: a savepoint taken while the job runs
+// restores the job's state and source positions of that moment, after the
+// job stopped, ran again on more input and ended; retention keeps the last
+// K checkpoints and every savepoint.
+func TestCheckpointSavepointRestore(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	cks := checkpointStore(t, nc)
+	const size, retain = 20, 2
+	recs := kvBatches(mem, rand.New(rand.NewPCG(7, 8)), 30, size, 6)
+	defer release(recs)
+	want := runningSums(recs)
+	st := testStore(t)
+	g := newGate()
+	const job = "ckpt-savepoint"
+	build := func(out *committed, processed *atomic.Int64) *meshflow.Pipeline {
+		p := meshflow.NewPipeline(job)
+		p.Source("numbers", gated(kvSchema, recs, g)).
+			KeyBy("k").Process("sum", func() meshflow.Operator { return &sumOp{} }, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+			To("sink", meshflow.ToOperator(newTxSink(out, processed)))
+		return p
+	}
+	opts := func(extra ...meshflow.RunOption) []meshflow.RunOption {
+		return ckptOptions(t, nc, mem, st, append([]meshflow.RunOption{meshflow.WithCheckpoints(meshflow.CheckpointConfig{
+			Interval: time.Second, Retain: retain,
+		})}, extra...)...)
+	}
+
+	// Run 1: batches 0-9, a savepoint, more checkpoints, batches 10-19, stop.
+	out := newCommitted()
+	var processed atomic.Int64
+	g.release(10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runAsync(t, ctx, build(out, &processed), opts()...)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 10*size, "rows at the sink"))
+	rctx := testutil.Context(t, time.Minute)
+	sp, err := checkpoint.RequestCheckpoint(rctx, nc, job, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sp.Savepoint {
+		t.Fatalf("checkpoint %d is not a savepoint", sp.Id)
+	}
+	for i := 0; i < retain+1; i++ {
+		if _, err := checkpoint.RequestCheckpoint(rctx, nc, job, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.release(20)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 20*size, "rows at the sink"))
+	cancel()
+	if err := wait(); err != context.Canceled {
+		t.Fatalf("stop: %v", err)
+	}
+
+	// Run 2: from the latest checkpoint, to the end.
+	g.release(len(recs))
+	if err := meshflow.Run(testutil.Context(t, time.Minute), build(out, nil), opts()...); err != nil {
+		t.Fatalf("run 2: %v", err)
+	}
+	out.check(t, want)
+
+	// Run 3: from the savepoint: batches 10-29 again, on the state of
+	// batches 0-9. The sink restored from the savepoint may commit again
+	// what it had staged for it.
+	out3 := newCommitted()
+	if err := meshflow.Run(testutil.Context(t, time.Minute), build(out3, nil), opts(meshflow.WithRestore(job, sp.Id))...); err != nil {
+		t.Fatalf("run 3 from savepoint %d: %v", sp.Id, err)
+	}
+	out3.checkWith(t, want, checkOpts{below: 10 * size})
+
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		all, err := cks.List(context.Background(), job)
+		if err != nil {
+			return err
+		}
+		var regular, savepoints []uint64
+		for _, m := range all {
+			if m.Savepoint {
+				savepoints = append(savepoints, m.Id)
+			} else {
+				regular = append(regular, m.Id)
+			}
+		}
+		if !slices.Equal(savepoints, []uint64{sp.Id}) || len(regular) != retain {
+			return fmt.Errorf("kept checkpoints %v and savepoints %v, want %d checkpoints and savepoint %d", regular, savepoints, retain, sp.Id)
+		}
+		return nil
+	})
+}
+
+// TestCheckpointRestoreRefusesChangedJob: a job whose operators or
+// parallelism differ from its checkpoint's fails at once with an error
+// saying so, without opening an operator or recovering in a loop.
+func TestCheckpointRestoreRefusesChangedJob(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	recs := kvBatches(mem, rand.New(rand.NewPCG(9, 10)), 5, 10, 3)
+	defer release(recs)
+
+	var opens atomic.Int64
+	sum := func() meshflow.Operator { opens.Add(1); return &sumOp{} }
+	build := func(job string, par int, extra bool, sinkName string) *meshflow.Pipeline {
+		p := meshflow.NewPipeline(job)
+		s := p.Source("numbers", meshflow.FromBatches(recs...)).
+			KeyBy("k").Process("sum", sum, meshflow.Parallelism(par), meshflow.OutputSchema(sumSchema))
+		if extra {
+			s = s.Filter("some", meshflow.Col("v").Gt(3))
+		}
+		s.To(sinkName, meshflow.ToOperator(newTxSink(newCommitted(), nil)))
+		return p
+	}
+	for _, tc := range []struct {
+		name    string
+		changed func(job string) *meshflow.Pipeline
+		restore uint64
+		want    string
+	}{
+		{"parallelism", func(job string) *meshflow.Pipeline { return build(job, 3, false, "sink") }, 0, "operators or parallelism changed"},
+		{"added-operator", func(job string) *meshflow.Pipeline { return build(job, 2, true, "sink") }, 0, "operators or parallelism changed"},
+		{"renamed-operator", func(job string) *meshflow.Pipeline { return build(job, 2, false, "out") }, 0, "operators or parallelism changed"},
+		{"unknown-savepoint", func(job string) *meshflow.Pipeline { return build(job, 2, false, "sink") }, 999, "from checkpoint 999"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := testStore(t)
+			job := "ckpt-refuse-" + tc.name
+			if err := meshflow.Run(testutil.Context(t, time.Minute), build(job, 2, false, "sink"), ckptOptions(t, nc, mem, st)...); err != nil {
+				t.Fatal(err)
+			}
+			opens.Store(0)
+			var extra []meshflow.RunOption
+			if tc.restore != 0 {
+				extra = append(extra, meshflow.WithRestore(job, tc.restore))
+			}
+			err := meshflow.Run(testutil.Context(t, time.Minute), tc.changed(job), ckptOptions(t, nc, mem, st, extra...)...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Run returned %v, want an error saying %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "recoveries") {
+				t.Errorf("the job recovered before failing: %v", err)
+			}
+			if opens.Load() != 0 {
+				t.Errorf("%d operator instances were opened", opens.Load())
+			}
+		})
+	}
 }
