@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -21,12 +22,15 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/meshflow/meshflow"
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
+	"github.com/meshflow/meshflow/messages"
+	"github.com/meshflow/meshflow/messages/pb"
 	"github.com/meshflow/meshflow/persistence"
 	"github.com/meshflow/meshflow/persistence/badgerstore"
 )
@@ -1031,4 +1035,350 @@ func TestCheckpointRestoreRefusesChangedJob(t *testing.T) {
 			}
 		})
 	}
+}
+
+var tsSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "v", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "ts", Type: arrow.FixedWidthTypes.Timestamp_us},
+}, nil)
+
+// tsBatches builds count batches of size rows: v numbers the rows from 0,
+// ts is base + 1 ms per batch + 1 µs per row; the last batch is at
+// base + 3 h.
+func tsBatches(mem memory.Allocator, base int64, count, size int) []arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, tsSchema)
+	defer b.Release()
+	out := make([]arrow.RecordBatch, count)
+	for i := range out {
+		at := base + int64(i)*1000
+		if i == count-1 {
+			at = base + 3*3600e6
+		}
+		for j := 0; j < size; j++ {
+			b.Field(0).(*array.Int64Builder).Append(int64(i*size + j))
+			b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(at + int64(j)))
+		}
+		out[i] = b.NewRecordBatch()
+	}
+	return out
+}
+
+const (
+	eventTimerKind = 1
+	procTimerKind  = 2
+	procTimerBase  = 1_000_000 // v of a processing-time timer's row: base + v
+)
+
+// timerOp registers, per row, an event-time timer 1 h after its ts and,
+// for rows below procRows, a processing-time timer procDelay from now;
+// OnTimer emits a row (kind, v). It fails once, on the batch starting at
+// failAt, and keeps no state beyond its timers; as a CheckpointListener
+// its failure makes the job recover.
+type timerOp struct {
+	procRows   int64
+	procDelay  time.Duration
+	failAt     int64
+	failed     *atomic.Bool
+	batches    *atomic.Int64
+	procFired  *atomic.Int64
+	restoredWM *atomic.Int64
+
+	mem    memory.Allocator
+	timers actors.TimerService
+}
+
+var (
+	_ actors.TimerHandler       = (*timerOp)(nil)
+	_ actors.CheckpointListener = (*timerOp)(nil)
+)
+
+func (o *timerOp) Open(_ context.Context, oc actors.OperatorContext) error {
+	o.mem, o.timers = oc.Allocator(), oc.Timers()
+	if oc.RestoredCheckpoint() != 0 {
+		o.restoredWM.Store(int64(oc.Timers().Watermark()))
+	}
+	return nil
+}
+
+func (o *timerOp) Close(context.Context) error { return nil }
+
+func (o *timerOp) Process(_ context.Context, in arrow.RecordBatch, _ actors.Emitter) error {
+	vs, ts := in.Column(0).(*array.Int64), in.Column(1).(*array.Timestamp)
+	for i := 0; i < vs.Len(); i++ {
+		v := vs.Value(i)
+		o.timers.At(messages.Watermark(int64(ts.Value(i))+3600e6), "e"+strconv.FormatInt(v, 10))
+		if v < o.procRows {
+			o.timers.After(o.procDelay, "p"+strconv.FormatInt(v, 10))
+		}
+	}
+	o.batches.Add(1)
+	if vs.Value(0) == o.failAt && o.failed.CompareAndSwap(false, true) {
+		panic("timers fail once")
+	}
+	return nil
+}
+
+func (o *timerOp) OnTimer(_ context.Context, tm actors.Timer, out actors.Emitter) error {
+	v, err := strconv.ParseInt(tm.Tag[1:], 10, 64)
+	if err != nil {
+		return err
+	}
+	kind := int64(eventTimerKind)
+	if tm.Kind == actors.ProcessingTimeTimer {
+		kind, v = procTimerKind, procTimerBase+v
+		o.procFired.Add(1)
+	}
+	b := array.NewRecordBuilder(o.mem, kvSchema)
+	defer b.Release()
+	b.Field(0).(*array.Int64Builder).Append(kind)
+	b.Field(1).(*array.Int64Builder).Append(v)
+	out.Emit(b.NewRecordBatch())
+	return nil
+}
+
+func (o *timerOp) CheckpointComplete(context.Context, uint64) error { return nil }
+
+// TestCheckpointTimersSurviveRecovery: event-time and processing-time
+// timers registered before a checkpoint, and the watermark, are restored
+// when the job recovers from it; every timer fires once in what the sink
+// committed.
+func TestCheckpointTimersSurviveRecovery(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	const batches, size, before = 10, 5, 4
+	base := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro()
+	recs := tsBatches(mem, base, batches, size)
+	defer release(recs)
+	want := map[int64]row{}
+	for v := int64(0); v < batches*size; v++ {
+		want[v] = row{eventTimerKind, v, 0}
+	}
+	for v := int64(0); v < before*size; v++ {
+		want[procTimerBase+v] = row{procTimerKind, procTimerBase + v, 0}
+	}
+
+	g := newGate()
+	out := newCommitted()
+	var failed atomic.Bool
+	var seen, procFired, restoredWM atomic.Int64
+	const job = "ckpt-timers"
+	p := meshflow.NewPipeline(job)
+	p.Source("events", gated(tsSchema, recs, g), meshflow.EventTime("ts", 0)).
+		Process("timers", func() meshflow.Operator {
+			return &timerOp{procRows: before * size, procDelay: 2 * time.Second, failAt: before * size,
+				failed: &failed, batches: &seen, procFired: &procFired, restoredWM: &restoredWM}
+		}, meshflow.OutputSchema(kvSchema)).
+		To("sink", meshflow.ToOperator(newTxSink(out, nil)))
+	ctx := testutil.Context(t, time.Minute)
+	g.release(before)
+	wait := runAsync(t, ctx, p, ckptOptions(t, nc, mem, testStore(t))...)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&seen, before, "batches at the timer operator"))
+	meta, err := checkpoint.RequestCheckpoint(ctx, nc, job, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The next batch fails the operator: the job recovers from checkpoint
+	// meta.Id or a later one, holding the timers of the first batches.
+	g.release(before + 1)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if !failed.Load() || restoredWM.Load() == 0 {
+			return errors.New("the job has not recovered yet")
+		}
+		return nil
+	})
+	if wm := restoredWM.Load(); wm < base+(before-1)*1000 {
+		t.Errorf("restored watermark %d, want at least %d (the watermark at checkpoint %d)", wm, base+(before-1)*1000, meta.Id)
+	}
+	// The processing-time timers fire after the recovery (2 s after their
+	// registration); then the rest of the input moves event time past
+	// every event-time timer.
+	testutil.CheckFor(t, 30*time.Second, 10*time.Millisecond, atLeast(&procFired, before*size, "processing-time timers fired"))
+	g.release(batches)
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	out.check(t, want)
+}
+
+// TestCheckpointUnionEndWhileAligning: a union of two sources where one
+// input ends while the union aligns a checkpoint's barrier of the other,
+// then the job recovers from that checkpoint: no row is lost or repeated
+// and the keyed state after the union is exact.
+func TestCheckpointUnionEndWhileAligning(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	cks := checkpointStore(t, nc)
+	rng := rand.New(rand.NewPCG(11, 12))
+	const size, bOffset = 10, 10_000
+	recsA := kvBatches(mem, rng, 3, size, 4)
+	defer release(recsA)
+	recsB := kvBatches(mem, rng, 12, size, 4)
+	defer release(recsB)
+	// B's values follow A's: v + bOffset.
+	for i, r := range recsB {
+		b := array.NewRecordBuilder(mem, kvSchema)
+		ks, vs := r.Column(0).(*array.Int64), r.Column(1).(*array.Int64)
+		for j := 0; j < ks.Len(); j++ {
+			b.Field(0).(*array.Int64Builder).Append(ks.Value(j))
+			b.Field(1).(*array.Int64Builder).Append(vs.Value(j) + bOffset)
+		}
+		recsB[i] = b.NewRecordBatch()
+		b.Release()
+		r.Release()
+	}
+	want := map[int64]row{}
+	totals := map[int64]int64{}
+	for _, recs := range [][]arrow.RecordBatch{recsA, recsB} {
+		for v, r := range runningSums(recs) {
+			want[v] = row{r.k, v, 0}
+			totals[r.k] += v
+		}
+	}
+
+	gA, gB, hold := newGate(), newGate(), newGate()
+	gA.release(len(recsA))
+	var readsA atomic.Int64
+	var heldOnce atomic.Bool
+	var sumTries attempts
+	var sumFails atomic.Int64
+	out := newCommitted()
+	var processed atomic.Int64
+	const job = "ckpt-union-eos"
+	p := meshflow.NewPipeline(job)
+	a := p.Source("a", meshflow.FromSource(kvSchema, func() actors.Source {
+		return &gatedSource{recs: recsA, g: gA, reads: &readsA}
+	})).Process("held", func() meshflow.Operator { return &holdOp{g: hold, once: &heldOnce} }, meshflow.OutputSchema(kvSchema))
+	b := p.Source("b", gated(kvSchema, recsB, gB))
+	const failAt = bOffset + 6*size // the first row of B's batch 6
+	meshflow.Union("u", a, b).
+		KeyBy("k").Process("sum", func() meshflow.Operator {
+		return &sumOp{tries: &sumTries, fail: func(first, attempt int64) bool {
+			if first == failAt && attempt == 1 {
+				sumFails.Add(1)
+				return true
+			}
+			return false
+		}}
+	}, meshflow.OutputSchema(sumSchema)).
+		To("sink", meshflow.ToOperator(newTxSink(out, &processed)))
+
+	// Checkpoints only on request: the test places them.
+	ctx := testutil.Context(t, time.Minute)
+	opts := ckptOptions(t, nc, mem, testStore(t), meshflow.WithCheckpoints(meshflow.CheckpointConfig{
+		Interval: 10 * time.Second,
+		Recovery: meshflow.RecoveryPolicy{MaxRecoveries: 3, Window: time.Minute, InitialBackoff: 5 * time.Millisecond},
+	}))
+	acks, err := nc.SubscribeSync(checkpoint.AckSubject(job))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer acks.Unsubscribe()
+	gB.release(5)
+	wait := runAsync(t, ctx, p, opts...)
+	// A has read everything and ended while its rows wait at "held"; B's
+	// first batches went through.
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if readsA.Load() < int64(len(recsA)) || !heldOnce.Load() {
+			return errors.New("A not read yet")
+		}
+		return atLeast(&processed, 5*size, "B rows at the sink")()
+	})
+	// Checkpoint 1: B's barrier reaches the union and blocks B there; A's
+	// side ends (end-of-stream, no barrier: "held" takes checkpoint 1 when
+	// it finishes) once "held" lets A's rows go.
+	type result struct {
+		id  uint64
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		meta, err := checkpoint.RequestCheckpoint(ctx, nc, job, false)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{id: meta.Id}
+	}()
+	for {
+		m, err := acks.NextMsg(30 * time.Second)
+		if err != nil {
+			t.Fatalf("no checkpoint ack from source b: %v", err)
+		}
+		var ack pb.CheckpointAck
+		if err := proto.Unmarshal(m.Data, &ack); err != nil {
+			t.Fatal(err)
+		}
+		if ack.Operator == "b" {
+			break
+		}
+	}
+	hold.release(1)
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	meta, err := cks.Get(ctx, job, r.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, task := range meta.Tasks {
+		t.Logf("checkpoint %d: %s/%d finished=%v alignment=%dµs", meta.Id, task.Operator, task.Instance, task.Finished, task.AlignmentUs)
+		switch task.Operator {
+		case "held":
+			if !task.Finished {
+				t.Errorf("checkpoint %d: held did not take it at its end", meta.Id)
+			}
+		case "u":
+			if task.Finished || task.AlignmentUs == 0 {
+				t.Errorf("checkpoint %d: the union did not align it over an ending input", meta.Id)
+			}
+		}
+	}
+	// B's batch 6 fails the keyed operator: the job recovers from
+	// checkpoint 1, with A's side ended.
+	gB.release(len(recsB))
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if sumFails.Load() != 1 {
+		t.Fatalf("the keyed operator failed %d times, want 1", sumFails.Load())
+	}
+	out.checkWith(t, want, checkOpts{anySum: true})
+	final := map[int64]int64{}
+	for _, r := range out.rows() {
+		final[r.k] = max(final[r.k], r.s)
+	}
+	if !maps.Equal(final, totals) {
+		t.Errorf("final sums per key %v, want %v", final, totals)
+	}
+}
+
+// holdOp passes batches on; the first batch it sees waits for its gate.
+type holdOp struct {
+	g    *gate
+	once *atomic.Bool
+}
+
+func (o *holdOp) Open(context.Context, actors.OperatorContext) error { return nil }
+func (o *holdOp) Close(context.Context) error                        { return nil }
+func (o *holdOp) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
+	if o.once.CompareAndSwap(false, true) {
+		o.g.mu.Lock()
+		ch, open := o.g.changed, o.g.released > 0
+		o.g.mu.Unlock()
+		if !open {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	in.Retain()
+	out.Emit(in)
+	return nil
 }
