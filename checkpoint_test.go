@@ -737,6 +737,22 @@ func runAsync(t *testing.T, ctx context.Context, p *meshflow.Pipeline, opts ...m
 	}
 }
 
+// requestCheckpoint asks job's coordinator for a checkpoint, waiting for
+// the coordinator to be up (it starts after the job's operators).
+func requestCheckpoint(ctx context.Context, nc *nats.Conn, job string, savepoint bool) (*pb.CheckpointMeta, error) {
+	for {
+		meta, err := checkpoint.RequestCheckpoint(ctx, nc, job, savepoint)
+		if !errors.Is(err, checkpoint.ErrNoCoordinator) {
+			return meta, err
+		}
+		select {
+		case <-time.After(10 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, err
+		}
+	}
+}
+
 func atLeast(n *atomic.Int64, want int64, what string) func() error {
 	return func() error {
 		if got := n.Load(); got < want {
@@ -765,9 +781,13 @@ func TestCheckpointStopTakesFinalCheckpoint(t *testing.T) {
 	for _, tc := range []struct {
 		name       string
 		failCommit bool
+		// atStart stops the job as soon as a row reached the sink, maybe
+		// before its checkpoint coordinator is up.
+		atStart bool
 	}{
-		{"commits", false},
-		{"commit-fails", true},
+		{"commits", false, false},
+		{"commit-fails", true, false},
+		{"at-start", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st := testStore(t)
@@ -789,7 +809,11 @@ func TestCheckpointStopTakesFinalCheckpoint(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			wait := runAsync(t, ctx, build(), ckptOptions(t, nc, mem, st)...)
-			testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 250, "rows at the sink"))
+			until := int64(250)
+			if tc.atStart {
+				until = 1
+			}
+			testutil.CheckFor(t, 30*time.Second, time.Millisecond, atLeast(&processed, until, "rows at the sink"))
 			commitErr.Store(tc.failCommit)
 			start := time.Now()
 			cancel()
@@ -808,7 +832,20 @@ func TestCheckpointStopTakesFinalCheckpoint(t *testing.T) {
 				if err != context.Canceled {
 					t.Fatalf("Run returned %v, want context.Canceled after a clean stop", err)
 				}
-				out.check(t, runningSums(recs[:10]))
+				if tc.atStart {
+					// Everything processed is committed.
+					rows := out.rows()
+					if int64(len(rows)) != processed.Load() {
+						t.Fatalf("%d rows committed, %d processed", len(rows), processed.Load())
+					}
+					sub := map[int64]row{}
+					for _, r := range rows {
+						sub[r.v] = want[r.v]
+					}
+					out.check(t, sub)
+				} else {
+					out.check(t, runningSums(recs[:10]))
+				}
 				meta, err := cks.Latest(context.Background(), job)
 				if err != nil || meta == nil {
 					t.Fatalf("no latest checkpoint after the stop: %v", err)
@@ -923,7 +960,7 @@ func TestCheckpointSavepointRestore(t *testing.T) {
 	wait := runAsync(t, ctx, build(out, &processed), opts()...)
 	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 10*size, "rows at the sink"))
 	rctx := testutil.Context(t, time.Minute)
-	sp, err := checkpoint.RequestCheckpoint(rctx, nc, job, true)
+	sp, err := requestCheckpoint(rctx, nc, job, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -931,7 +968,7 @@ func TestCheckpointSavepointRestore(t *testing.T) {
 		t.Fatalf("checkpoint %d is not a savepoint", sp.Id)
 	}
 	for i := 0; i < retain+1; i++ {
-		if _, err := checkpoint.RequestCheckpoint(rctx, nc, job, false); err != nil {
+		if _, err := requestCheckpoint(rctx, nc, job, false); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1175,7 +1212,7 @@ func TestCheckpointTimersSurviveRecovery(t *testing.T) {
 	g.release(before)
 	wait := runAsync(t, ctx, p, ckptOptions(t, nc, mem, testStore(t))...)
 	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&seen, before, "batches at the timer operator"))
-	meta, err := checkpoint.RequestCheckpoint(ctx, nc, job, false)
+	meta, err := requestCheckpoint(ctx, nc, job, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1296,7 +1333,7 @@ func TestCheckpointUnionEndWhileAligning(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		meta, err := checkpoint.RequestCheckpoint(ctx, nc, job, false)
+		meta, err := requestCheckpoint(ctx, nc, job, false)
 		if err != nil {
 			done <- result{err: err}
 			return

@@ -56,7 +56,9 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 	c := p.ck
 	var driver *checkpoint.Driver
 	if coordinatorNode(p.g, p.placement) == p.node.cfg.ID {
-		d, err := p.startCoordinator(ctx)
+		// A stop requested while the coordinator starts still takes the
+		// final checkpoint: the start does not end with ctx.
+		d, err := p.startCoordinator(context.WithoutCancel(ctx))
 		if err != nil {
 			return err
 		}
