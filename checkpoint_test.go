@@ -562,22 +562,24 @@ func TestCheckpointRandomCrashRecover(t *testing.T) {
 		sumFail[i] = rng.Float64() < 0.04
 	}
 	passFail[rng.IntN(batches)] = true
-	sumFail[batches/4+rng.IntN(batches/2)] = true
 	var passTries, sumTries attempts
 	var passFails, sumFails atomic.Int64
 	var restored atomic.Uint64
+	var forced atomic.Bool
+	out := newCommitted()
 	pass := passOp{pace: 4 * time.Millisecond, tries: &passTries, fails: &passFails,
 		fail: func(first int64) bool { return passFail[first/size] }}
 	sum := func() meshflow.Operator {
 		return &sumOp{tries: &sumTries, restored: &restored, fail: func(first, attempt int64) bool {
-			if attempt == 1 && sumFail[first/size] {
+			// One failure is forced once a checkpoint with output
+			// completed: the job recovers from a checkpoint then.
+			if (attempt == 1 && sumFail[first/size]) || (len(out.rows()) > 0 && forced.CompareAndSwap(false, true)) {
 				sumFails.Add(1)
 				return true
 			}
 			return false
 		}}
 	}
-	out := newCommitted()
 	p := meshflow.NewPipeline("ckpt-random")
 	p.Source("numbers", meshflow.FromBatches(recs...)).
 		Process("flaky", func() meshflow.Operator { return pass }, meshflow.OutputSchema(kvSchema)).
@@ -587,10 +589,11 @@ func TestCheckpointRandomCrashRecover(t *testing.T) {
 	if err := meshflow.Run(ctx, p, ckptOptions(t, nc, mem, st)...); err != nil {
 		t.Fatalf("job failed: %v", err)
 	}
-	t.Logf("%d stateless failures, %d stateful failures (job recoveries), last restored from checkpoint %d",
+	t.Logf("%d stateless failures, %d stateful failures, highest checkpoint restored %d",
 		passFails.Load(), sumFails.Load(), restored.Load())
-	if passFails.Load() == 0 || sumFails.Load() == 0 {
-		t.Fatalf("%d stateless and %d stateful failures: the test did not exercise both", passFails.Load(), sumFails.Load())
+	if passFails.Load() == 0 || sumFails.Load() == 0 || restored.Load() == 0 {
+		t.Fatalf("%d stateless and %d stateful failures, restored from checkpoint %d: the test did not exercise them all",
+			passFails.Load(), sumFails.Load(), restored.Load())
 	}
 	out.check(t, want)
 }
