@@ -190,9 +190,16 @@ func (s *instance) onComplete(c actor.Context, m *completeMsg) {
 	}
 	s.ck.completed = m.id
 	if _, l := s.hooks(); l != nil && s.opened {
+		// A source's methods never run while its Read does.
+		reading := s.src != nil && s.reader != nil
+		s.stopReader()
 		if err := s.callState(func() error { return l.CheckpointComplete(s.part.ctx, m.id) }); err != nil {
 			s.releaseEmitted()
 			s.fail(fmt.Errorf("checkpoint %d complete: %w", m.id, err))
+		}
+		if reading {
+			// Read again once the batches it already sent are handled.
+			c.Send(s.self, &startMsg{})
 		}
 		s.dispatch(c)
 		s.afterFlush(c)
