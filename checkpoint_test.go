@@ -531,16 +531,16 @@ func testSeed(t *testing.T) uint64 {
 		}
 		seed = v
 	}
-	t.Logf("seed %d (MESHFLOW_SEED=%d replays this run)", seed, seed)
+	t.Logf("seed %d (MESHFLOW_SEED=%d replays its data and failure plan)", seed, seed)
 	return seed
 }
 
-// TestCheckpointRandomCrashRecover runs a keyed stateful job whose
-// stateless operator panics at random (restarted alone and its batch
-// retried) and whose stateful operator panics at random (the whole job
-// recovers from its last checkpoint): the rows the transactional sink
-// committed are exactly the brute-force reference, each once, with exact
-// running sums.
+// TestCheckpointRandomCrashRecover runs a keyed stateful job, from fixed
+// batches and from a bounded JetStream source, whose stateless operator
+// panics at random (restarted alone and its batch retried) and whose
+// stateful operator panics at random (the whole job recovers from its last
+// checkpoint): the rows the transactional sink committed are exactly the
+// brute-force reference, each once, with exact running sums.
 func TestCheckpointRandomCrashRecover(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -548,54 +548,106 @@ func TestCheckpointRandomCrashRecover(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed, seed>>1))
 	srv := natstest.RunJetStream(t)
 	nc := natstest.Connect(t, srv)
-	st := testStore(t)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	const batches, size, keys = 100, 40, 7
 	recs := kvBatches(mem, rng, batches, size, keys)
 	defer release(recs)
 	want := runningSums(recs)
-
-	passFail := make([]bool, batches)
-	sumFail := make([]bool, batches)
-	for i := range passFail {
-		passFail[i] = rng.Float64() < 0.1
-		sumFail[i] = rng.Float64() < 0.04
+	// The same rows in a stream, for a bounded JetStream source.
+	ctx := testutil.Context(t, 3*time.Minute)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "CKPT_RANDOM", Subjects: []string{"ckpt.random"}}); err != nil {
+		t.Fatal(err)
 	}
-	passFail[rng.IntN(batches)] = true
-	var passTries, sumTries attempts
-	var passFails, sumFails atomic.Int64
-	var restored atomic.Uint64
-	var forced atomic.Bool
-	out := newCommitted()
-	pass := passOp{pace: 4 * time.Millisecond, tries: &passTries, fails: &passFails,
-		fail: func(first int64) bool { return passFail[first/size] }}
-	sum := func() meshflow.Operator {
-		return &sumOp{tries: &sumTries, restored: &restored, fail: func(first, attempt int64) bool {
-			// One failure is forced once a checkpoint with output
-			// completed: the job recovers from a checkpoint then.
-			if (attempt == 1 && sumFail[first/size]) || (len(out.rows()) > 0 && forced.CompareAndSwap(false, true)) {
-				sumFails.Add(1)
-				return true
+	for _, r := range recs {
+		ks, vs := r.Column(0).(*array.Int64), r.Column(1).(*array.Int64)
+		for i := 0; i < ks.Len(); i++ {
+			if _, err := js.PublishAsync("ckpt.random", fmt.Appendf(nil, `{"k":%d,"v":%d}`, ks.Value(i), vs.Value(i))); err != nil {
+				t.Fatal(err)
 			}
-			return false
-		}}
+		}
 	}
-	p := meshflow.NewPipeline("ckpt-random")
-	p.Source("numbers", meshflow.FromBatches(recs...)).
-		Process("flaky", func() meshflow.Operator { return pass }, meshflow.OutputSchema(kvSchema)).
-		KeyBy("k").Process("sum", sum, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
-		To("sink", meshflow.ToOperator(newTxSink(out, nil)))
-	ctx := testutil.Context(t, 2*time.Minute)
-	if err := meshflow.Run(ctx, p, ckptOptions(t, nc, mem, st)...); err != nil {
-		t.Fatalf("job failed: %v", err)
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		t.Fatal("publishing timed out")
 	}
-	t.Logf("%d stateless failures, %d stateful failures, highest checkpoint restored %d",
-		passFails.Load(), sumFails.Load(), restored.Load())
-	if passFails.Load() == 0 || sumFails.Load() == 0 || restored.Load() == 0 {
-		t.Fatalf("%d stateless and %d stateful failures, restored from checkpoint %d: the test did not exercise them all",
-			passFails.Load(), sumFails.Load(), restored.Load())
+
+	for i, tc := range []struct {
+		name string
+		src  meshflow.Source
+	}{
+		{"batches", meshflow.FromBatches(recs...)},
+		{"jetstream", meshflow.FromJetStream(meshflow.JetStreamSource{
+			Subjects: []string{"ckpt.random"}, Stream: "CKPT_RANDOM", Consumer: "ckpt-random",
+			Schema: kvSchema, BatchSize: size, Bounded: true,
+		})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// A batch (or a keyed part of one) whose first row is in a
+			// set fails the first time an operator sees it.
+			// Each case draws its own failure plan from the seed, so
+			// -run replays one case alone.
+			rng := rand.New(rand.NewPCG(seed, uint64(i)+1))
+			passFail := map[int64]bool{}
+			sumFail := map[int64]bool{}
+			for v := range int64(batches * size) {
+				passFail[v] = rng.Float64() < 0.1
+				sumFail[v] = rng.Float64() < 0.04
+			}
+			passFail[int64(rng.IntN(batches)*size)] = true
+			var passTries, sumTries attempts
+			var passFails, sumFails atomic.Int64
+			var restored atomic.Uint64
+			var forced atomic.Bool
+			out := newCommitted()
+			pass := passOp{pace: 4 * time.Millisecond, tries: &passTries, fails: &passFails,
+				fail: func(first int64) bool { return passFail[first] }}
+			sum := func() meshflow.Operator {
+				return &sumOp{tries: &sumTries, restored: &restored, fail: func(first, attempt int64) bool {
+					// One failure is forced once a checkpoint with output
+					// completed: the job recovers from a checkpoint then.
+					if (attempt == 1 && sumFail[first]) || (len(out.rows()) > 0 && forced.CompareAndSwap(false, true)) {
+						sumFails.Add(1)
+						return true
+					}
+					return false
+				}}
+			}
+			p := meshflow.NewPipeline("ckpt-random-" + tc.name)
+			p.Source("numbers", tc.src).
+				Process("flaky", func() meshflow.Operator { return pass }, meshflow.OutputSchema(kvSchema)).
+				KeyBy("k").Process("sum", sum, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+				To("sink", meshflow.ToOperator(newTxSink(out, nil)))
+			if err := meshflow.Run(ctx, p, ckptOptions(t, nc, mem, testStore(t))...); err != nil {
+				t.Fatalf("job failed: %v", err)
+			}
+			t.Logf("%d stateless failures, %d stateful failures, highest checkpoint restored %d",
+				passFails.Load(), sumFails.Load(), restored.Load())
+			if passFails.Load() == 0 || sumFails.Load() == 0 || restored.Load() == 0 {
+				t.Fatalf("%d stateless and %d stateful failures, restored from checkpoint %d: the test did not exercise them all",
+					passFails.Load(), sumFails.Load(), restored.Load())
+			}
+			out.check(t, want)
+			if tc.name == "jetstream" {
+				// The source acknowledged everything, on completions.
+				c, err := js.Consumer(ctx, "CKPT_RANDOM", "ckpt-random")
+				if err != nil {
+					t.Fatal(err)
+				}
+				info, err := c.Info(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.NumAckPending != 0 || info.AckFloor.Stream != batches*size {
+					t.Errorf("consumer: %d pending, ack floor %d, want 0 and %d", info.NumAckPending, info.AckFloor.Stream, batches*size)
+				}
+			}
+		})
 	}
-	out.check(t, want)
 }
 
 // TestCheckpointRetriedBatchWritesOnce: an operator whose state is only in
