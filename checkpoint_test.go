@@ -220,7 +220,8 @@ func (c *committed) checkWith(t *testing.T, want map[int64]row, o checkOpts) {
 type txSink struct {
 	out       *committed
 	processed *atomic.Int64
-	// commitErr, when set, fails every CheckpointComplete.
+	// commitErr, when set, fails the next CheckpointComplete and is
+	// cleared.
 	commitErr *atomic.Bool
 
 	st   persistence.Store
@@ -286,7 +287,7 @@ func (s *txSink) PrepareCheckpoint(ctx context.Context, id uint64) error {
 }
 
 func (s *txSink) CheckpointComplete(ctx context.Context, id uint64) error {
-	if s.commitErr != nil && s.commitErr.Load() {
+	if s.commitErr != nil && s.commitErr.CompareAndSwap(true, false) {
 		return errors.New("commit refused")
 	}
 	return s.commitStaged(ctx, id)
@@ -946,21 +947,36 @@ func TestCheckpointBoundedJobEndsAfterCommit(t *testing.T) {
 		name string
 		src  meshflow.Source
 		sink int // sink parallelism
+		// failOnce fails the first commit (the last checkpoint's, when the
+		// job ends before a periodic one): the job recovers and ends.
+		failOnce bool
 	}{
-		{"batches", meshflow.FromBatches(recs...), 1},
-		{"batches-3-sinks", meshflow.FromBatches(recs...), 3},
-		{"json", meshflow.FromJSON(kvSchema, lines...), 1},
-		{"json-3-sinks", meshflow.FromJSON(kvSchema, lines...), 3},
+		{"batches", meshflow.FromBatches(recs...), 1, false},
+		{"batches-3-sinks", meshflow.FromBatches(recs...), 3, false},
+		{"json", meshflow.FromJSON(kvSchema, lines...), 1, false},
+		{"json-3-sinks", meshflow.FromJSON(kvSchema, lines...), 3, false},
+		{"commit-fails-once", meshflow.FromBatches(recs...), 1, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := newCommitted()
+			var commitErr atomic.Bool
+			commitErr.Store(tc.failOnce)
 			job := "ckpt-bounded-" + tc.name
 			p := meshflow.NewPipeline(job)
 			p.Source("numbers", tc.src).
 				KeyBy("k").Process("sum", func() meshflow.Operator { return &sumOp{} }, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
-				To("sink", meshflow.ToOperator(newTxSink(out, nil)), meshflow.Parallelism(tc.sink))
+				To("sink", meshflow.ToOperator(func() meshflow.Operator { return &txSink{out: out, commitErr: &commitErr} }), meshflow.Parallelism(tc.sink))
+			start := time.Now()
 			if err := meshflow.Run(testutil.Context(t, time.Minute), p, ckptOptions(t, nc, mem, testStore(t))...); err != nil {
 				t.Fatal(err)
+			}
+			// A failed commit ends the wait for the last checkpoint at
+			// once: the job does not wait out the drain timeout (30 s).
+			if d := time.Since(start); tc.failOnce && d > 15*time.Second {
+				t.Errorf("Run took %v, want well under the drain timeout", d)
+			}
+			if commitErr.Load() {
+				t.Fatal("no commit failed")
 			}
 			out.check(t, want)
 			meta, err := cks.Latest(context.Background(), job)
