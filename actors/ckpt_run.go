@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,7 +57,9 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 	c := p.ck
 	var driver *checkpoint.Driver
 	if coordinatorNode(p.g, p.placement) == p.node.cfg.ID {
-		d, err := p.startCoordinator(ctx)
+		// A stop requested while the coordinator starts still takes the
+		// final checkpoint: the start does not end with ctx.
+		d, err := p.startCoordinator(context.WithoutCancel(ctx))
 		if err != nil {
 			return err
 		}
@@ -71,9 +74,14 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 	case <-p.done:
 		// Every local instance has finished: one more checkpoint covers
 		// what they produced last.
-		wctx, cancel := context.WithTimeout(ctx, p.node.cfg.DrainTimeout)
+		wctx, cancel := p.untilFailed(ctx, p.node.cfg.DrainTimeout)
 		defer cancel()
 		if err := p.finalCheckpoint(wctx, driver); err != nil {
+			select {
+			case <-p.failed:
+				return p.failure()
+			default:
+			}
 			return fmt.Errorf("actors: job %q: last checkpoint: %w", p.g.Name, err)
 		}
 		p.log.Info("job finished")
@@ -90,7 +98,7 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 			p.node.system.Root.Send(p.pid(s.id), &pauseSourceMsg{})
 		}
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.node.cfg.DrainTimeout)
+	wctx, cancel := p.untilFailed(context.WithoutCancel(ctx), p.node.cfg.DrainTimeout)
 	defer cancel()
 	err := c.waitFor(wctx, func() bool {
 		for _, s := range p.shells {
@@ -113,6 +121,24 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 	}
 	p.log.Info("job stopped after its final checkpoint")
 	return ctx.Err()
+}
+
+// untilFailed returns a context done after d or as soon as the part
+// fails: a final checkpoint cannot complete then, so there is nothing to
+// wait for. stop releases it.
+func (p *jobPart) untilFailed(ctx context.Context, d time.Duration) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		select {
+		case <-p.failed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, func() { cancel(); wg.Wait() }
 }
 
 // finalCheckpoint ends the part once a checkpoint covers everything the
