@@ -167,10 +167,6 @@ func benchCheckpointOverhead(b *testing.B, keys int) {
 		d, m := run(fmt.Sprintf("ckon%d", r), true)
 		on = append(on, d)
 		metas = append(metas, m...)
-		for _, c := range m {
-			b.Logf("%s: checkpoint %d: %v, %d B, align %d us, tasks %v", fmt.Sprintf("ckon%d", r), c.Id, time.Duration(c.DurationUs)*time.Microsecond, c.Size, c.MaxAlignmentUs, c.Tasks)
-		}
-		b.Logf("round %d: on %v", r, d)
 		d, _ = run(fmt.Sprintf("ckoff%d", r), false)
 		off = append(off, d)
 	}
