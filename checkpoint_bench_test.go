@@ -54,9 +54,11 @@ func BenchmarkCheckpointOverhead(b *testing.B) {
 	}
 }
 
-// checkpointBenchMinRows makes one run of a side last several seconds (and
-// checkpoints) on the development machine.
-const checkpointBenchMinRows = 200_000
+// checkpointBenchMinRows is the least input: twice what a source with
+// checkpoints may read before its first checkpoint completes, so at least
+// one checkpoint is taken while it reads (and several on the development
+// machine).
+const checkpointBenchMinRows = 2 * natsio.CheckpointMaxAckPending
 
 // checkpointBenchRounds is how many times each side runs, alternately.
 const checkpointBenchRounds = 3
