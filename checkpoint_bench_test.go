@@ -3,6 +3,7 @@ package meshflow
 import (
 	"context"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"runtime/pprof"
 	"slices"
@@ -54,6 +55,12 @@ func BenchmarkCheckpointOverhead(b *testing.B) {
 	}
 }
 
+// ckBenchSide runs one side of BenchmarkCheckpointOverhead alone, to
+// profile it (the NATS server's goroutines carry no profiler labels):
+//
+//	go test -run '^$' -bench 'CheckpointOverhead/keys=100$' -benchtime 600000x -cpuprofile cpu.prof . -args -ckbench.side=checkpoints
+var ckBenchSide = flag.String("ckbench.side", "", `run only one side of BenchmarkCheckpointOverhead: "checkpoints" or "off"`)
+
 // checkpointBenchMinRows is the least input: twice what a source with
 // checkpoints may read before its first checkpoint completes, so at least
 // one checkpoint is taken while it reads (and several on the development
@@ -77,6 +84,9 @@ var totalsOutSchema = arrow.NewSchema([]arrow.Field{
 }, nil)
 
 func benchCheckpointOverhead(b *testing.B, keys int) {
+	if s := *ckBenchSide; s != "" && s != "checkpoints" && s != "off" {
+		b.Fatalf("-ckbench.side=%q: want checkpoints or off", s)
+	}
 	rows := max(b.N, checkpointBenchMinRows)
 	s := newSourceBench(b)
 	s.publish(func(yield func([]byte) bool) {
@@ -166,21 +176,38 @@ func benchCheckpointOverhead(b *testing.B, keys int) {
 	var on, off []time.Duration
 	var metas []*pb.CheckpointMeta
 	for r := range checkpointBenchRounds {
-		d, m := run(fmt.Sprintf("ckon%d", r), true)
-		on = append(on, d)
-		metas = append(metas, m...)
-		d, _ = run(fmt.Sprintf("ckoff%d", r), false)
-		off = append(off, d)
+		if *ckBenchSide != "off" {
+			d, m := run(fmt.Sprintf("ckon%d", r), true)
+			on = append(on, d)
+			metas = append(metas, m...)
+		}
+		if *ckBenchSide != "checkpoints" {
+			d, _ := run(fmt.Sprintf("ckoff%d", r), false)
+			off = append(off, d)
+		}
 	}
-	slices.Sort(on)
-	slices.Sort(off)
-	onRate := float64(rows) / on[len(on)/2].Seconds()
-	offRate := float64(rows) / off[len(off)/2].Seconds()
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rows*2*checkpointBenchRounds), "ns/op")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(rows*(len(on)+len(off))), "ns/op")
+	switch *ckBenchSide {
+	case "checkpoints":
+		b.ReportMetric(float64(rows)/medianDuration(on).Seconds(), "rows/s")
+		reportCheckpoints(b, metas)
+		return
+	case "off":
+		b.ReportMetric(float64(rows)/medianDuration(off).Seconds(), "off_rows/s")
+		return
+	}
+	onRate := float64(rows) / medianDuration(on).Seconds()
+	offRate := float64(rows) / medianDuration(off).Seconds()
 	b.ReportMetric(onRate, "rows/s")
 	b.ReportMetric(offRate, "off_rows/s")
 	b.ReportMetric(onRate/offRate, "x_off")
 	reportCheckpoints(b, metas)
+}
+
+func medianDuration(d []time.Duration) time.Duration {
+	d = slices.Clone(d)
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 // reportCheckpoints reports the checkpoints taken while the sources were
