@@ -136,6 +136,7 @@ func benchCheckpointOverhead(b *testing.B, keys int) {
 			if w, err = watchMeta(s.ctx, kv, job); err != nil {
 				b.Fatal(err)
 			}
+			b.Cleanup(func() { w.stop() }) // if the run fails; stop may be called again
 		} else {
 			opts = append(opts, WithoutCheckpoints())
 		}
