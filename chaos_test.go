@@ -603,11 +603,45 @@ func chaosStreamCounts(ctx context.Context, js jetstream.JetStream) (map[string]
 	return counts, nil
 }
 
-// chaosWaitDone waits until the publisher is done, every consumer of the
+// chaosWaitAcked waits until the sources have acknowledged at least at
+// input events, failing with the node's last output when the count does
+// not move for stall.
+func chaosWaitAcked(t *testing.T, ctx context.Context, js jetstream.JetStream, p *devProcess, at uint64, stall time.Duration) {
+	t.Helper()
+	var last uint64
+	lastMove := time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if err, ok := p.exited(); ok {
+			t.Fatalf("meshflow dev exited on its own: %v\n%s", err, tail(p.out.String(), 60))
+		}
+		acked, _, err := chaosProgress(ctx, js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if acked >= at {
+			return
+		}
+		if acked != last {
+			last, lastMove = acked, time.Now()
+		} else if time.Since(lastMove) > stall {
+			t.Fatalf("%d input events acknowledged, waiting for %d: nothing moved for %v\n%s", acked, at, stall, tail(p.out.String(), 80))
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// chaosWaitDone waits until the publisher is done (its result, read from
+// published, is put back for its owner), every consumer of the
 // mesh has acknowledged all of its stream and every output stream holds at
 // least the rows of the reference. It gives up, reporting what it saw,
 // when nothing moves for stall.
-func chaosWaitDone(t *testing.T, ctx context.Context, js jetstream.JetStream, p *devProcess, ref map[string][]string, published <-chan error, stall time.Duration) {
+func chaosWaitDone(t *testing.T, ctx context.Context, js jetstream.JetStream, p *devProcess, ref map[string][]string, published chan error, stall time.Duration) {
 	t.Helper()
 	pubDone := false
 	last, lastMove := "", time.Now()
@@ -617,6 +651,7 @@ func chaosWaitDone(t *testing.T, ctx context.Context, js jetstream.JetStream, p 
 		if !pubDone {
 			select {
 			case err := <-published:
+				published <- err // for the publisher's owner
 				if err != nil {
 					t.Fatalf("publisher: %v", err)
 				}
@@ -795,19 +830,7 @@ func TestChaosExactlyOnce(t *testing.T) {
 	}()
 
 	for i, a := range plan {
-		testutil.CheckFor(t, 5*time.Minute, 50*time.Millisecond, func() error {
-			if err, ok := p.exited(); ok {
-				t.Fatalf("meshflow dev exited on its own: %v\n%s", err, tail(p.out.String(), 60))
-			}
-			acked, _, err := chaosProgress(ctx, js)
-			if err != nil {
-				return err
-			}
-			if acked < a.at {
-				return fmt.Errorf("action %d: %d events acknowledged, waiting for %d", i+1, acked, a.at)
-			}
-			return nil
-		})
+		chaosWaitAcked(t, ctx, js, p, a.at, 90*time.Second)
 		select {
 		case <-time.After(a.delay): // the moment within the checkpoint cycle
 		case <-ctx.Done():
@@ -877,6 +900,7 @@ func TestDiskLossRestore(t *testing.T) {
 	}
 
 	p = startChaosDev(t, bin, url, filepath.Join(t.TempDir(), "b"))
+	published = make(chan error, 1)
 	published <- pub.run(ctx, in, len(first.orders))
 	chaosWaitDone(t, ctx, js, p, ref, published, time.Minute)
 	p.interrupt(t)
