@@ -564,6 +564,25 @@ func (p *chaosPublisher) natsCLI(ctx context.Context, subject string, orders []c
 	return nil
 }
 
+// chaosCheckStreams checks that the streams `meshflow dev` made follow its
+// flags: a duplicate window of 1 s, no size limit.
+func chaosCheckStreams(t *testing.T, ctx context.Context, js jetstream.JetStream) {
+	t.Helper()
+	for _, name := range append([]string{streamCheckout, streamTransactions}, chaosOutputs...) {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := info.Config; c.Duplicates != time.Second || c.MaxBytes != -1 {
+			t.Errorf("stream %s: duplicate window %v, max bytes %d; want 1s and -1 (the dev flags)", name, c.Duplicates, c.MaxBytes)
+		}
+	}
+}
+
 // chaosProgress is what the mesh has done: the input the sources
 // acknowledged (at completed checkpoints), and whether every consumer of
 // the mesh has acknowledged its whole stream.
@@ -778,7 +797,8 @@ func chaosPlan(rng *rand.Rand, total uint64) []chaosAction {
 //
 // MESHFLOW_SEED replays a run (the seed is logged); MESHFLOW_CHAOS_EVENTS
 // sets the number of input events (default 200000, half orders, half
-// payments; 1000000 is the full run, which takes longer than CI should).
+// payments: about 45 s here; 1000000, the full run, takes about 4 minutes
+// on a 2-core machine, too close to a CI budget to be the default).
 func TestChaosExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos run: several minutes")
@@ -816,6 +836,7 @@ func TestChaosExactlyOnce(t *testing.T) {
 
 	start := time.Now()
 	p := startChaosDev(t, bin, url, dataDir)
+	chaosCheckStreams(t, ctx, js)
 	pub := &chaosPublisher{js: js, url: url, cli: natstest.Binary(t, "nats"), chunk: 500, cliEvery: 40, perSecond: chaosRate}
 	pubCtx, stopPub := context.WithCancel(ctx)
 	published := make(chan error, 1)
@@ -882,6 +903,7 @@ func TestDiskLossRestore(t *testing.T) {
 	}
 	dirA := filepath.Join(t.TempDir(), "a")
 	p := startChaosDev(t, bin, url, dirA)
+	chaosCheckStreams(t, ctx, js)
 	pub := &chaosPublisher{js: js, url: url, cli: natstest.Binary(t, "nats"), chunk: 500, cliEvery: 7}
 	published := make(chan error, 1)
 	published <- pub.run(ctx, first, 0)
