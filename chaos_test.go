@@ -759,10 +759,11 @@ type chaosAction struct {
 	pause    time.Duration
 }
 
-// chaosPlan draws 5 to 7 kills and one Ctrl-C at points of progress
-// between 5% and 90% of total; half of the kills (at least two) restart
-// within 1.5 s, the others after 3 to 4.5 s, longer than the duplicate
-// window of 1 s.
+// chaosPlan draws 5 to 7 kills and one Ctrl-C at points of the input
+// published between 5% and 90% of total; half of the kills (at least two)
+// restart within 1.5 s, the others after 3 to 4.5 s, longer than the
+// duplicate window of 1 s. One more kill follows one of those restarts
+// within 300 ms.
 func chaosPlan(rng *rand.Rand, total uint64) []chaosAction {
 	kills := 5 + rng.IntN(3)
 	var plan []chaosAction
@@ -780,20 +781,25 @@ func chaosPlan(rng *rand.Rand, total uint64) []chaosAction {
 		plan = append(plan, a)
 	}
 	slices.SortFunc(plan, func(a, b chaosAction) int { return int(a.at) - int(b.at) })
-	return plan
+	// One more kill right after a restart: a crash during recovery, while
+	// sinks may still be publishing what the last run staged.
+	j := rng.IntN(len(plan))
+	again := chaosAction{at: plan[j].at, delay: time.Duration(rng.IntN(300)) * time.Millisecond, pause: time.Duration(rng.IntN(1500)) * time.Millisecond}
+	return slices.Insert(plan, j+1, again)
 }
 
 // TestChaosExactlyOnce runs the example mesh with `meshflow dev` on a real
-// nats-server, publishes orders and payment transactions (about 2% of each
-// breaking its contract; a part of the orders with the real nats CLI)
-// at 5000 events a second while the node is killed with SIGKILL 5 to 7
-// times at moments drawn from a seeded RNG (a point of the input published
-// and a delay within the checkpoint cycle) and stopped once with Ctrl-C, restarting it each time on
-// the same data directory (some restarts within 1.5 s, others after
-// waiting out the 1 s duplicate window). At the end every data product and
-// dead-letter stream holds exactly the rows a reference computed from the
-// inputs says: nothing missing, nothing twice, no wrong value, running
-// totals included.
+// nats-server and publishes orders and payment transactions at 5000
+// events a second (about 2% of each breaking its contract; a part of the
+// orders with the real nats CLI), while the node is killed with SIGKILL 6
+// to 8 times at moments drawn from a seeded RNG (a point of the input
+// published and a delay within the checkpoint cycle; one of them within
+// 300 ms of a restart) and stopped once with Ctrl-C, restarting it each
+// time on the same data directory (some restarts within 1.5 s, others
+// after waiting out the 1 s duplicate window). At the end every data
+// product and dead-letter stream holds exactly the rows a reference
+// computed from the inputs says: nothing missing, nothing twice, no wrong
+// value, running totals included.
 //
 // MESHFLOW_SEED replays a run (the seed is logged); MESHFLOW_CHAOS_EVENTS
 // sets the number of input events (default 200000, half orders, half
