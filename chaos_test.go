@@ -881,54 +881,69 @@ func TestChaosExactlyOnce(t *testing.T) {
 }
 
 // TestDiskLossRestore runs the example mesh on a real nats-server with
-// data directory A, publishes half of the input, waits until checkpoints
-// covered all of it, kills the node with SIGKILL and deletes A: the Badger
-// state (customers' running totals, staged output) is gone. Started again
-// on a new, empty data directory B, the node restores its state from the
-// checkpoints in JetStream (KV and Object Store); after the rest of the
-// input every output stream holds exactly the reference, running totals
-// continuing from those of the first half.
+// data directory A, publishes half of the input, kills the node with
+// SIGKILL and deletes A: the Badger state (customers' running totals,
+// staged output) is gone. Started again on a new, empty data directory B,
+// the node restores its state from the checkpoints in JetStream (KV and
+// Object Store); after the rest of the input every output stream holds
+// exactly the reference, running totals continuing from those of the
+// first half. The kill comes once checkpoints covered all of the first
+// half, or while it is still in flight.
 func TestDiskLossRestore(t *testing.T) {
-	seed := chaosSeed(t)
-	const events = 20_000
-	in := chaosGenerate(seed, events/2, events/2)
-	ref := chaosReference(in)
-	first := chaosInputs{orders: in.orders[:len(in.orders)/2], payments: in.payments[:len(in.payments)/2]}
+	for _, tc := range []struct {
+		name   string
+		settle bool // wait until checkpoints covered the first half
+	}{
+		{"after checkpoints", true},
+		{"input in flight", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			seed := chaosSeed(t)
+			const events = 20_000
+			in := chaosGenerate(seed, events/2, events/2)
+			ref := chaosReference(in)
+			first := chaosInputs{orders: in.orders[:len(in.orders)/2], payments: in.payments[:len(in.payments)/2]}
 
-	bin := meshflowBinary(t)
-	url := chaosServer(t)
-	ctx := testutil.Context(t, 10*time.Minute)
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dirA := filepath.Join(t.TempDir(), "a")
-	p := startChaosDev(t, bin, url, dirA)
-	chaosCheckStreams(t, ctx, js)
-	pub := &chaosPublisher{js: js, url: url, cli: natstest.Binary(t, "nats"), chunk: 500, cliEvery: 7}
-	published := make(chan error, 1)
-	published <- pub.run(ctx, first, 0)
-	chaosWaitDone(t, ctx, js, p, chaosReference(first), published, time.Minute)
-	if t.Failed() {
-		return
-	}
-	p.kill(t)
-	if err := os.RemoveAll(dirA); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(dirA); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("data directory A still there: %v", err)
-	}
+			bin := meshflowBinary(t)
+			url := chaosServer(t)
+			ctx := testutil.Context(t, 10*time.Minute)
+			nc, err := nats.Connect(url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dirA := filepath.Join(t.TempDir(), "a")
+			p := startChaosDev(t, bin, url, dirA)
+			chaosCheckStreams(t, ctx, js)
+			pub := &chaosPublisher{js: js, url: url, cli: natstest.Binary(t, "nats"), chunk: 500, cliEvery: 7}
+			published := make(chan error, 1)
+			published <- pub.run(ctx, first, 0)
+			if tc.settle {
+				chaosWaitDone(t, ctx, js, p, chaosReference(first), published, time.Minute)
+				if t.Failed() {
+					return
+				}
+			} else if err := <-published; err != nil {
+				t.Fatalf("publisher: %v", err)
+			}
+			p.kill(t)
+			if err := os.RemoveAll(dirA); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(dirA); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("data directory A still there: %v", err)
+			}
 
-	p = startChaosDev(t, bin, url, filepath.Join(t.TempDir(), "b"))
-	published = make(chan error, 1)
-	published <- pub.run(ctx, in, len(first.orders))
-	chaosWaitDone(t, ctx, js, p, ref, published, time.Minute)
-	p.interrupt(t)
-	chaosCompare(t, ctx, js, ref)
+			p = startChaosDev(t, bin, url, filepath.Join(t.TempDir(), "b"))
+			published = make(chan error, 1)
+			published <- pub.run(ctx, in, len(first.orders))
+			chaosWaitDone(t, ctx, js, p, ref, published, time.Minute)
+			p.interrupt(t)
+			chaosCompare(t, ctx, js, ref)
+		})
+	}
 }
