@@ -91,9 +91,16 @@ func (s *syncBuffer) String() string {
 // generator, with the extra flags given, and waits until every domain runs.
 func startDev(t *testing.T, bin, dataDir string, port int, extra ...string) *devProcess {
 	t.Helper()
-	p := &devProcess{out: &syncBuffer{}, url: fmt.Sprintf("nats://127.0.0.1:%d", port), done: make(chan error, 1)}
 	args := append([]string{"dev", "--generator=false", "--data-dir", dataDir,
 		"--listen", "127.0.0.1:" + strconv.Itoa(port), "--every", "1h"}, extra...)
+	return startDevArgs(t, bin, fmt.Sprintf("nats://127.0.0.1:%d", port), args...)
+}
+
+// startDevArgs runs the meshflow binary with args, a `meshflow dev` whose
+// clients reach NATS at url, and waits until every domain runs.
+func startDevArgs(t *testing.T, bin, url string, args ...string) *devProcess {
+	t.Helper()
+	p := &devProcess{out: &syncBuffer{}, url: url, done: make(chan error, 1)}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
