@@ -69,7 +69,9 @@ func (r *txRecorder) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	return r.st.Apply(ctx, &b)
 }
 
-func (r *txRecorder) CheckpointComplete(ctx context.Context, id uint64) error { return r.commit(ctx, id) }
+func (r *txRecorder) CheckpointComplete(ctx context.Context, id uint64) error {
+	return r.commit(ctx, id)
+}
 
 // commit moves every epoch staged up to id into the result.
 func (r *txRecorder) commit(ctx context.Context, id uint64) error {
