@@ -104,23 +104,7 @@ func TestTwoNodesOverNATS(t *testing.T) {
 	defer sub.Unsubscribe()
 
 	rec := &recorder{mu: &sync.Mutex{}, vals: map[int64]int{}, keyInst: map[int64]int{}, bad: &atomic.Int64{}}
-	g := &actors.JobGraph{
-		Name: "hop",
-		Vertices: []*actors.Vertex{
-			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &operators.Batches{Recs: recs} }},
-			{Name: "odd", Parallelism: 2, NewOperator: func() actors.Operator {
-				return operators.NewFilter(expr.Col("v").Ge(0))
-			}},
-			{Name: "sink", Parallelism: 3, NewOperator: func() actors.Operator {
-				r := *rec
-				return &r
-			}},
-		},
-		Edges: []actors.Edge{
-			{From: "src", To: "odd", Partitioning: actors.Rebalance},
-			{From: "odd", To: "sink", Partitioning: actors.Hash, KeyColumns: []string{"k"}},
-		},
-	}
+	g := hopGraph("hop", recs, rec)
 	pl, err := cluster.Pinned{Operators: map[string]string{"sink": "b"}, Default: "a"}.Place(g, []string{"a", "b"})
 	if err != nil {
 		t.Fatal(err)
@@ -289,24 +273,8 @@ func TestTwoNodesCheckpointed(t *testing.T) {
 		}
 	}()
 	rec := &recorder{mu: &sync.Mutex{}, vals: map[int64]int{}, keyInst: map[int64]int{}, bad: &atomic.Int64{}}
-	g := &actors.JobGraph{
-		Name:       "hop-ckpt",
-		Checkpoint: &actors.CheckpointConfig{Interval: 20 * time.Millisecond},
-		Vertices: []*actors.Vertex{
-			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &operators.Batches{Recs: recs} }},
-			{Name: "odd", Parallelism: 2, NewOperator: func() actors.Operator {
-				return operators.NewFilter(expr.Col("v").Ge(0))
-			}},
-			{Name: "sink", Parallelism: 3, NewOperator: func() actors.Operator {
-				r := *rec
-				return &r
-			}},
-		},
-		Edges: []actors.Edge{
-			{From: "src", To: "odd", Partitioning: actors.Rebalance},
-			{From: "odd", To: "sink", Partitioning: actors.Hash, KeyColumns: []string{"k"}},
-		},
-	}
+	g := hopGraph("hop-ckpt", recs, rec)
+	g.Checkpoint = &actors.CheckpointConfig{Interval: 20 * time.Millisecond}
 	pl, err := cluster.Pinned{Operators: map[string]string{"sink": "b"}, Default: "a"}.Place(g, []string{"a", "b"})
 	if err != nil {
 		t.Fatal(err)
@@ -345,5 +313,27 @@ func TestTwoNodesCheckpointed(t *testing.T) {
 	}
 	if got := strings.Join(tasks, " "); got != "odd/0 odd/1 sink/0 sink/1 sink/2 src/0" {
 		t.Errorf("the last checkpoint covers %s", got)
+	}
+}
+
+// hopGraph is source and filter feeding a keyed recorder of 3 instances,
+// the job the two-node tests place across nodes.
+func hopGraph(name string, recs []arrow.RecordBatch, rec *recorder) *actors.JobGraph {
+	return &actors.JobGraph{
+		Name: name,
+		Vertices: []*actors.Vertex{
+			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &operators.Batches{Recs: recs} }},
+			{Name: "odd", Parallelism: 2, NewOperator: func() actors.Operator {
+				return operators.NewFilter(expr.Col("v").Ge(0))
+			}},
+			{Name: "sink", Parallelism: 3, NewOperator: func() actors.Operator {
+				r := *rec
+				return &r
+			}},
+		},
+		Edges: []actors.Edge{
+			{From: "src", To: "odd", Partitioning: actors.Rebalance},
+			{From: "odd", To: "sink", Partitioning: actors.Hash, KeyColumns: []string{"k"}},
+		},
 	}
 }
