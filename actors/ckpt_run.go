@@ -84,6 +84,7 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 			}
 			return fmt.Errorf("actors: job %q: last checkpoint: %w", p.g.Name, err)
 		}
+		p.endAfterCheckpoint()
 		p.log.Info("job finished")
 		return nil
 	case <-p.failed:
@@ -119,6 +120,7 @@ func (p *jobPart) runCheckpointed(ctx context.Context) error {
 		}
 		return fmt.Errorf("actors: job %q: %w: %w (%w)", p.g.Name, errStopped, err, ctx.Err())
 	}
+	p.endAfterCheckpoint()
 	p.log.Info("job stopped after its final checkpoint")
 	return ctx.Err()
 }

@@ -309,3 +309,174 @@ func testStopWhenFinalCheckpointBlocks(t *testing.T, name string, blockPrepare b
 		t.Errorf("%d values committed, want %d", len(seen), batches*size)
 	}
 }
+
+// bgSink commits in the background, as the JetStream sink does: its
+// CheckpointComplete hands the rows of the checkpoints up to id to a
+// goroutine that "publishes" them (into published) a little later, and
+// Close waits for that goroutine until ctx is done, then returns closeErr.
+type bgSink struct {
+	mu        *sync.Mutex
+	published *[]int64
+	closeErr  error
+
+	buf    []int64
+	staged map[uint64][]int64
+	wg     sync.WaitGroup
+}
+
+func (s *bgSink) Open(context.Context, OperatorContext) error {
+	s.staged = map[uint64][]int64{}
+	return nil
+}
+
+func (s *bgSink) Process(_ context.Context, in arrow.RecordBatch, _ Emitter) error {
+	s.buf = append(s.buf, in.Column(0).(*array.Int64).Int64Values()...)
+	return nil
+}
+
+func (s *bgSink) PrepareCheckpoint(_ context.Context, id uint64) error {
+	s.staged[id], s.buf = s.buf, nil
+	return nil
+}
+
+func (s *bgSink) CheckpointComplete(_ context.Context, id uint64) error {
+	var rows []int64
+	for k, v := range s.staged {
+		if k <= id {
+			rows = append(rows, v...)
+			delete(s.staged, k)
+		}
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		time.Sleep(50 * time.Millisecond) // a publish taking a while
+		s.mu.Lock()
+		*s.published = append(*s.published, rows...)
+		s.mu.Unlock()
+	}()
+	return nil
+}
+
+func (s *bgSink) Close(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		<-done
+		return fmt.Errorf("close: %w", ctx.Err())
+	}
+	return s.closeErr
+}
+
+// TestCloseAfterLastCheckpoint: a job that ends (its input ended, or it
+// was stopped) after its last checkpoint closes its operators with a
+// context of their own, not cancelled with the job's: a sink finishing in
+// Close what that checkpoint's completion started publishes everything
+// before Run returns. A Close that fails then fails the job, which
+// recovers from that checkpoint (where a transactional sink's Open
+// publishes what is missing) and, here where Close always fails, returns
+// the error once its recoveries are spent.
+func TestCloseAfterLastCheckpoint(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		stop     bool // stop the job rather than let its input end
+		closeErr error
+	}{
+		{name: "input-ends"},
+		{name: "stopped", stop: true},
+		{name: "close-fails", closeErr: errors.New("publish refused")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			srv := natstest.RunJetStream(t)
+			nc := natstest.Connect(t, srv)
+			st, err := badgerstore.Open(context.Background(), badgerstore.Options{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+
+			const batches, size = 8, 10
+			b := array.NewRecordBuilder(mem, ckSchema)
+			recs := make([]arrow.RecordBatch, batches)
+			for i := range recs {
+				for j := range size {
+					b.Field(0).(*array.Int64Builder).Append(int64(i*size + j))
+				}
+				recs[i] = b.NewRecordBatch()
+			}
+			b.Release()
+			defer func() {
+				for _, r := range recs {
+					r.Release()
+				}
+			}()
+			g := &ckGate{changed: make(chan struct{})}
+			var mu sync.Mutex
+			var published []int64
+			graph := &JobGraph{
+				Name: "ckpt-close-" + tc.name,
+				Vertices: []*Vertex{
+					{Name: "src", Parallelism: 1, NewSource: func() Source { return &ckSource{recs: recs, g: g} }},
+					{Name: "sink", Parallelism: 1, NewOperator: func() Operator {
+						return &bgSink{mu: &mu, published: &published, closeErr: tc.closeErr}
+					}},
+				},
+				Edges:      []Edge{{From: "src", To: "sink", Partitioning: Forward}},
+				Checkpoint: &CheckpointConfig{Interval: time.Hour}, // only the last one
+			}
+			n, err := NewNode(NodeConfig{ID: "local", NATS: nc, Allocator: mem, State: st, Logger: testutil.TestLogger(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer n.Close()
+			ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
+			defer cancel()
+			want := batches * size
+			if tc.stop {
+				// Half the input, then a stop.
+				want /= 2
+				g.release(batches / 2)
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						for _, is := range n.Stats(graph.Name) {
+							if is.ID.Operator == "sink" && is.RowsIn >= int64(want) {
+								cancel()
+							}
+						}
+						time.Sleep(time.Millisecond)
+					}
+				}()
+			} else {
+				g.release(batches)
+			}
+			err = n.Run(ctx, graph, Placement{{"src", 0}: "local", {"sink", 0}: "local"})
+			switch {
+			case tc.closeErr != nil:
+				if !errors.Is(err, tc.closeErr) {
+					t.Fatalf("Run returned %v, want the close error", err)
+				}
+			case tc.stop:
+				if !errors.Is(err, context.Canceled) || errors.Is(err, errStopped) {
+					t.Fatalf("Run returned %v, want a stop after the final checkpoint", err)
+				}
+			default:
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(published) != want {
+				t.Fatalf("Run returned with %d rows published, want %d", len(published), want)
+			}
+		})
+	}
+}

@@ -344,13 +344,23 @@ func (s *instance) shutdown(final bool) {
 		return
 	}
 	s.opened = false
+	ctx, ending := s.part.ctx, false
+	if final {
+		ctx, ending = s.part.closeContext()
+	}
 	var err error
 	if s.src != nil {
-		err = s.call(func() error { return s.src.Close(s.part.ctx) })
+		err = s.call(func() error { return s.src.Close(ctx) })
 	} else if s.op != nil {
-		err = s.call(func() error { return s.op.Close(s.part.ctx) })
+		err = s.call(func() error { return s.op.Close(ctx) })
 	}
-	if err != nil {
+	switch {
+	case err == nil:
+	case ending:
+		// The job ends after its last checkpoint: what Close could not
+		// finish (a sink's last publish) is the job's error.
+		s.part.closeFailed(fmt.Errorf("%s: %w", s.id.task(), err))
+	default:
 		// The instance is already failing or stopping; the close error
 		// cannot change the outcome, so it is reported here.
 		s.log.Warn("close failed", "error", err, "final", final)

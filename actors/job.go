@@ -38,6 +38,14 @@ type jobPart struct {
 	// ctx is handed to user code; cancelled on hard stop and at the end.
 	ctx    context.Context
 	cancel context.CancelFunc
+	// closing, set (under mu) when the part ends after its last
+	// checkpoint, is the context operators are closed with then: not
+	// cancelled with ctx, bounded by the drain timeout, so that they
+	// finish what that checkpoint's completion started (a sink publishing
+	// its output). closeErrs are their Close failures then.
+	closing     context.Context
+	stopClosing context.CancelFunc
+	closeErrs   []error
 
 	shells  []*instance
 	byID    map[InstanceID]*instance
@@ -151,10 +159,23 @@ func newJobPart(n *Node, g *JobGraph, p Placement) *jobPart {
 	return part
 }
 
-func (p *jobPart) run(ctx context.Context) error {
+func (p *jobPart) run(ctx context.Context) (err error) {
 	p.ctx, p.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	defer p.cancel()
+	defer func() {
+		// After teardown: the operators are closed.
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.stopClosing != nil {
+			p.stopClosing()
+		}
+		if len(p.closeErrs) > 0 {
+			err = errors.Join(err, fmt.Errorf("actors: job %q: close: %w", p.g.Name, errors.Join(p.closeErrs...)))
+		}
+	}()
 
+	// Under mu: Node.Stats reads the shells from other goroutines.
+	p.mu.Lock()
 	for _, v := range p.g.Vertices {
 		for i := 0; i < v.Parallelism; i++ {
 			id := InstanceID{v.Name, i}
@@ -165,6 +186,7 @@ func (p *jobPart) run(ctx context.Context) error {
 			}
 		}
 	}
+	p.mu.Unlock()
 	p.remaining = len(p.shells)
 	if p.remaining == 0 {
 		return nil
@@ -239,6 +261,34 @@ func (p *jobPart) run(ctx context.Context) error {
 	}
 }
 
+// endAfterCheckpoint marks the part as ending after its last checkpoint:
+// operators are closed with a context of their own (see closing).
+func (p *jobPart) endAfterCheckpoint() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing == nil {
+		p.closing, p.stopClosing = context.WithTimeout(context.Background(), p.node.cfg.DrainTimeout)
+	}
+}
+
+// closeContext returns the context to close an operator with, and whether
+// the part ends after its last checkpoint.
+func (p *jobPart) closeContext() (context.Context, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closing != nil {
+		return p.closing, true
+	}
+	return p.ctx, false
+}
+
+// closeFailed records an operator's Close failure at the end of the part.
+func (p *jobPart) closeFailed(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeErrs = append(p.closeErrs, err)
+}
+
 func (p *jobPart) failure() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -250,10 +300,16 @@ func (p *jobPart) teardown() {
 	p.cancel()
 	p.sup.stop()
 	p.node.system.Root.Stop(p.jobPID)
+	// Operators closing after the last checkpoint may take the drain
+	// timeout.
+	wait := 30 * time.Second
+	if p.closing != nil {
+		wait += p.node.cfg.DrainTimeout
+	}
 	select {
 	case <-p.stopped:
-	case <-time.After(30 * time.Second):
-		p.log.Error("job actor did not stop within 30s")
+	case <-time.After(wait):
+		p.log.Error("job actor did not stop in time", "waited", wait)
 	}
 	for _, s := range p.shells {
 		s.releaseQueued()
@@ -470,8 +526,11 @@ type InstanceStats struct {
 }
 
 func (p *jobPart) stats() []InstanceStats {
-	out := make([]InstanceStats, 0, len(p.shells))
-	for _, s := range p.shells {
+	p.mu.Lock()
+	shells := p.shells
+	p.mu.Unlock()
+	out := make([]InstanceStats, 0, len(shells))
+	for _, s := range shells {
 		out = append(out, InstanceStats{
 			ID:         s.id,
 			BatchesIn:  s.stats.batchesIn.Load(),

@@ -116,7 +116,7 @@ func (b *Boundary) PrepareCheckpoint(ctx context.Context, id uint64) error {
 }
 
 // CheckpointComplete implements actors.CheckpointListener: the dead letters
-// checkpoint id covers are published.
+// checkpoint id covers are published, in the background (see Close).
 func (b *Boundary) CheckpointComplete(ctx context.Context, id uint64) error {
 	if b.dlq == nil || !b.dlq.Transactional() {
 		return nil
@@ -124,8 +124,22 @@ func (b *Boundary) CheckpointComplete(ctx context.Context, id uint64) error {
 	return b.dlq.Commit(ctx, id)
 }
 
-// Close implements actors.Operator.
-func (b *Boundary) Close(context.Context) error { return nil }
+// Close implements actors.Operator: with checkpoints, it waits until ctx
+// is done for the dead letters CheckpointComplete started publishing.
+func (b *Boundary) Close(ctx context.Context) error {
+	if b.dlq == nil {
+		return nil
+	}
+	var err error
+	if b.dlq.Transactional() {
+		err = b.dlq.Flush(ctx)
+	}
+	b.dlq.Close()
+	if err != nil {
+		return fmt.Errorf("boundary %s.%s: %w", b.Domain, b.Port, err)
+	}
+	return nil
+}
 
 // Process implements actors.Operator.
 func (b *Boundary) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
 	"github.com/meshflow/meshflow/messages"
@@ -184,7 +185,10 @@ func TestSinkExactlyOnceAcrossCrashes(t *testing.T) {
 		{name: "after prepare", at: afterPrepare},
 		{name: "after complete, before commit", at: afterComplete, wantRows: 100, wantDL: 2},
 		{name: "mid commit of rows", at: midCommit, cut: 37, wantRows: 63},
-		{name: "mid commit of dead letters", at: midCommit, dlCut: 1, wantRows: 100, wantDL: 1},
+		// Rows and dead letters are published independently: the rows'
+		// commit finished.
+		{name: "mid commit of dead letters", at: midCommit, dlCut: 1, wantDL: 1},
+		{name: "mid commit of both", at: midCommit, cut: 50, dlCut: 1, wantRows: 50, wantDL: 1},
 		{name: "after commit", at: afterCommit},
 		{name: "aborted checkpoint", at: abortedNoCrash},
 	}
@@ -253,7 +257,7 @@ func TestSinkExactlyOnceAcrossCrashes(t *testing.T) {
 				}
 				must(s1.PrepareCheckpoint(ctx, 1))
 				snap1 := copyState(t, ctx, state)
-				must(s1.CheckpointComplete(ctx, 1))
+				must(complete(ctx, s1, 1))
 				if st := s1.Stats(); st.Published != 100 || st.DeadLettered != 2 {
 					t.Fatalf("after checkpoint 1: %+v", st)
 				}
@@ -267,15 +271,15 @@ func TestSinkExactlyOnceAcrossCrashes(t *testing.T) {
 				switch tc.at {
 				case midCommit:
 					s1.tx.failAfterAcks, s1.dlq.tx.failAfterAcks = tc.cut, tc.dlCut
-					if err := s1.CheckpointComplete(ctx, 2); !errors.Is(err, errTxCut) {
+					if err := complete(ctx, s1, 2); !errors.Is(err, errTxCut) {
 						t.Fatalf("commit cut short: %v", err)
 					}
 				case afterCommit:
-					must(s1.CheckpointComplete(ctx, 2))
+					must(complete(ctx, s1, 2))
 				case abortedNoCrash:
 					process(s1, epoch(2))
 					must(s1.PrepareCheckpoint(ctx, 3))
-					must(s1.CheckpointComplete(ctx, 3))
+					must(complete(ctx, s1, 3))
 				}
 
 				if tc.at != abortedNoCrash {
@@ -300,7 +304,7 @@ func TestSinkExactlyOnceAcrossCrashes(t *testing.T) {
 					}
 					process(s2, epoch(2))
 					must(s2.PrepareCheckpoint(ctx, 3))
-					must(s2.CheckpointComplete(ctx, 3))
+					must(complete(ctx, s2, 3))
 				}
 
 				checkOnce(t, "rows", countValues(t, subjectMsgs(t, ctx, js, "OUT", "out")), seqVals(0, 300))
@@ -523,7 +527,7 @@ func TestSourceExactlyOnceAcrossCrashes(t *testing.T) {
 				if info := r.consumer(); info.AckFloor.Stream != 0 {
 					t.Fatalf("ack floor %d before checkpoint 1 completes", info.AckFloor.Stream)
 				}
-				must(s1.CheckpointComplete(r.ctx, 1))
+				must(complete(r.ctx, s1, 1))
 				r.waitAckFloor(pos1 - 1)
 				out2 := r.readAtLeast(s1, 18)
 				kept, from, restored, pos = out1, snap1, 1, pos1
@@ -537,11 +541,11 @@ func TestSourceExactlyOnceAcrossCrashes(t *testing.T) {
 				switch tc.at {
 				case midCommit:
 					s1.dl.tx.failAfterAcks = tc.dlCut
-					if err := s1.CheckpointComplete(r.ctx, 2); !errors.Is(err, errTxCut) {
+					if err := complete(r.ctx, s1, 2); !errors.Is(err, errTxCut) {
 						t.Fatalf("commit cut short: %v", err)
 					}
 				case afterCommit:
-					must(s1.CheckpointComplete(r.ctx, 2))
+					must(complete(r.ctx, s1, 2))
 				}
 			}
 			nc1.Close()
@@ -562,7 +566,7 @@ func TestSourceExactlyOnceAcrossCrashes(t *testing.T) {
 				t.Fatalf("rows across the crash:\n got %v\nwant %v", got, good)
 			}
 			must(s2.PrepareCheckpoint(r.ctx, 3))
-			must(s2.CheckpointComplete(r.ctx, 3))
+			must(complete(r.ctx, s2, 3))
 			info := r.waitAckFloor(60)
 			if info.NumAckPending != 0 || info.NumPending != 0 {
 				t.Fatalf("after the last checkpoint: %d ack pending, %d pending", info.NumAckPending, info.NumPending)
@@ -604,14 +608,14 @@ func TestSourceCheckpointAcks(t *testing.T) {
 		t.Fatalf("handed over and prepared: ack floor %d, %d ack pending", info.AckFloor.Stream, info.NumAckPending)
 	}
 	more := r.readAtLeast(s, 10)
-	must(s.CheckpointComplete(r.ctx, 1))
+	must(complete(r.ctx, s, 1))
 	r.waitAckFloor(uint64(ids[len(ids)-1]))
 	must(nc.Flush())
 	if info := r.consumer(); info.AckFloor.Stream != uint64(ids[len(ids)-1]) {
 		t.Fatalf("checkpoint 1 acknowledged up to %d, want %d", info.AckFloor.Stream, ids[len(ids)-1])
 	}
 	must(s.PrepareCheckpoint(r.ctx, 2))
-	must(s.CheckpointComplete(r.ctx, 2))
+	must(complete(r.ctx, s, 2))
 	r.waitAckFloor(uint64(more[len(more)-1]))
 	r.readAtLeast(s, 1) // handed over, no checkpoint
 	must(s.Close(r.ctx))
@@ -647,7 +651,7 @@ func TestSourceCheckpointDropsRedeliveries(t *testing.T) {
 	if err := s.PrepareCheckpoint(r.ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.CheckpointComplete(r.ctx, 1); err != nil {
+	if err := complete(r.ctx, s, 1); err != nil {
 		t.Fatal(err)
 	}
 	info := r.waitAckFloor(25)
@@ -748,7 +752,7 @@ func TestSourceCheckpointArrowIPC(t *testing.T) {
 	if err := s2.PrepareCheckpoint(r.ctx, 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := s2.CheckpointComplete(r.ctx, 2); err != nil {
+	if err := complete(r.ctx, s2, 2); err != nil {
 		t.Fatal(err)
 	}
 	dls := map[int64]int{}
@@ -796,12 +800,12 @@ func TestSinkCheckpointArrowIPC(t *testing.T) {
 	s1, nc1 := open(state, 0)
 	process(s1, 0, 100)
 	must(s1.PrepareCheckpoint(ctx, 1))
-	must(s1.CheckpointComplete(ctx, 1))
+	must(complete(ctx, s1, 1))
 	process(s1, 100, 200)
 	must(s1.PrepareCheckpoint(ctx, 2))
 	snap := copyState(t, ctx, state)
 	s1.tx.failAfterAcks = 1
-	if err := s1.CheckpointComplete(ctx, 2); !errors.Is(err, errTxCut) {
+	if err := complete(ctx, s1, 2); !errors.Is(err, errTxCut) {
 		t.Fatalf("commit cut short: %v", err)
 	}
 	nc1.Close()
@@ -921,4 +925,100 @@ func TestTxStagedRoundTrip(t *testing.T) {
 			}
 		}
 	}
+}
+
+// complete completes checkpoint id on a sink or a source and waits for
+// what that publishes in the background.
+func complete(ctx context.Context, l actors.CheckpointListener, id uint64) error {
+	if err := l.CheckpointComplete(ctx, id); err != nil {
+		return err
+	}
+	switch x := l.(type) {
+	case *Sink:
+		return x.flushCommits(ctx)
+	case *Source:
+		return x.dl.Flush(ctx)
+	}
+	return nil
+}
+
+// TestSinkCommitsInBackground: CheckpointComplete hands the checkpoint's
+// messages to the sink's committer and returns; Process goes on staging
+// the next checkpoint's meanwhile; Close waits for the commit; a commit
+// that fails fails the next Process, and what it did not publish is
+// published by a run restored from a checkpoint holding it.
+func TestSinkCommitsInBackground(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	admin := natstest.Connect(t, srv)
+	js := natstest.JetStream(t, admin)
+	ctx := testutil.Context(t, time.Minute)
+	mem := checked(t)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUT", Subjects: []string{"out"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OUTDLQ", Subjects: []string{"out.dlq"}}); err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	open := func(store persistence.Store, restored uint64) *Sink {
+		s := NewSink(natstest.Connect(t, srv), SinkConfig{Subject: "out", DeadLetter: "out.dlq"})
+		must(s.Open(ctx, testOC{mem: mem, op: "out", store: store, ckpt: true, restored: restored}))
+		return s
+	}
+	process := func(s *Sink, lo, hi int64) error {
+		rec := vsBatch(mem, seqVals(lo, hi), func(int64) bool { return false })
+		defer rec.Release()
+		return s.Process(ctx, rec, nil)
+	}
+	published := func() int { return len(subjectMsgs(t, ctx, js, "OUT", "out")) }
+
+	state := memstore.New()
+	s := open(state, 0)
+	must(process(s, 0, 1000))
+	must(s.PrepareCheckpoint(ctx, 1))
+	must(s.CheckpointComplete(ctx, 1))
+	must(process(s, 1000, 2000)) // staged while checkpoint 1's rows are published
+	must(s.PrepareCheckpoint(ctx, 2))
+	must(s.CheckpointComplete(ctx, 2))
+	must(s.Close(ctx))
+	if n := published(); n != 2000 {
+		t.Fatalf("Close returned with %d rows published, want 2000", n)
+	}
+	// The published epochs were deleted from the Store by the next
+	// PrepareCheckpoint and by Close.
+	if err := state.Scan(ctx, nil, func(k, _ []byte) error { return fmt.Errorf("key %q left in the Store", k) }); err != nil {
+		t.Fatal(err)
+	}
+
+	// A commit that fails: the next Process fails; a run restored from
+	// checkpoint 3 publishes what it did not.
+	s = open(state, 2)
+	must(process(s, 2000, 3000))
+	must(s.PrepareCheckpoint(ctx, 3))
+	snap := copyState(t, ctx, state)
+	s.tx.failAfterAcks = 400
+	must(s.CheckpointComplete(ctx, 3))
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, func() error {
+		if err := process(s, 3000, 3001); !errors.Is(err, errTxCut) {
+			return fmt.Errorf("Process after a failed commit: %v", err)
+		}
+		return nil
+	})
+	if err := s.Close(ctx); !errors.Is(err, errTxCut) {
+		t.Fatalf("Close after a failed commit: %v", err)
+	}
+	if n := published(); n != 2400 {
+		t.Fatalf("%d rows published, want 2400", n)
+	}
+	s = open(snap, 3)
+	if st := s.Stats(); st.Published != 600 || st.Duplicates != 0 {
+		t.Fatalf("restored sink: %+v, want the 600 rows missing", st)
+	}
+	must(s.Close(ctx))
+	checkOnce(t, "rows", countValues(t, subjectMsgs(t, ctx, js, "OUT", "out")), seqVals(0, 3000))
 }

@@ -199,15 +199,27 @@ func (d *DeadLetters) Prepare(ctx context.Context, id uint64) error {
 	return d.tx.prepare(ctx, id)
 }
 
-// Commit publishes the dead letters prepared for every checkpoint up to
-// id (including those of aborted checkpoints) and returns once the stream
-// has stored them all. Call it when checkpoint id is complete.
-// Transactional dead letters only.
+// Commit starts publishing the dead letters prepared for every checkpoint
+// up to id (including those of aborted checkpoints), in the background,
+// and returns at once: Flush waits for them. Call it when checkpoint id is
+// complete. A publish that fails is returned by the next Prepare, Commit
+// or Flush; the dead letters stay in the Store for a restored run's
+// Recover. Transactional dead letters only.
 func (d *DeadLetters) Commit(ctx context.Context, id uint64) error {
 	if d.tx == nil {
 		return errNotTransactional
 	}
 	return d.tx.commit(ctx, id)
+}
+
+// Flush waits until the stream has stored every dead letter Commit
+// started publishing, or the first failure, or the end of ctx. Without a
+// Store it waits for the dead letters added (see Wait).
+func (d *DeadLetters) Flush(ctx context.Context) error {
+	if d.tx == nil {
+		return d.Wait(ctx)
+	}
+	return d.tx.flush(ctx)
 }
 
 // Recover publishes the dead letters a previous run prepared and may not
@@ -319,10 +331,14 @@ func (d *DeadLetters) Wait(ctx context.Context) error {
 	return nil
 }
 
-// Close releases the subscription that receives acknowledgements; dead
-// letters not yet acknowledged (see Wait) are no longer followed. It is
-// safe to call more than once.
+// Close stops publishing and releases the subscription that receives
+// acknowledgements; dead letters not yet acknowledged (see Wait and Flush)
+// are no longer followed: transactional ones stay in the Store for a
+// restored run. It is safe to call more than once.
 func (d *DeadLetters) Close() {
+	if d.tx != nil {
+		d.tx.close()
+	}
 	d.js.CleanupPublisher()
 	d.pending, d.pendingBytes = nil, 0
 }

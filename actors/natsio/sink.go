@@ -253,12 +253,16 @@ func (s *Sink) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// CheckpointComplete publishes the messages (and dead letters) prepared
-// for every checkpoint up to id, each with the message id
-// "<job>.<operator>.<instance>.<checkpoint>.<k>", and returns once the
-// stream has stored them all; then it deletes them from the Store. A
-// commit cut short by a crash is finished by the next run's Open, which
-// publishes only what the stream lacks.
+// CheckpointComplete starts publishing the messages (and dead letters)
+// prepared for every checkpoint up to id, each with the message id
+// "<job>.<operator>.<instance>.<checkpoint>.<k>", and returns at once: a
+// goroutine of the sink publishes them, in checkpoint order, while
+// Process stages the next checkpoint's. Published messages are deleted
+// from the Store at the next PrepareCheckpoint. A publish that fails fails
+// the next Process, PrepareCheckpoint or CheckpointComplete (the job then
+// recovers); a commit cut short by a crash is finished by the next run's
+// Open, which publishes only what the stream lacks. Close waits for the
+// commits in flight.
 func (s *Sink) CheckpointComplete(ctx context.Context, id uint64) error {
 	if s.tx == nil {
 		return nil
@@ -270,6 +274,11 @@ func (s *Sink) CheckpointComplete(ctx context.Context, id uint64) error {
 		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
 	}
 	return nil
+}
+
+// flushCommits waits for the commits CheckpointComplete started.
+func (s *Sink) flushCommits(ctx context.Context) error {
+	return errors.Join(s.dlq.Flush(ctx), s.tx.flush(ctx))
 }
 
 // Process publishes in and returns once the stream has acknowledged every
@@ -284,6 +293,10 @@ func (s *Sink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emitt
 	s.arena = s.arena[:0]
 	var txMark, dlMark int
 	if s.tx != nil {
+		// A commit that failed in the background fails the job now.
+		if err := errors.Join(s.tx.failure(), s.dlq.tx.failure()); err != nil {
+			return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+		}
 		txMark, dlMark = s.tx.mark(), s.dlq.Mark()
 	}
 	var err error
@@ -510,8 +523,21 @@ func tooLarge(err error) bool {
 	return strings.Contains(err.Error(), "maximum payload") || strings.Contains(err.Error(), "message size exceeds maximum")
 }
 
-// Close has nothing to flush: Process returns only once its batch is
-// acknowledged. With checkpoints, what is staged and not committed is left
-// to the Store: a restored run publishes what its checkpoint holds, and
-// the input of the rest is read again.
-func (s *Sink) Close(context.Context) error { return nil }
+// Close has nothing to flush without checkpoints: Process returns only
+// once its batch is acknowledged. With checkpoints, it waits until ctx is
+// done for the commits CheckpointComplete started, then stops publishing;
+// what is staged and not published is left to the Store: a restored run
+// publishes what its checkpoint holds, and the input of the rest is read
+// again.
+func (s *Sink) Close(ctx context.Context) error {
+	if s.tx == nil {
+		return nil
+	}
+	err := s.flushCommits(ctx)
+	s.tx.close()
+	s.dlq.Close()
+	if err != nil {
+		return fmt.Errorf("natsio: sink %s: %w", s.cfg.Subject, err)
+	}
+	return nil
+}

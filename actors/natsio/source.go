@@ -962,7 +962,7 @@ func (s *Source) Close(ctx context.Context) error {
 	if s.dl != nil {
 		// Dead letters already sent are kept or repeated; their ids make a
 		// repeat harmless. Waiting briefly avoids needless repeats.
-		if err := s.dl.Wait(ctx); err != nil && ctx.Err() == nil {
+		if err := s.dl.Flush(ctx); err != nil && ctx.Err() == nil {
 			errs = append(errs, err)
 		}
 		s.dl.Close()

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,8 +27,11 @@ import (
 // last sequence at that moment: everything the epoch's commit publishes
 // lands after L. commit, called once the checkpoint is complete, publishes
 // every sealed epoch up to that id, each message with the id
-// "<prefix><epoch>.<k>" (k: its index in the epoch), waits for every
-// acknowledgement, then deletes the epoch from the Store. recover, run
+// "<prefix><epoch>.<k>" (k: its index in the epoch), in the background:
+// the caller goes on staging the next epoch while the committer goroutine
+// publishes, in epoch order, and waits for every acknowledgement. The
+// next prepare waits for that commit to be over, and deletes the epochs
+// published in the same write as the one it seals. recover, run
 // when an instance is restored with sealed epochs in its Store (the
 // commit may have been cut short), reads the target stream from L+1 for
 // the ids of those epochs and publishes only the missing messages: this
@@ -37,13 +41,30 @@ import (
 // An epoch prepared for a checkpoint that was aborted stays sealed, and is
 // committed by the next checkpoint that completes.
 //
-// A txPublisher is used from one goroutine; its counters may be read from
-// any.
+// A txPublisher is used from one goroutine, its owner; its counters may be
+// read from any. The committer goroutine it starts at the first commit
+// owns the publishing state below (queue, head, bytes, sent, cut); close
+// stops it.
 type txPublisher struct {
 	cfg txConfig
 
 	open   txEpoch
 	sealed []*txEpoch
+
+	// mu guards the hand-over between the owner and the committer.
+	mu sync.Mutex
+	// todo are the epochs handed to the committer, oldest first; done
+	// those it published, for the owner to delete from the Store.
+	todo, done []*txEpoch
+	// cerr is the committer's failure; it stops at the first.
+	cerr error
+	// cutAt is failAfterAcks as of the last hand-over.
+	cutAt int
+	// wake tells the committer of a hand-over; progress tells flush of a
+	// published epoch or a failure. Both hold at most one signal.
+	wake, progress chan struct{}
+	stopCommitter  context.CancelFunc
+	committerDone  chan struct{}
 
 	published, duplicates atomic.Int64
 	lastSeq               atomic.Uint64
@@ -54,10 +75,12 @@ type txPublisher struct {
 	bytes int
 
 	// failAfterAcks, when positive, makes the publisher send that many
-	// messages, wait for their acknowledgements and fail: tests cut a
-	// commit short with it, as a process dying midway.
+	// messages after the next commit hands epochs over, wait for their
+	// acknowledgements and fail: tests cut a commit short with it, as a
+	// process dying midway. Set by the owner; cut and sent are the
+	// committer's (or recover's) copy and count.
 	failAfterAcks int
-	sent          int
+	cut, sent     int
 	idBuf         []byte
 }
 
@@ -82,10 +105,11 @@ type txConfig struct {
 // txEpoch is the staged messages of one epoch, encoded one after the
 // other (see appendStaged); offs[k] is where message k starts.
 type txEpoch struct {
-	id   uint64
-	last uint64 // L: the target stream's last sequence at prepare
-	buf  []byte
-	offs []int
+	id     uint64
+	last   uint64 // L: the target stream's last sequence at prepare
+	buf    []byte
+	offs   []int
+	chunks int // values in the Store, once written
 }
 
 // txPending is a publish awaiting its acknowledgement.
@@ -168,14 +192,22 @@ func (t *txPublisher) streamName(ctx context.Context) (string, error) {
 }
 
 // prepare seals the open epoch as checkpoint id and writes it, with the
-// target stream's last sequence, into the Store in one Apply. An empty
-// epoch writes nothing.
+// target stream's last sequence, into the Store in one Apply, which also
+// deletes the epochs the committer published since. An empty epoch writes
+// nothing but those deletions. It returns the committer's failure, if any.
 func (t *txPublisher) prepare(ctx context.Context, id uint64) error {
+	// The previous checkpoints' commit must be over: it bounds the
+	// messages held to two checkpoints' (one publishing while the next is
+	// staged), slows the job down to what the stream takes, and keeps
+	// what is published out of the snapshot.
+	if err := t.wait(ctx); err != nil {
+		return err
+	}
 	if n := len(t.sealed); n > 0 && t.sealed[n-1].id >= id {
 		return fmt.Errorf("natsio: prepare checkpoint %d after %d", id, t.sealed[n-1].id)
 	}
 	if len(t.open.offs) == 0 {
-		return nil
+		return t.forgetDone(ctx)
 	}
 	stream, err := t.streamName(ctx)
 	if err != nil {
@@ -196,9 +228,14 @@ func (t *txPublisher) prepare(ctx context.Context, id uint64) error {
 }
 
 // write stores e in one Apply: its messages in values of at most
-// chunkBytes (a larger message takes one of its own), then its meta.
+// chunkBytes (a larger message takes one of its own), then its meta; the
+// same Apply deletes the epochs published since the last one.
 func (t *txPublisher) write(ctx context.Context, e *txEpoch) error {
 	var b persistence.Batch
+	done := t.takeDone()
+	for _, d := range done {
+		t.deleteEpoch(&b, d)
+	}
 	chunks := 0
 	for from := 0; from < len(e.offs); {
 		start, to := e.offs[from], from+1
@@ -214,8 +251,10 @@ func (t *txPublisher) write(ctx context.Context, e *txEpoch) error {
 	meta = binary.AppendUvarint(meta, uint64(chunks))
 	b.Put(txMetaKey(e.id), meta)
 	if err := t.cfg.store.Apply(ctx, &b); err != nil {
+		t.giveBackDone(done)
 		return fmt.Errorf("natsio: stage checkpoint %d: %w", e.id, err)
 	}
+	e.chunks = chunks
 	return nil
 }
 
@@ -227,25 +266,187 @@ func (t *txPublisher) end(e *txEpoch, k int) int {
 	return len(e.buf)
 }
 
-// commit publishes every sealed epoch up to id, waits for every
-// acknowledgement and deletes the epochs from the Store.
+// commit hands every sealed epoch up to id over to the committer, which
+// publishes them in the background, and returns at once. Its failure is
+// returned by the next prepare, commit or flush, and by failure.
 func (t *txPublisher) commit(ctx context.Context, id uint64) error {
-	t.sent = 0
-	for len(t.sealed) > 0 && t.sealed[0].id <= id {
-		e := t.sealed[0]
-		if err := t.publishEpoch(ctx, e, nil); err != nil {
-			return err
+	n := 0
+	for n < len(t.sealed) && t.sealed[n].id <= id {
+		n++
+	}
+	t.mu.Lock()
+	err := t.cerr
+	if err == nil && n > 0 {
+		t.todo = append(t.todo, t.sealed[:n]...)
+		t.cutAt = t.failAfterAcks
+		if t.committerDone == nil {
+			t.startCommitter()
 		}
-		if err := t.forget(ctx, e); err != nil {
-			return err
+	}
+	t.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		clear(t.sealed[:n])
+		t.sealed = t.sealed[n:]
+		select {
+		case t.wake <- struct{}{}:
+		default:
 		}
-		t.sealed[0] = nil
-		t.sealed = t.sealed[1:]
 	}
 	return nil
 }
 
-// forget deletes a committed epoch from the Store.
+// startCommitter starts the committer goroutine; t.mu is held.
+func (t *txPublisher) startCommitter() {
+	ctx, cancel := context.WithCancel(context.Background())
+	t.stopCommitter, t.committerDone = cancel, make(chan struct{})
+	t.wake, t.progress = make(chan struct{}, 1), make(chan struct{}, 1)
+	go t.runCommitter(ctx, t.committerDone)
+}
+
+// runCommitter publishes the epochs handed over, oldest first, until ctx
+// is done or a publish fails.
+func (t *txPublisher) runCommitter(ctx context.Context, done chan struct{}) {
+	defer close(done)
+	signal := func() {
+		select {
+		case t.progress <- struct{}{}:
+		default:
+		}
+	}
+	for {
+		t.mu.Lock()
+		var e *txEpoch
+		if len(t.todo) > 0 {
+			e = t.todo[0]
+			if t.cutAt != 0 {
+				t.cut, t.sent, t.cutAt = t.cutAt, 0, 0
+			}
+		}
+		t.mu.Unlock()
+		if e == nil {
+			select {
+			case <-t.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		err := t.publishEpoch(ctx, e, nil)
+		t.mu.Lock()
+		if err != nil {
+			t.cerr = err
+		} else {
+			t.todo[0] = nil
+			t.todo = t.todo[1:]
+			t.done = append(t.done, e)
+		}
+		t.mu.Unlock()
+		signal()
+		if err != nil {
+			return
+		}
+	}
+}
+
+// failure returns the committer's failure, if any.
+func (t *txPublisher) failure() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cerr
+}
+
+// flush waits until the committer has published every epoch handed over,
+// or failed, or ctx is done, and deletes the published epochs from the
+// Store.
+func (t *txPublisher) flush(ctx context.Context) error {
+	if err := t.wait(ctx); err != nil {
+		return err
+	}
+	return t.forgetDone(ctx)
+}
+
+// wait waits until the committer has published every epoch handed over,
+// or failed, or ctx is done.
+func (t *txPublisher) wait(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		pending, err, progress := len(t.todo), t.cerr, t.progress
+		t.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		if pending == 0 {
+			return nil
+		}
+		select {
+		case <-progress:
+		case <-ctx.Done():
+			return fmt.Errorf("natsio: publish to %s: %d checkpoints' messages unpublished: %w", t.cfg.subject, pending, ctx.Err())
+		}
+	}
+}
+
+// close stops the committer and waits for it. What it did not publish
+// stays in the Store, for the next run's recover. It may be called more
+// than once.
+func (t *txPublisher) close() {
+	t.mu.Lock()
+	stop, done := t.stopCommitter, t.committerDone
+	t.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
+// takeDone takes the epochs the committer published.
+func (t *txPublisher) takeDone() []*txEpoch {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	d := t.done
+	t.done = nil
+	return d
+}
+
+// giveBackDone returns epochs takeDone took and could not delete.
+func (t *txPublisher) giveBackDone(d []*txEpoch) {
+	if len(d) == 0 {
+		return
+	}
+	t.mu.Lock()
+	t.done = append(d, t.done...)
+	t.mu.Unlock()
+}
+
+// forgetDone deletes the epochs the committer published from the Store.
+func (t *txPublisher) forgetDone(ctx context.Context) error {
+	done := t.takeDone()
+	if len(done) == 0 {
+		return nil
+	}
+	var b persistence.Batch
+	for _, e := range done {
+		t.deleteEpoch(&b, e)
+	}
+	if err := t.cfg.store.Apply(ctx, &b); err != nil {
+		t.giveBackDone(done)
+		return fmt.Errorf("natsio: forget committed epochs: %w", err)
+	}
+	return nil
+}
+
+// deleteEpoch adds the deletion of a written epoch to b.
+func (t *txPublisher) deleteEpoch(b *persistence.Batch, e *txEpoch) {
+	b.Delete(txMetaKey(e.id))
+	for c := range e.chunks {
+		b.Delete(txChunkKey(e.id, c))
+	}
+}
+
+// forget deletes an epoch from the Store, whatever chunks it has.
 func (t *txPublisher) forget(ctx context.Context, e *txEpoch) error {
 	var b persistence.Batch
 	b.Delete(txMetaKey(e.id))
@@ -278,7 +479,7 @@ func (t *txPublisher) publishEpoch(ctx context.Context, e *txEpoch, skip map[int
 		if err := t.drain(ctx, t.cfg.maxPending-1, t.cfg.maxPendingBytes-len(data)); err != nil {
 			return err
 		}
-		if t.failAfterAcks > 0 && t.sent >= t.failAfterAcks {
+		if t.cut > 0 && t.sent >= t.cut {
 			if err := t.drain(ctx, 0, 0); err != nil {
 				return err
 			}
@@ -389,7 +590,8 @@ func (t *txPublisher) abandon() {
 // committed: it reads the Store's sealed epochs, scans the target stream
 // after the lowest L for the message ids of those epochs, publishes the
 // messages not found and deletes the epochs. It returns the number of
-// messages it published.
+// messages it published. It runs before the first commit, on the owner's
+// goroutine (no committer runs yet).
 func (t *txPublisher) recover(ctx context.Context) (int, error) {
 	epochs, err := t.load(ctx)
 	if err != nil || len(epochs) == 0 {
@@ -403,6 +605,8 @@ func (t *txPublisher) recover(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// No committer runs yet: recover publishes on the owner's goroutine.
+	t.cut, t.sent = t.failAfterAcks, 0
 	n := 0
 	for _, e := range epochs {
 		before := t.published.Load() + t.duplicates.Load()
@@ -465,7 +669,7 @@ func (t *txPublisher) load(ctx context.Context) ([]*txEpoch, error) {
 		if n1 <= 0 || n2 <= 0 || n3 <= 0 || int(nchunks) != len(r.chunks) {
 			return nil, fmt.Errorf("natsio: staged epoch %d: meta malformed or %d chunks of %d", id, len(r.chunks), nchunks)
 		}
-		e.last = last
+		e.last, e.chunks = last, int(nchunks)
 		for _, c := range r.chunks {
 			for p := 0; p < len(c); {
 				size, err := stagedSize(c[p:])
