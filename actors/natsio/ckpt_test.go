@@ -559,7 +559,13 @@ func TestSourceExactlyOnceAcrossCrashes(t *testing.T) {
 			if next%7 == 0 {
 				next++
 			}
-			if len(out3) == 0 || out3[0] != next {
+			if pos > 60 {
+				// Everything was read before the crash (a loaded machine
+				// makes bigger batches): nothing is left to read.
+				if len(out3) != 0 {
+					t.Fatalf("restored source at position %d, past the end, read %v", pos, out3)
+				}
+			} else if len(out3) == 0 || out3[0] != next {
 				t.Fatalf("restored source starts with %v, want %d (position %d)", out3[:min(len(out3), 1)], next, pos)
 			}
 			if got := append(slices.Clone(kept), out3...); !slices.Equal(got, good) {
