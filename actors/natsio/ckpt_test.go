@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow/actors"
+	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
 	"github.com/meshflow/meshflow/messages"
@@ -1027,4 +1029,190 @@ func TestSinkCommitsInBackground(t *testing.T) {
 	}
 	must(s.Close(ctx))
 	checkOnce(t, "rows", countValues(t, subjectMsgs(t, ctx, js, "OUT", "out")), seqVals(0, 3000))
+}
+
+// TestSourceCheckpointConsumerStorage: with checkpoints the durable
+// consumer's state is in the server's memory; a consumer made the other
+// way (a job that ran without checkpoints) is replaced in place and the
+// new one starts after the old one's ack floor, and back again.
+func TestSourceCheckpointConsumerStorage(t *testing.T) {
+	r := newSrcRig(t, time.Minute, SourceConfig{BatchSize: 10, Bounded: true})
+	for i := int64(1); i <= 60; i++ {
+		r.publish(events(i))
+	}
+	open := func(ckpt bool) *Source {
+		nc, err := r.srv.Connect()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		s := NewSource(nc, r.cfg)
+		if err := s.Open(r.ctx, testOC{mem: r.mem, store: memstore.New(), ckpt: ckpt}); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	check := func(memory bool) {
+		t.Helper()
+		if info := r.consumer(); info.Config.MemoryStorage != memory {
+			t.Fatalf("consumer memory storage %v, want %v", info.Config.MemoryStorage, memory)
+		}
+	}
+
+	// Without checkpoints: read and acknowledge the first 20 or so.
+	s := open(false)
+	check(false)
+	plain := r.readAtLeast(s, 20)
+	if err := s.Close(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	floor := r.waitAckFloor(uint64(plain[len(plain)-1])).AckFloor.Stream
+
+	// With checkpoints: replaced, starting after the ack floor; complete a
+	// checkpoint covering about 20 more.
+	s = open(true)
+	check(true)
+	withCk := r.readAtLeast(s, 20)
+	if withCk[0] != int64(floor)+1 {
+		t.Fatalf("the replaced consumer starts at %d, want %d (after the ack floor)", withCk[0], floor+1)
+	}
+	if err := s.PrepareCheckpoint(r.ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := complete(r.ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+	floor = r.waitAckFloor(uint64(withCk[len(withCk)-1])).AckFloor.Stream
+	if err := s.Close(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without checkpoints again: replaced, starting after what the
+	// checkpoint acknowledged; reads to the end.
+	s = open(false)
+	check(false)
+	rest := r.readToEnd(s)
+	if err := s.Close(r.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(rest) == 0 || rest[0] != int64(floor)+1 {
+		t.Fatalf("the consumer replaced again starts with %v, want %d", rest[:min(len(rest), 1)], floor+1)
+	}
+	if got := append(append(plain, withCk...), rest...); !slices.Equal(got, seqVals(1, 61)) {
+		t.Fatalf("read across the replacements: %v", got)
+	}
+}
+
+// TestSourceCheckpointServerRestart: a server restart loses a checkpointed
+// source's consumer (its state is in memory); the source does not wait
+// for it forever: Read fails, and the recovery that follows (Open again,
+// from the last checkpoint) creates it and reads on from the position.
+func TestSourceCheckpointServerRestart(t *testing.T) {
+	for _, bounded := range []bool{false, true} {
+		t.Run(fmt.Sprintf("bounded=%v", bounded), func(t *testing.T) { testSourceCheckpointServerRestart(t, bounded) })
+	}
+}
+
+func testSourceCheckpointServerRestart(t *testing.T, bounded bool) {
+	defer func(d time.Duration) { consumerCheckEvery = d }(consumerCheckEvery)
+	consumerCheckEvery = 200 * time.Millisecond
+	ctx := testutil.Context(t, 2*time.Minute)
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	start := func() *natsembed.Server {
+		srv, err := natsembed.Start(ctx, natsembed.Config{Name: "restart", StoreDir: dir, Host: "127.0.0.1", Port: port})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return srv
+	}
+	srv := start()
+	defer func() { _ = srv.Shutdown(context.Background()) }()
+	mem := checked(t)
+	js := natstest.JetStream(t, natstest.Connect(t, srv))
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "IN", Subjects: []string{"in"}}); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(1); i <= 60; i++ {
+		if _, err := js.Publish(ctx, "in", events(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := SourceConfig{Subjects: []string{"in"}, Schema: idSchema, DeadLetter: "in.dlq", BatchSize: 10, Bounded: bounded}
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	state := memstore.New()
+	read := func(s *Source, rctx context.Context) ([]int64, error) {
+		rec, err := s.Read(rctx)
+		if err != nil {
+			return nil, err
+		}
+		defer rec.Release()
+		return slices.Clone(rec.Column(0).(*array.Int64).Int64Values()), nil
+	}
+	s := NewSource(nc, cfg)
+	if err := s.Open(ctx, testOC{mem: mem, store: state, ckpt: true}); err != nil {
+		t.Fatal(err)
+	}
+	var got []int64
+	for len(got) < 20 {
+		ids, err := read(s, ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ids...)
+	}
+	if err := s.PrepareCheckpoint(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	snap := copyState(t, ctx, state)
+	if err := complete(ctx, s, 1); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	srv = start()
+	// Read fails within a bounded time rather than waiting forever.
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		_, err := read(s, rctx)
+		if err == nil {
+			continue // what was prefetched before the restart
+		}
+		if errors.Is(err, context.DeadlineExceeded) {
+			t.Fatal("Read still waits 30 s after the server restart lost the consumer")
+		}
+		t.Logf("Read after the restart: %v", err)
+		break
+	}
+	_ = s.Close(ctx)
+
+	// The recovery: from checkpoint 1, on from its position.
+	s = NewSource(nc, cfg)
+	if err := s.Open(ctx, testOC{mem: mem, store: snap, ckpt: true, restored: 1}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(ctx)
+	var rest []int64
+	for len(got)+len(rest) < 60 {
+		ids, err := read(s, ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rest = append(rest, ids...)
+	}
+	if all := append(got, rest...); !slices.Equal(all, seqVals(1, 61)) {
+		t.Fatalf("read across the restart: %v", all)
+	}
 }

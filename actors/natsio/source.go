@@ -346,18 +346,33 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if s.cfg.MaxAckPending > 0 {
 		cc.MaxAckPending = s.cfg.MaxAckPending
 	}
+	// With checkpoints the consumer's state is kept in the server's
+	// memory: its position is in the checkpoints, and Open rewinds it
+	// there (see restoreCkpt). This spares the server writing the state
+	// of every message held until a checkpoint completes, about ten times
+	// a second. A consumer lost with a server restart is created again
+	// by the recovery that follows.
+	cc.MemoryStorage = s.ck != nil
 	if len(s.cfg.Subjects) == 1 {
 		cc.FilterSubject = s.cfg.Subjects[0]
 	} else {
 		cc.FilterSubjects = s.cfg.Subjects
+	}
+	floor, err := s.replaceOtherStorage(ctx, stream, cc.MemoryStorage)
+	if err != nil {
+		return err
 	}
 	s.cons, err = js.CreateOrUpdateConsumer(ctx, stream, cc)
 	if err != nil {
 		return fmt.Errorf("natsio: consumer %s on stream %s: %w", s.cfg.Consumer, stream, err)
 	}
 	if s.ck != nil {
-		if err := s.restoreCkpt(ctx, oc, stream); err != nil {
+		if err := s.restoreCkpt(ctx, oc, stream, floor); err != nil {
 			return err
+		}
+	} else if floor > 0 {
+		if _, err := js.ResetConsumerToSequence(ctx, stream, s.cfg.Consumer, floor+1); err != nil {
+			return fmt.Errorf("natsio: consumer %s: start after its former ack floor %d: %w", s.cfg.Consumer, floor, err)
 		}
 	}
 	if s.cfg.Format == JSON {
@@ -380,6 +395,33 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	go s.pump(s.iter, s.q)
 	return nil
 }
+
+// replaceOtherStorage deletes the durable consumer when it exists with
+// the other storage (a job that ran with checkpoints and now runs
+// without, or the other way round: the server cannot change a consumer's
+// storage) and returns its ack floor, for the new consumer to start
+// after it; 0 when there was nothing to replace.
+func (s *Source) replaceOtherStorage(ctx context.Context, stream string, memory bool) (uint64, error) {
+	c, err := s.js.Consumer(ctx, stream, s.cfg.Consumer)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("natsio: consumer %s on stream %s: %w", s.cfg.Consumer, stream, err)
+	}
+	info := c.CachedInfo()
+	if info.Config.MemoryStorage == memory {
+		return 0, nil
+	}
+	if err := s.js.DeleteConsumer(ctx, stream, s.cfg.Consumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return 0, fmt.Errorf("natsio: replace consumer %s on stream %s (storage changes with checkpoints): %w", s.cfg.Consumer, stream, err)
+	}
+	return info.AckFloor.Stream, nil
+}
+
+// consumerCheckEvery is how long an unbounded source waits for input
+// before it checks that its consumer still exists.
+var consumerCheckEvery = 5 * time.Second
 
 // pump moves pulled messages into q until the iterator ends.
 func (s *Source) pump(it jetstream.MessagesContext, q *prefetch) {
@@ -406,9 +448,9 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 		return s.popOut(), nil
 	}
 	var first time.Time
-	var linger, pollTimer *time.Timer
+	var linger, pollTimer, idleTimer *time.Timer
 	defer func() {
-		for _, t := range []*time.Timer{linger, pollTimer} {
+		for _, t := range []*time.Timer{linger, pollTimer, idleTimer} {
 			if t != nil {
 				t.Stop()
 			}
@@ -488,12 +530,28 @@ func (s *Source) Read(ctx context.Context) (arrow.RecordBatch, error) {
 			}
 			poll, polled = min(2*poll, 100*time.Millisecond), false
 			wake = pollTimer.C
+		} else {
+			// Waiting for input: make sure, now and then, that the
+			// consumer still exists. A server restart loses a consumer
+			// kept in memory (with checkpoints), and the client would
+			// otherwise wait for it forever.
+			if idleTimer == nil {
+				idleTimer = time.NewTimer(consumerCheckEvery)
+			}
+			wake = idleTimer.C
 		}
 		select {
 		case <-s.q.notify:
 		case <-wake:
 			if len(s.building) > 0 {
 				return s.cut()
+			}
+			if idleTimer != nil && wake == idleTimer.C {
+				if _, err := s.cons.Info(ctx); errors.Is(err, jetstream.ErrConsumerNotFound) {
+					return nil, fmt.Errorf("natsio: consumer %s is gone (deleted, or lost with a server restart): %w", s.cfg.Consumer, err)
+				}
+				idleTimer.Reset(consumerCheckEvery)
+				continue
 			}
 			polled = true
 		case <-ctx.Done():

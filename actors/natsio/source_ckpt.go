@@ -105,11 +105,12 @@ func (s *Source) openCkpt(oc actors.OperatorContext, dlc *DeadLettersConfig) err
 
 // restoreCkpt rewinds the durable consumer: to the position recorded by
 // the checkpoint the job was restored from, or, with none, to its ack
-// floor + 1, so that what a previous run read and did not acknowledge
-// comes back at once rather than after AckWait. Then it publishes the
-// dead letters that checkpoint staged and a previous run may not have
-// published.
-func (s *Source) restoreCkpt(ctx context.Context, oc actors.OperatorContext, stream string) error {
+// floor + 1 (floor + 1 when the consumer was just created in place of one
+// with that ack floor), so that what a previous run read and did not
+// acknowledge comes back at once rather than after AckWait. Then it
+// publishes the dead letters that checkpoint staged and a previous run
+// may not have published.
+func (s *Source) restoreCkpt(ctx context.Context, oc actors.OperatorContext, stream string, floor uint64) error {
 	st, err := s.js.Stream(ctx, stream)
 	if err != nil {
 		return fmt.Errorf("natsio: source %s: stream %s: %w", s.op, stream, err)
@@ -140,6 +141,9 @@ func (s *Source) restoreCkpt(ctx context.Context, oc actors.OperatorContext, str
 		default:
 			return fmt.Errorf("natsio: source %s: read position: %w", s.op, err)
 		}
+	}
+	if pos == 0 && floor > 0 {
+		pos = floor + 1
 	}
 	var resp *jetstream.ConsumerResetResponse
 	if pos > 0 {
