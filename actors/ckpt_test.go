@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go"
 
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -179,6 +180,42 @@ func (s *ckSink) commit(ctx context.Context, upTo uint64) error {
 	return s.st.Apply(ctx, &del)
 }
 
+// ckEnv starts what a checkpoint test runs on: a checked allocator
+// (asserted empty when the test ends), an embedded NATS server with a
+// connection, and a Badger store.
+func ckEnv(t *testing.T) (*memory.CheckedAllocator, *nats.Conn, *badgerstore.Store) {
+	t.Helper()
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	t.Cleanup(func() { mem.AssertSize(t, 0) })
+	nc := natstest.Connect(t, natstest.RunJetStream(t))
+	st, err := badgerstore.Open(context.Background(), badgerstore.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return mem, nc, st
+}
+
+// ckBatches builds n batches of size rows of ckSchema holding 0, 1, 2...,
+// released when the test ends.
+func ckBatches(t *testing.T, mem memory.Allocator, n, size int) []arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, ckSchema)
+	defer b.Release()
+	recs := make([]arrow.RecordBatch, n)
+	for i := range recs {
+		for j := range size {
+			b.Field(0).(*array.Int64Builder).Append(int64(i*size + j))
+		}
+		recs[i] = b.NewRecordBatch()
+	}
+	t.Cleanup(func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	})
+	return recs
+}
+
 // TestStopWhenFinalCheckpointBlocks: a stop whose final checkpoint cannot
 // complete (a sink's commit, or its part of the checkpoint, blocks) gives
 // up after the drain timeout with an error saying so; the restart, from
@@ -196,31 +233,9 @@ func TestStopWhenFinalCheckpointBlocks(t *testing.T) {
 }
 
 func testStopWhenFinalCheckpointBlocks(t *testing.T, name string, blockPrepare bool) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-	defer mem.AssertSize(t, 0)
-	srv := natstest.RunJetStream(t)
-	nc := natstest.Connect(t, srv)
-	st, err := badgerstore.Open(context.Background(), badgerstore.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-
+	mem, nc, st := ckEnv(t)
 	const batches, size = 12, 10
-	b := array.NewRecordBuilder(mem, ckSchema)
-	recs := make([]arrow.RecordBatch, batches)
-	for i := range recs {
-		for j := 0; j < size; j++ {
-			b.Field(0).(*array.Int64Builder).Append(int64(i*size + j))
-		}
-		recs[i] = b.NewRecordBatch()
-	}
-	b.Release()
-	defer func() {
-		for _, r := range recs {
-			r.Release()
-		}
-	}()
+	recs := ckBatches(t, mem, batches, size)
 
 	g := &ckGate{changed: make(chan struct{})}
 	var mu sync.Mutex
@@ -389,31 +404,9 @@ func TestCloseAfterLastCheckpoint(t *testing.T) {
 		{name: "close-fails", closeErr: errors.New("publish refused")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-			defer mem.AssertSize(t, 0)
-			srv := natstest.RunJetStream(t)
-			nc := natstest.Connect(t, srv)
-			st, err := badgerstore.Open(context.Background(), badgerstore.Options{Dir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-
+			mem, nc, st := ckEnv(t)
 			const batches, size = 8, 10
-			b := array.NewRecordBuilder(mem, ckSchema)
-			recs := make([]arrow.RecordBatch, batches)
-			for i := range recs {
-				for j := range size {
-					b.Field(0).(*array.Int64Builder).Append(int64(i*size + j))
-				}
-				recs[i] = b.NewRecordBatch()
-			}
-			b.Release()
-			defer func() {
-				for _, r := range recs {
-					r.Release()
-				}
-			}()
+			recs := ckBatches(t, mem, batches, size)
 			g := &ckGate{changed: make(chan struct{})}
 			var mu sync.Mutex
 			var published []int64
