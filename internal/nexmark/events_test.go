@@ -252,7 +252,7 @@ func TestEventGolden(t *testing.T) {
 	for range 5 {
 		got = append(g.NextEventJSON(got), '\n')
 	}
-	const want = ` got {"type":"person","id":1000,"name":"Deiter Bartels","email_address":"txflux@p xh.com","credit_card":"8980 6768 1772 0188","city":"Kent","state":"OR","date_time":1704067200000,"extra":""}
+	const want = `{"type":"person","id":1000,"name":"Deiter Bartels","email_address":"txflux@p xh.com","credit_card":"8980 6768 1772 0188","city":"Kent","state":"OR","date_time":1704067200000,"extra":""}
 {"type":"auction","id":1000,"item_name":"rlwt","description":"lxocybzgdgqfjifwkwbyhgblwhuackjucbfnlbrgqbympi  zyyipavvl gsfkynmk jzcsvyzmtkfu ljocre","initial_bid":86785,"reserve":87608,"date_time":1704067200000,"expires":1704067200245,"seller":1000,"category":12,"extra":"ckvbvuuqhishstkcjwm"}
 {"type":"auction","id":1001,"item_name":"mdxkdnlhinth wgcqr","description":"fzhpt xzfdldyeaw wbk o prgdgi klegfqpvt fbjjw fowhf tvacexrpzu","initial_bid":2466,"reserve":10697,"date_time":1704067200000,"expires":1704067200300,"seller":1000,"category":12,"extra":"iyhxjhottjobggykiktrxvniqorpjsqymqbq"}
 {"type":"auction","id":1002,"item_name":"zedqahqhoi i","description":"iuomgztdlodkwlitgwavvvmqnovqb nloigijdvnvkifrtpdsrbyhgx uvosc dehbxpxdjh dmheukkkqvgr","initial_bid":2673,"reserve":1411023,"date_time":1704067200000,"expires":1704067200200,"seller":1000,"category":14,"extra":"raztbcqvkxljxnzm"}
