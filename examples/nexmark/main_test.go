@@ -240,6 +240,17 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestRunHelp: run takes the NATS connection flags as the nats CLI spells
+// them.
+func TestRunHelp(t *testing.T) {
+	r := nexmarkCmd(t, "run", "--help")
+	for _, f := range []string{"-s, --server", "--user", "--password", "--creds", "--output-subject", "--bounded"} {
+		if !strings.Contains(r.stdout, f) {
+			t.Errorf("run --help lacks %s:\n%s", f, r.stdout)
+		}
+	}
+}
+
 // TestJetStream runs the queries against a real NATS server: events
 // published to a JetStream subject are read with --subject (--bounded),
 // results go to stdout; a second run of the query goes on where the first
@@ -268,12 +279,23 @@ func TestJetStream(t *testing.T) {
 	}
 	server := []string{"-s", srv.ClientURL()}
 
+	// An event that does not decode goes to the dead-letter subject.
+	if _, err := js.Publish(ctx, "nexmark.events", []byte(`{"type":"bid","auction":"x"}`)); err != nil {
+		t.Fatal(err)
+	}
 	publish(4000)
 	r := nexmarkCmd(t, append([]string{"run", "-q", "q1", "--subject", "nexmark.events", "--bounded"}, server...)...)
 	if r.code != 0 || r.stderr != "" {
 		t.Fatalf("run --subject: exit %d: %s", r.code, r.stderr)
 	}
 	compareRows(t, "q1", []byte(r.stdout), reference("q1", evs[:4000]))
+	dlq, err := js.StreamNameBySubject(ctx, "nexmark.events.dlq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := js.Stream(ctx, dlq); err != nil || info.CachedInfo().State.Msgs != 1 {
+		t.Fatalf("dead letters: %v, %+v", err, info.CachedInfo().State)
+	}
 
 	publish(2000)
 	r = nexmarkCmd(t, append([]string{"run", "-q", "q1", "--subject", "nexmark.events", "--bounded"}, server...)...)
