@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,6 +241,27 @@ func TestRefusals(t *testing.T) {
 	}
 }
 
+// TestGenRate: --rate sets the event-time rate: at 50 events a second
+// event 50 is one second after event 0.
+func TestGenRate(t *testing.T) {
+	r := nexmarkCmd(t, "gen", "--events", "51", "--rate", "50")
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if r.code != 0 || len(lines) != 51 {
+		t.Fatalf("gen: exit %d, %d lines: %s", r.code, len(lines), r.stderr)
+	}
+	var first, last struct {
+		Type     string `json:"type"`
+		DateTime int64  `json:"date_time"`
+	}
+	if json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[50]), &last) != nil {
+		t.Fatalf("lines %s, %s", lines[0], lines[50])
+	}
+	if first.DateTime != time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli() || last.DateTime-first.DateTime != 1000 ||
+		first.Type != "person" || last.Type != "person" {
+		t.Fatalf("first %+v, last %+v", first, last)
+	}
+}
+
 // TestRunHelp: run takes the NATS connection flags as the nats CLI spells
 // them.
 func TestRunHelp(t *testing.T) {
@@ -334,4 +356,78 @@ func TestJetStream(t *testing.T) {
 		}
 	}
 	compareRows(t, "q0 on JetStream", got, want)
+
+	// A subject no stream covers gets one; a bounded run of it ends at once.
+	r = nexmarkCmd(t, append([]string{"run", "-q", "q2", "--subject", "fresh.events", "--bounded"}, server...)...)
+	if r.code != 0 || r.stderr != "" || r.stdout != "" {
+		t.Fatalf("run --subject fresh.events: exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := js.StreamNameBySubject(ctx, "fresh.events"); err != nil {
+		t.Fatalf("no stream for fresh.events: %v", err)
+	}
+}
+
+// TestJetStreamUntilInterrupted: without --bounded a run reads events as
+// they come, from the server $NATS_URL names, until interrupted; then it
+// exits 0.
+func TestJetStreamUntilInterrupted(t *testing.T) {
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	js := natstest.JetStream(t, nc)
+	ctx := testutil.Context(t, 2*time.Minute)
+	cmd := exec.CommandContext(ctx, binary, "run", "-q", "q0", "--subject", "live.events")
+	cmd.Env = append(os.Environ(), "NATS_URL="+srv.ClientURL())
+	var stdout, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 2})
+	var evs []nexmark.Event
+	for range 100 {
+		evs = append(evs, g.NextEvent())
+	}
+	want := reference("q0", evs)
+	testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		if _, err := js.StreamNameBySubject(ctx, "live.events"); err != nil {
+			return err
+		}
+		return nil
+	})
+	for i := range evs {
+		if _, err := js.Publish(ctx, "live.events", nexmark.AppendEventJSON(nil, &evs[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.CheckFor(t, time.Minute, 20*time.Millisecond, func() error {
+		if n := strings.Count(stdout.String(), "\n"); n != len(want) {
+			return fmt.Errorf("%d rows of %d; stderr %s", n, len(want), stderr.String())
+		}
+		return nil
+	})
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("interrupted run: %v: %s", err, stderr.String())
+	}
+	compareRows(t, "q0 live", []byte(stdout.String()), want)
+}
+
+// syncBuffer is a bytes.Buffer a process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
