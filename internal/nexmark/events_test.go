@@ -331,3 +331,27 @@ func FuzzDecodeEvents(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkNextEvents(b *testing.B) {
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 1})
+	mem := memory.NewGoAllocator()
+	const n = 8192
+	b.ReportAllocs()
+	for b.Loop() {
+		p, a, bids := g.NextEvents(mem, n)
+		p.Release()
+		a.Release()
+		bids.Release()
+	}
+	b.ReportMetric(float64(b.N*n)/b.Elapsed().Seconds(), "events/s")
+}
+
+func BenchmarkNextEventJSON(b *testing.B) {
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 1})
+	var buf []byte
+	b.ReportAllocs()
+	for b.Loop() {
+		buf = g.NextEventJSON(buf[:0])
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}

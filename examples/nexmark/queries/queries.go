@@ -19,7 +19,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"math/bits"
 	"slices"
+	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -107,45 +110,124 @@ var q2Schema = func() *arrow.Schema {
 // m: MOD(auction, m) = 0, a null auction dropping its row. It builds a
 // selection bitmap in one loop over the column's values and filters the
 // batch with the Arrow filter kernel; a batch kept whole is passed on
-// without a copy.
+// without a copy. m must not be 0.
 func AuctionMultipleOf(m int64) meshflow.BatchFunc {
+	div := newDivisibility(m)
 	return func(ctx context.Context, mem memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) {
 		col, ok := in.Column(0).(*array.Int64)
 		if !ok || in.ColumnName(0) != "auction" {
 			return nil, fmt.Errorf("q2: first column is %s %s, want auction int64", in.ColumnName(0), in.Column(0).DataType())
 		}
 		n := col.Len()
-		buf := memory.NewResizableBuffer(mem)
-		defer buf.Release()
-		buf.Resize(int(bitutil.BytesForBits(int64(n))))
-		bits := buf.Bytes()
-		clear(bits)
-		kept := 0
+		scratch := selPool.Get().(*[]int32)
+		defer selPool.Put(scratch)
+		sel := (*scratch)[:0]
+		defer func() { *scratch = sel[:0] }()
 		for i, a := range col.Int64Values() {
-			if a%m == 0 {
-				bitutil.SetBit(bits, i)
-				kept++
+			if div.divides(a) {
+				sel = append(sel, int32(i))
 			}
 		}
 		if col.NullN() > 0 {
-			for i := range n {
-				if col.IsNull(i) && bitutil.BitIsSet(bits, i) {
-					bitutil.ClearBit(bits, i)
-					kept--
-				}
-			}
+			sel = slices.DeleteFunc(sel, func(i int32) bool { return col.IsNull(int(i)) })
 		}
-		switch kept {
+		switch len(sel) {
 		case 0:
 			return nil, nil
 		case n:
 			in.Retain()
 			return in, nil
 		}
-		data := array.NewData(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{nil, buf}, nil, 0, 0)
-		mask := array.NewBooleanData(data)
-		data.Release()
-		defer mask.Release()
-		return compute.FilterRecordBatch(compute.WithAllocator(ctx, mem), in, mask, compute.DefaultFilterOptions())
+		return takeRows(ctx, mem, in, sel)
 	}
+}
+
+// selPool holds the selection vectors of AuctionMultipleOf, reused across
+// batches and operator instances.
+var selPool = sync.Pool{New: func() any { return new([]int32) }}
+
+// takeRows returns the rows sel (ascending) of in. Int64 columns without
+// nulls are copied in one loop; other columns go through the Arrow filter
+// kernel.
+func takeRows(ctx context.Context, mem memory.Allocator, in arrow.RecordBatch, sel []int32) (arrow.RecordBatch, error) {
+	cols := make([]arrow.Array, 0, in.NumCols())
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	var mask *array.Boolean
+	defer func() {
+		if mask != nil {
+			mask.Release()
+		}
+	}()
+	for _, c := range in.Columns() {
+		if ic, ok := c.(*array.Int64); ok && ic.NullN() == 0 {
+			buf := memory.NewResizableBuffer(mem)
+			buf.Resize(len(sel) * arrow.Int64SizeBytes)
+			dst, src := arrow.Int64Traits.CastFromBytes(buf.Bytes()), ic.Int64Values()
+			for k, i := range sel {
+				dst[k] = src[i]
+			}
+			data := array.NewData(c.DataType(), len(sel), []*memory.Buffer{nil, buf}, nil, 0, 0)
+			buf.Release()
+			cols = append(cols, array.MakeFromData(data))
+			data.Release()
+			continue
+		}
+		if mask == nil {
+			b := array.NewBooleanBuilder(mem)
+			b.AppendEmptyValues(int(in.NumRows()))
+			m := b.NewBooleanArray()
+			b.Release()
+			bits := m.Data().Buffers()[1].Bytes()
+			for _, i := range sel {
+				bitutil.SetBit(bits, int(i))
+			}
+			mask = m
+		}
+		d, err := compute.FilterArray(compute.WithAllocator(ctx, mem), c, mask, *compute.DefaultFilterOptions())
+		if err != nil {
+			return nil, err
+		}
+		cols = append(cols, d)
+	}
+	return array.NewRecordBatch(in.Schema(), cols, int64(len(sel))), nil
+}
+
+// divisibility tests whether m divides a value with a multiplication
+// instead of a division (Granlund and Montgomery): with m = 2^k × d, d
+// odd, x is a multiple of m when its low k bits are zero and
+// x × d⁻¹ mod 2^64 is at most (2^64 - 1) / d, d⁻¹ being d's inverse
+// modulo 2^64.
+type divisibility struct {
+	low   uint64 // 2^k - 1
+	inv   uint64
+	limit uint64
+}
+
+func newDivisibility(m int64) divisibility {
+	if m == 0 {
+		panic("queries: divisibility by 0")
+	}
+	u := uint64(m)
+	if m < 0 {
+		u = -u
+	}
+	k := bits.TrailingZeros64(u)
+	d := u >> k
+	inv := d // Newton's iteration: each step doubles the correct low bits (3 to start)
+	for range 5 {
+		inv *= 2 - d*inv
+	}
+	return divisibility{low: 1<<k - 1, inv: inv, limit: math.MaxUint64 / d}
+}
+
+func (v divisibility) divides(a int64) bool {
+	x := uint64(a)
+	if a < 0 {
+		x = -x
+	}
+	return x&v.low == 0 && x*v.inv <= v.limit
 }

@@ -146,3 +146,52 @@ func ExampleBuild() {
 	// {"auction":1000,"bidder":1001,"price":114702.192,"date_time":"2024-01-01T00:00:00.004Z","extra":"x"}
 	// {"auction":1012,"bidder":1002,"price":500.308,"date_time":"2024-01-01T00:00:00.005Z","extra":""}
 }
+
+// benchBids is a batch of auction and price columns of n generated bids.
+func benchBids(b *testing.B, n int) arrow.RecordBatch {
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 1})
+	rec := g.NextBatch(memory.NewGoAllocator(), n)
+	defer rec.Release()
+	return array.NewRecordBatch(twoCols, []arrow.Array{rec.Column(nexmark.ColAuction), rec.Column(nexmark.ColPrice)}, int64(n))
+}
+
+// BenchmarkAuctionMultipleOf measures q2's batch function on 8192 bids;
+// BenchmarkAuctionMultipleOfReference is the tightest honest reference: one
+// loop over the same Arrow columns appending the kept values to
+// preallocated slices.
+func BenchmarkAuctionMultipleOf(b *testing.B) {
+	in := benchBids(b, 8192)
+	defer in.Release()
+	fn := queries.AuctionMultipleOf(123)
+	mem := memory.NewGoAllocator()
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := fn(context.Background(), mem, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if out != nil {
+			out.Release()
+		}
+	}
+	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkAuctionMultipleOfReference(b *testing.B) {
+	in := benchBids(b, 8192)
+	defer in.Release()
+	auction := in.Column(0).(*array.Int64).Int64Values()
+	price := in.Column(1).(*array.Int64).Int64Values()
+	outA, outP := make([]int64, 0, len(auction)), make([]int64, 0, len(auction))
+	b.ReportAllocs()
+	for b.Loop() {
+		outA, outP = outA[:0], outP[:0]
+		for i, a := range auction {
+			if a%123 == 0 {
+				outA = append(outA, a)
+				outP = append(outP, price[i])
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
+}
