@@ -399,8 +399,13 @@ func TestJetStreamUntilInterrupted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A bid without a price decodes: its price is null in the results.
+	const noPrice = `{"type":"bid","auction":1001,"bidder":1002,"channel":"c","url":"u","date_time":5,"extra":""}`
+	if _, err := js.Publish(ctx, "live.events", []byte(noPrice)); err != nil {
+		t.Fatal(err)
+	}
 	testutil.CheckFor(t, time.Minute, 20*time.Millisecond, func() error {
-		if n := strings.Count(stdout.String(), "\n"); n != len(want) {
+		if n := strings.Count(stdout.String(), "\n"); n != len(want)+1 {
 			return fmt.Errorf("%d rows of %d; stderr %s", n, len(want), stderr.String())
 		}
 		return nil
@@ -411,7 +416,12 @@ func TestJetStreamUntilInterrupted(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("interrupted run: %v: %s", err, stderr.String())
 	}
-	compareRows(t, "q0 live", []byte(stdout.String()), want)
+	out := stdout.String()
+	last := strings.LastIndex(strings.TrimSuffix(out, "\n"), "\n") + 1
+	if got := out[last:]; got != `{"auction":1001,"bidder":1002,"price":null,"date_time":"1970-01-01T00:00:00.005Z","extra":""}`+"\n" {
+		t.Fatalf("bid without a price: %s", got)
+	}
+	compareRows(t, "q0 live", []byte(out[:last]), want)
 }
 
 // syncBuffer is a bytes.Buffer a process writes while the test reads it.
