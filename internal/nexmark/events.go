@@ -231,8 +231,8 @@ func appendString(dst []byte, r *rng, maxLen int) []byte {
 
 func len64[T any](s []T) uint64 { return uint64(len(s)) }
 
-// Positions of the first event of each type at or after event number ev
-// among the events of that type.
+// personsBefore, auctionsBefore and bidsBefore count the events of their
+// type before event number ev: the index of the first one at or after ev.
 func personsBefore(ev int64) int64 {
 	return ev/totalProportion*personProportion + min(ev%totalProportion, personProportion)
 }

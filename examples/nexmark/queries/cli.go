@@ -138,8 +138,9 @@ on the JetStream subject --output-subject.
 q3 to q8 need joins and windows, which Meshflow does not have yet: they
 are refused.
 
-With --subject the job takes checkpoints on the NATS server and a run
-goes on where the last run of the same query on that server stopped.`,
+With --subject the job takes checkpoints on the NATS server, and a run
+starts from the last checkpoint of the previous run of the same query on
+that server.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd.Context(), stdout, stderr) },
 	}
