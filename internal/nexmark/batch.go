@@ -16,6 +16,13 @@ func (g *Generator) NextBatch(mem memory.Allocator, n int) arrow.RecordBatch {
 	if n < 0 {
 		panic(fmt.Sprintf("nexmark: NextBatch(%d): negative row count", n))
 	}
+	rec := g.bidBatch(mem, g.next, n)
+	g.next += int64(n)
+	return rec
+}
+
+// bidBatch returns bids first .. first+n-1 as one batch.
+func (g *Generator) bidBatch(mem memory.Allocator, first int64, n int) arrow.RecordBatch {
 	auctionBuf, auction := int64Buffer(mem, n)
 	bidderBuf, bidder := int64Buffer(mem, n)
 	priceBuf, price := int64Buffer(mem, n)
@@ -27,7 +34,7 @@ func (g *Generator) NextBatch(mem memory.Allocator, n int) arrow.RecordBatch {
 	chans, urls, extras := g.chanS[:n], g.urlS[:n], g.x[:n]
 	var chanBytes, urlBytes, extraBytes int
 	for i := range n {
-		c := g.bid(g.next + int64(i))
+		c := g.bid(first + int64(i))
 		auction[i], bidder[i], price[i], dateTime[i] = c.auction, c.bidder, c.price, c.dateTime
 		ch := g.channel(c.channel)
 		chans[i], urls[i] = ch.name, ch.url
@@ -36,8 +43,6 @@ func (g *Generator) NextBatch(mem memory.Allocator, n int) arrow.RecordBatch {
 		urlBytes += len(ch.url)
 		extraBytes += c.extraLen
 	}
-	g.next += int64(n)
-
 	cols := [...]arrow.Array{
 		ColAuction:  int64Array(arrow.PrimitiveTypes.Int64, n, auctionBuf),
 		ColBidder:   int64Array(arrow.PrimitiveTypes.Int64, n, bidderBuf),

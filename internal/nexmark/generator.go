@@ -25,6 +25,12 @@ const (
 	auctionIDLead   = 10
 	personIDLead    = 10
 
+	hotSellerGroup = 100 // HOT_SELLER_RATIO: hot sellers are multiples of this
+
+	// FirstCategoryID is the id of the first of numCategories categories.
+	FirstCategoryID = 10
+	numCategories   = 5
+
 	hotChannelsRatio = 2
 	channelsNumber   = 10_000
 
@@ -68,6 +74,15 @@ type Config struct {
 	// AvgBidByteSize is the average size of a bid the extra field pads to
 	// (default 100).
 	AvgBidByteSize int
+	// HotSellersRatio: an auction is by a hot seller with probability
+	// 1 - 1/HotSellersRatio (default 4).
+	HotSellersRatio int
+	// AvgPersonByteSize is the average size of a person the extra field
+	// pads to (default 200).
+	AvgPersonByteSize int
+	// AvgAuctionByteSize is the average size of an auction the extra field
+	// pads to (default 500).
+	AvgAuctionByteSize int
 }
 
 // Validate reports a Config that cannot be used.
@@ -76,7 +91,8 @@ func (c Config) Validate() error {
 	case c.EventsPerSecond < 0 || math.IsNaN(c.EventsPerSecond) || math.IsInf(c.EventsPerSecond, 0):
 		return fmt.Errorf("nexmark: EventsPerSecond %v: must be positive", c.EventsPerSecond)
 	case c.HotAuctionRatio < 0, c.HotBiddersRatio < 0, c.NumInFlightAuctions < 0,
-		c.NumActivePeople < 0, c.AvgBidByteSize < 0:
+		c.NumActivePeople < 0, c.AvgBidByteSize < 0, c.HotSellersRatio < 0,
+		c.AvgPersonByteSize < 0, c.AvgAuctionByteSize < 0:
 		return fmt.Errorf("nexmark: negative setting in %+v", c)
 	}
 	return nil
@@ -104,11 +120,26 @@ func (c *Config) ensureDefaults() {
 	if c.AvgBidByteSize == 0 {
 		c.AvgBidByteSize = 100
 	}
+	if c.HotSellersRatio == 0 {
+		c.HotSellersRatio = 4
+	}
+	if c.AvgPersonByteSize == 0 {
+		c.AvgPersonByteSize = 200
+	}
+	if c.AvgAuctionByteSize == 0 {
+		c.AvgAuctionByteSize = 500
+	}
 }
 
-// Generator produces Nexmark bids. It is not safe for concurrent use; give
-// each goroutine its own Generator (with a different Seed, or the same one
-// to produce the same bids).
+// Generator produces Nexmark events. It is not safe for concurrent use;
+// give each goroutine its own Generator (with a different Seed, or the same
+// one to produce the same events).
+//
+// It has two independent cursors: one over the bids alone ([Generator.NextBid],
+// [Generator.NextBatch], [Generator.NextBidJSON]) and one over the whole
+// interleaved stream of people, auctions and bids ([Generator.NextEvent],
+// [Generator.NextEvents], [Generator.NextEventJSON]). A bid is the same
+// whichever cursor reaches it.
 type Generator struct {
 	cfg            Config
 	key            uint64  // per-event random streams derive from it
@@ -117,6 +148,7 @@ type Generator struct {
 	extraMin       int     // extra is extraMin + [0, extraSpread) bytes
 	extraSpread    int
 	next           int64 // index of the next bid among all bids
+	nextEv         int64 // event number of the next event of the event cursor
 	pool           string
 	hotURLs        [len(hotChannels)]string
 	channels       []channel // lazily filled, indexed by channel number
@@ -145,8 +177,14 @@ func NewGenerator(cfg Config) *Generator {
 		g.extraMin, g.extraSpread = want-delta, 2*delta
 	}
 	// extra values are windows into a pool of random lower-case letters.
+	// The pool holds a window of the longest extra of any event type
+	// (desired size + 20%) at every offset below extraPoolSize.
+	longest := 0
+	for _, avg := range []int{cfg.AvgBidByteSize, cfg.AvgPersonByteSize, cfg.AvgAuctionByteSize} {
+		longest = max(longest, avg+int(math.Round(float64(avg)*0.2))+1)
+	}
 	r := rng{s: mix64(g.key ^ 0x706f6f6c)}
-	pool := make([]byte, extraPoolSize+g.extraMin+g.extraSpread)
+	pool := make([]byte, extraPoolSize+longest)
 	for i := range pool {
 		pool[i] = byte('a' + r.intn(26))
 	}
@@ -169,8 +207,14 @@ func (g *Generator) EventTime() time.Time {
 // NextBid returns the next bid. Its strings are shared with the generator
 // and never change; it allocates nothing once the bid's channel was seen.
 func (g *Generator) NextBid() Bid {
-	c := g.bid(g.next)
+	b := g.bidAt(g.next)
 	g.next++
+	return b
+}
+
+// bidAt returns bid number i.
+func (g *Generator) bidAt(i int64) Bid {
+	c := g.bid(i)
 	ch := g.channel(c.channel)
 	return Bid{
 		Auction:  c.auction,
@@ -258,8 +302,7 @@ func (g *Generator) bid(i int64) bidCore {
 	}
 	c.bidder += FirstPersonID
 
-	// 10^[0,6) dollars, in cents.
-	c.price = int64(math.Round(math.Exp(r.float64()*(6*math.Ln10)) * 100))
+	c.price = nextPrice(&r)
 
 	if r.intn(hotChannelsRatio) > 0 {
 		c.channel = int(r.intn(uint64(len(hotChannels))))
@@ -274,6 +317,11 @@ func (g *Generator) bid(i int64) bidCore {
 	c.extraOff = int(r.intn(extraPoolSize))
 	c.dateTime = g.dateTime(ev)
 	return c
+}
+
+// nextPrice is 10^[0,6) dollars, in cents.
+func nextPrice(r *rng) int64 {
+	return int64(math.Round(math.Exp(r.float64()*(6*math.Ln10)) * 100))
 }
 
 // lastBase0AuctionID is the id (from 0) of the last auction created at or

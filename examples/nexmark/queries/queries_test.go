@@ -1,0 +1,197 @@
+package queries_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/examples/nexmark/queries"
+	"github.com/meshflow/meshflow/internal/nexmark"
+	"github.com/meshflow/meshflow/internal/testutil"
+)
+
+var twoCols = arrow.NewSchema([]arrow.Field{
+	{Name: "auction", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "price", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+}, nil)
+
+func TestAuctionMultipleOf(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		auction []int64
+		valid   []bool
+		want    []int64 // prices kept; price = 10 × row
+	}{
+		{"some", []int64{123, 124, 246, 0, -123, 1}, nil, []int64{0, 20, 30, 40}},
+		{"all", []int64{123, 246}, nil, []int64{0, 10}},
+		{"none", []int64{1, 2, 3}, nil, nil},
+		{"nulls", []int64{0, 0, 123}, []bool{false, true, false}, []int64{10}},
+		{"empty", nil, nil, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			b := array.NewRecordBuilder(mem, twoCols)
+			defer b.Release()
+			prices := make([]int64, len(tc.auction))
+			for i := range prices {
+				prices[i] = int64(10 * i)
+			}
+			b.Field(0).(*array.Int64Builder).AppendValues(tc.auction, tc.valid)
+			b.Field(1).(*array.Int64Builder).AppendValues(prices, nil)
+			in := b.NewRecordBatch()
+			defer in.Release()
+			out, err := queries.AuctionMultipleOf(123)(context.Background(), mem, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int64
+			if out != nil {
+				got = slices.Clone(out.Column(1).(*array.Int64).Int64Values())
+				if out.Column(0).NullN() != 0 {
+					t.Errorf("kept a null auction")
+				}
+				out.Release()
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Fatalf("kept prices %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestFileQueryInProcess runs q2 in process on a generated file with a
+// checked allocator: every batch the file source, the filter and q2 make is
+// released, and the rows are the bids of auctions that are multiples of
+// 123.
+func TestFileQueryInProcess(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 3})
+	var file, want bytes.Buffer
+	for range 20_000 {
+		ev := g.NextEvent()
+		file.Write(nexmark.AppendEventJSON(nil, &ev))
+		file.WriteByte('\n')
+		if ev.Type == nexmark.BidEvent && ev.Bid.Auction%123 == 0 {
+			fmt.Fprintf(&want, `{"auction":%d,"price":%d}`+"\n", ev.Bid.Auction, ev.Bid.Price)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "events.jsonl")
+	if err := os.WriteFile(path, file.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	p, err := queries.Build("q2", queries.FromFile(path), meshflow.Print(&out, meshflow.JSONLines))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = meshflow.Run(testutil.Context(t, time.Minute), p, meshflow.WithAllocator(mem), meshflow.WithDataDir(t.TempDir()),
+		meshflow.WithoutCheckpoints(), meshflow.WithLogger(testutil.TestLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want.Len() == 0 || out.String() != want.String() {
+		t.Fatalf("q2:\n got %s\nwant %s", out.String(), want.String())
+	}
+}
+
+func TestBuildRefuses(t *testing.T) {
+	src := meshflow.FromJSON(nexmark.EventSchema)
+	for q := range 9 {
+		name := fmt.Sprintf("q%d", q)
+		p, err := queries.Build(name, src, meshflow.Print(&bytes.Buffer{}, meshflow.JSONLines))
+		switch {
+		case q <= 2 && (err != nil || p.Validate() != nil):
+			t.Errorf("%s: %v", name, errors.Join(err, p.Validate()))
+		case q > 2 && (!errors.Is(err, queries.ErrNotSupported) || !strings.Contains(err.Error(), "query "+name+" needs")):
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	if _, err := queries.Build("q22", src, nil); err == nil || errors.Is(err, queries.ErrNotSupported) {
+		t.Errorf("q22: %v", err)
+	}
+}
+
+// Query q1 converts bid prices with an exact 0.908; people and auctions
+// are not bids and give no row.
+func ExampleBuild() {
+	dir, _ := os.MkdirTemp("", "nexmark-example")
+	defer os.RemoveAll(dir)
+	p, err := queries.Build("q1", meshflow.FromJSON(nexmark.EventSchema,
+		`{"type":"person","id":1000,"name":"Kate Walton","email_address":"uzw@xkyy.com","credit_card":"2181 4431 1219 4997","city":"Boise","state":"ID","date_time":1704067200000,"extra":""}`,
+		`{"type":"bid","auction":1000,"bidder":1001,"price":126324,"channel":"Google","url":"https://www.nexmark.com/a/b/c/item.htm?query=1","date_time":1704067200004,"extra":"x"}`,
+		`{"type":"bid","auction":1012,"bidder":1002,"price":551,"channel":"Apple","url":"https://www.nexmark.com/a/b/c/item.htm?query=1","date_time":1704067200005,"extra":""}`,
+	), meshflow.Print(os.Stdout, meshflow.JSONLines))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if err := meshflow.Run(context.Background(), p, meshflow.WithDataDir(dir), meshflow.WithoutCheckpoints()); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// {"auction":1000,"bidder":1001,"price":114702.192,"date_time":"2024-01-01T00:00:00.004Z","extra":"x"}
+	// {"auction":1012,"bidder":1002,"price":500.308,"date_time":"2024-01-01T00:00:00.005Z","extra":""}
+}
+
+// benchBids is a batch of auction and price columns of n generated bids.
+func benchBids(b *testing.B, n int) arrow.RecordBatch {
+	g := nexmark.NewGenerator(nexmark.Config{Seed: 1})
+	rec := g.NextBatch(memory.NewGoAllocator(), n)
+	defer rec.Release()
+	return array.NewRecordBatch(twoCols, []arrow.Array{rec.Column(nexmark.ColAuction), rec.Column(nexmark.ColPrice)}, int64(n))
+}
+
+// BenchmarkAuctionMultipleOf measures q2's batch function on 8192 bids;
+// BenchmarkAuctionMultipleOfReference is the tightest honest reference: one
+// loop over the same Arrow columns appending the kept values to
+// preallocated slices.
+func BenchmarkAuctionMultipleOf(b *testing.B) {
+	in := benchBids(b, 8192)
+	defer in.Release()
+	fn := queries.AuctionMultipleOf(123)
+	mem := memory.NewGoAllocator()
+	b.ReportAllocs()
+	for b.Loop() {
+		out, err := fn(context.Background(), mem, in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if out != nil {
+			out.Release()
+		}
+	}
+	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
+}
+
+func BenchmarkAuctionMultipleOfReference(b *testing.B) {
+	in := benchBids(b, 8192)
+	defer in.Release()
+	auction := in.Column(0).(*array.Int64).Int64Values()
+	price := in.Column(1).(*array.Int64).Int64Values()
+	outA, outP := make([]int64, 0, len(auction)), make([]int64, 0, len(auction))
+	b.ReportAllocs()
+	for b.Loop() {
+		outA, outP = outA[:0], outP[:0]
+		for i, a := range auction {
+			if a%123 == 0 {
+				outA = append(outA, a)
+				outP = append(outP, price[i])
+			}
+		}
+	}
+	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
+}
