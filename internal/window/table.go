@@ -1,0 +1,346 @@
+package window
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"unsafe"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+// AggKind is an aggregate function.
+type AggKind uint8
+
+const (
+	// Count counts the rows (Column < 0) or the non-null values of Column.
+	Count AggKind = iota
+	// Sum adds the non-null values; null when there are none.
+	Sum
+	// Min and Max keep the least and the greatest non-null value.
+	Min
+	Max
+	// Avg is the float64 mean of the non-null values.
+	Avg
+	// CountDistinct counts the distinct non-null values, exactly.
+	CountDistinct
+	// First and Last keep the value of the row with the earliest and the
+	// latest event time (ties: the row added first, and last); null values
+	// are skipped.
+	First
+	Last
+)
+
+var aggNames = [...]string{"count", "sum", "min", "max", "avg", "count_distinct", "first", "last"}
+
+func (k AggKind) String() string {
+	if int(k) < len(aggNames) {
+		return aggNames[k]
+	}
+	return fmt.Sprintf("AggKind(%d)", k)
+}
+
+// Agg is one aggregate of a Table: Kind over the input column Column
+// (-1: none, for Count of rows), output as a column named Name.
+type Agg struct {
+	Kind   AggKind
+	Column int
+	Name   string
+}
+
+// Config configures a Table.
+type Config struct {
+	Spec Spec
+	// Schema of the input batches.
+	Schema *arrow.Schema
+	// Keys are the indexes of the key columns (none: one global group per
+	// window); Time the index of the event-time column (int64 or
+	// timestamp, milliseconds).
+	Keys []int
+	Time int
+	Aggs []Agg
+}
+
+// Table holds the aggregates of every (key, window) with rows and not yet
+// fired. Add folds a batch in; Fire emits and forgets the windows the
+// watermark has passed. A Table is used from one goroutine.
+type Table struct {
+	cfg    Config
+	out    *arrow.Schema
+	keyEnc []keyEncoder
+
+	index map[string]int32
+	// Per group: its index key (encoded key | window start), window start.
+	gkey  []string
+	start []int64
+	free  []int32
+	live  int
+
+	accs []accumulator
+
+	// Scratch, reused across batches.
+	rows   []int32
+	starts []int64
+	gids   []int32
+	buf    []byte
+}
+
+// NewTable returns an empty table, or an error for a configuration it
+// cannot aggregate (a column type it has no aggregate for, say).
+func NewTable(cfg Config) (*Table, error) {
+	if err := cfg.Spec.Validate(); err != nil {
+		return nil, err
+	}
+	s := cfg.Schema
+	if cfg.Time < 0 || cfg.Time >= s.NumFields() || !isTime(s.Field(cfg.Time).Type) {
+		return nil, fmt.Errorf("window: time column %d: want an int64 or millisecond timestamp column", cfg.Time)
+	}
+	t := &Table{cfg: cfg, index: map[string]int32{}}
+	var fields []arrow.Field
+	for _, k := range cfg.Keys {
+		if k < 0 || k >= s.NumFields() {
+			return nil, fmt.Errorf("window: key column %d of %d", k, s.NumFields())
+		}
+		enc, err := newKeyEncoder(s.Field(k).Type)
+		if err != nil {
+			return nil, fmt.Errorf("window: key %s: %w", s.Field(k).Name, err)
+		}
+		t.keyEnc = append(t.keyEnc, enc)
+		fields = append(fields, arrow.Field{Name: s.Field(k).Name, Type: s.Field(k).Type, Nullable: true})
+	}
+	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+	fields = append(fields, arrow.Field{Name: "window_start", Type: ts}, arrow.Field{Name: "window_end", Type: ts})
+	for _, a := range cfg.Aggs {
+		var in arrow.DataType
+		if a.Column >= 0 {
+			if a.Column >= s.NumFields() {
+				return nil, fmt.Errorf("window: %s: column %d of %d", a.Name, a.Column, s.NumFields())
+			}
+			in = s.Field(a.Column).Type
+		} else if a.Kind != Count {
+			return nil, fmt.Errorf("window: %s: %s needs a column", a.Name, a.Kind)
+		}
+		acc, err := newAccumulator(a.Kind, in)
+		if err != nil {
+			return nil, fmt.Errorf("window: %s: %w", a.Name, err)
+		}
+		t.accs = append(t.accs, acc)
+		fields = append(fields, arrow.Field{Name: a.Name, Type: acc.dataType(), Nullable: true})
+	}
+	t.out = arrow.NewSchema(fields, nil)
+	return t, nil
+}
+
+func isTime(dt arrow.DataType) bool {
+	if dt.ID() == arrow.INT64 {
+		return true
+	}
+	ts, ok := dt.(*arrow.TimestampType)
+	return ok && ts.Unit == arrow.Millisecond
+}
+
+// Schema is the schema of the batches Fire returns: the key columns,
+// window_start, window_end, then one column per aggregate.
+func (t *Table) Schema() *arrow.Schema { return t.out }
+
+// Len is the number of (key, window) groups held.
+func (t *Table) Len() int { return t.live }
+
+// Add folds the rows of rec into the aggregates of their windows. Rows
+// with a null time belong to no window and are skipped. rec is borrowed.
+func (t *Table) Add(rec arrow.RecordBatch) error {
+	if !rec.Schema().Equal(t.cfg.Schema) {
+		return fmt.Errorf("window: batch schema %s, want %s", rec.Schema(), t.cfg.Schema)
+	}
+	tcol := rec.Column(t.cfg.Time)
+	ts := timeValues(tcol)
+	var valid func(int) bool
+	if tcol.NullN() > 0 {
+		valid = tcol.IsValid
+	}
+	var err error
+	t.rows, t.starts, err = t.cfg.Spec.Assign(ts, valid, t.rows[:0], t.starts[:0])
+	if err != nil {
+		return err
+	}
+	t.gids = slices.Grow(t.gids[:0], len(t.rows))[:len(t.rows)]
+	keys := make([]arrow.Array, len(t.cfg.Keys))
+	for i, k := range t.cfg.Keys {
+		keys[i] = rec.Column(k)
+	}
+	for p, row := range t.rows {
+		b := t.buf[:0]
+		for i, enc := range t.keyEnc {
+			b = enc.append(b, keys[i], int(row))
+		}
+		b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
+		t.buf = b
+		g, ok := t.index[string(b)]
+		if !ok {
+			g = t.newGroup(string(b), t.starts[p])
+		}
+		t.gids[p] = g
+	}
+	for i, acc := range t.accs {
+		var col arrow.Array
+		if c := t.cfg.Aggs[i].Column; c >= 0 {
+			col = rec.Column(c)
+		}
+		acc.update(col, t.rows, t.gids, ts)
+	}
+	return nil
+}
+
+func (t *Table) newGroup(key string, start int64) int32 {
+	var g int32
+	if n := len(t.free); n > 0 {
+		g = t.free[n-1]
+		t.free = t.free[:n-1]
+		t.gkey[g], t.start[g] = key, start
+		for _, acc := range t.accs {
+			acc.reset(g)
+		}
+	} else {
+		g = int32(len(t.gkey))
+		t.gkey = append(t.gkey, key)
+		t.start = append(t.start, start)
+		for _, acc := range t.accs {
+			acc.grow(len(t.gkey))
+		}
+	}
+	t.index[key] = g
+	t.live++
+	return g
+}
+
+// Fire returns the aggregates of every window whose end is at or before
+// watermark (ordered by window start, then key bytes) and forgets them;
+// nil when there is none. The batch is handed over to the caller.
+func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, error) {
+	size := t.cfg.Spec.Size
+	var due []int32
+	for g, key := range t.gkey {
+		if key != "" && t.start[g] <= watermark-size {
+			due = append(due, int32(g))
+		}
+	}
+	if len(due) == 0 {
+		return nil, nil
+	}
+	slices.SortFunc(due, func(a, b int32) int {
+		if c := cmp.Compare(t.start[a], t.start[b]); c != 0 {
+			return c
+		}
+		return cmp.Compare(t.gkey[a], t.gkey[b])
+	})
+	bld := array.NewRecordBuilder(mem, t.out)
+	defer bld.Release()
+	nk := len(t.keyEnc)
+	for _, g := range due {
+		b := []byte(t.gkey[g])
+		for i, enc := range t.keyEnc {
+			var err error
+			if b, err = enc.appendValue(bld.Field(i), b); err != nil {
+				return nil, fmt.Errorf("window: group key: %w", err)
+			}
+		}
+		bld.Field(nk).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g]))
+		bld.Field(nk + 1).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g] + size))
+		for i, acc := range t.accs {
+			acc.appendTo(bld.Field(nk+2+i), g)
+		}
+	}
+	for _, g := range due {
+		delete(t.index, t.gkey[g])
+		t.gkey[g] = ""
+		t.free = append(t.free, g)
+		t.live--
+	}
+	return bld.NewRecordBatch(), nil
+}
+
+func timeValues(a arrow.Array) []int64 {
+	switch c := a.(type) {
+	case *array.Int64:
+		return c.Int64Values()
+	case *array.Timestamp:
+		v := c.TimestampValues()
+		return unsafe.Slice((*int64)(unsafe.Pointer(unsafe.SliceData(v))), len(v))
+	}
+	return nil
+}
+
+// keyEncoder writes a key column's value of a row into a group's index
+// key, and reads it back into a builder.
+type keyEncoder interface {
+	append(dst []byte, col arrow.Array, row int) []byte
+	appendValue(b array.Builder, src []byte) ([]byte, error)
+}
+
+func newKeyEncoder(dt arrow.DataType) (keyEncoder, error) {
+	switch dt.ID() {
+	case arrow.INT64:
+		return int64Key{}, nil
+	case arrow.STRING:
+		return stringKey{}, nil
+	}
+	return nil, fmt.Errorf("key type %s not supported (int64, string)", dt)
+}
+
+type int64Key struct{}
+
+func (int64Key) append(dst []byte, col arrow.Array, row int) []byte {
+	if col.IsNull(row) {
+		return append(dst, 0)
+	}
+	dst = append(dst, 1)
+	return binary.LittleEndian.AppendUint64(dst, uint64(col.(*array.Int64).Value(row)))
+}
+
+func (int64Key) appendValue(b array.Builder, src []byte) ([]byte, error) {
+	if len(src) < 1 {
+		return nil, errTruncated
+	}
+	if src[0] == 0 {
+		b.AppendNull()
+		return src[1:], nil
+	}
+	if len(src) < 9 {
+		return nil, errTruncated
+	}
+	b.(*array.Int64Builder).Append(int64(binary.LittleEndian.Uint64(src[1:])))
+	return src[9:], nil
+}
+
+type stringKey struct{}
+
+func (stringKey) append(dst []byte, col arrow.Array, row int) []byte {
+	if col.IsNull(row) {
+		return append(dst, 0)
+	}
+	v := col.(*array.String).Value(row)
+	dst = append(dst, 1)
+	dst = binary.AppendUvarint(dst, uint64(len(v)))
+	return append(dst, v...)
+}
+
+func (stringKey) appendValue(b array.Builder, src []byte) ([]byte, error) {
+	if len(src) < 1 {
+		return nil, errTruncated
+	}
+	if src[0] == 0 {
+		b.AppendNull()
+		return src[1:], nil
+	}
+	n, k := binary.Uvarint(src[1:])
+	if k <= 0 || uint64(len(src)-1-k) < n {
+		return nil, errTruncated
+	}
+	b.(*array.StringBuilder).Append(string(src[1+k : 1+k+int(n)]))
+	return src[1+k+int(n):], nil
+}
+
+var errTruncated = fmt.Errorf("truncated")

@@ -1,0 +1,352 @@
+package window
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strconv"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+)
+
+func TestAssign(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		ts   int64
+		want []int64
+	}{
+		{"tumbling", Tumbling(10), 25, []int64{20}},
+		{"tumbling start", Tumbling(10), 20, []int64{20}},
+		{"tumbling negative", Tumbling(10), -1, []int64{-10}},
+		{"tumbling offset", Spec{Size: 10, Slide: 10, Offset: 3}, 12, []int64{3}},
+		{"sliding", Sliding(10, 5), 12, []int64{5, 10}},
+		{"sliding edge", Sliding(10, 5), 10, []int64{5, 10}},
+		{"sliding uneven", Sliding(10, 3), 10, []int64{3, 6, 9}},
+		{"gap inside", Sliding(5, 10), 3, []int64{0}},
+		{"gap outside", Sliding(5, 10), 7, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, starts, err := tc.spec.Assign([]int64{tc.ts}, nil, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(starts, tc.want) {
+				t.Fatalf("windows of %d: %v, want %v", tc.ts, starts, tc.want)
+			}
+		})
+	}
+	if _, _, err := (Spec{}).Assign([]int64{1}, nil, nil, nil); err == nil {
+		t.Fatal("a zero size assigned windows")
+	}
+}
+
+var testSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "key", Type: arrow.BinaryTypes.String, Nullable: true},
+	{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}, Nullable: true},
+	{Name: "v", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	{Name: "f", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+}, nil)
+
+type testRow struct {
+	key    *string
+	ts     *int64
+	v      *int64
+	f      *float64
+	serial int
+}
+
+func seed(t *testing.T) uint64 {
+	t.Helper()
+	s := rand.Uint64()
+	if env := os.Getenv("MESHFLOW_SEED"); env != "" {
+		v, err := strconv.ParseUint(env, 10, 64)
+		if err != nil {
+			t.Fatalf("MESHFLOW_SEED=%q: %v", env, err)
+		}
+		s = v
+	}
+	t.Logf("seed %d (MESHFLOW_SEED=%d replays)", s, s)
+	return s
+}
+
+// TestTableRandom: shuffled, out-of-order rows over many keys (nulls
+// included) in random batches, fired at random watermarks (never past a
+// row still to come), for tumbling,
+// sliding and gapped windows and every aggregate: every fired row equals
+// a brute-force reference, each (key, window) fires once, at the first
+// watermark at or past its end.
+func TestTableRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(seed(t), 1))
+	aggs := []Agg{
+		{Count, -1, "n"}, {Count, 2, "nv"}, {Sum, 2, "sum"}, {Min, 2, "min"}, {Max, 2, "max"},
+		{Avg, 2, "avg"}, {CountDistinct, 2, "dv"}, {CountDistinct, 0, "dk"}, {First, 2, "first"},
+		{Last, 2, "last"}, {Sum, 3, "fsum"}, {Min, 3, "fmin"}, {Max, 3, "fmax"}, {First, 0, "kfirst"},
+	}
+	for _, spec := range []Spec{Tumbling(100), Sliding(100, 30), Sliding(40, 100), {Size: 50, Slide: 50, Offset: 7}} {
+		t.Run(fmt.Sprintf("%+v", spec), func(t *testing.T) {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			defer mem.AssertSize(t, 0)
+			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rows []testRow
+			for i := range 3000 {
+				row := testRow{serial: i}
+				if r.IntN(50) != 0 {
+					k := "k" + strconv.Itoa(r.IntN(40))
+					row.key = &k
+				}
+				if r.IntN(100) != 0 {
+					ts := int64(r.IntN(2000)) - 100
+					row.ts = &ts
+				}
+				if r.IntN(10) != 0 {
+					v := int64(r.IntN(21)) - 10
+					row.v = &v
+				}
+				if r.IntN(10) != 0 {
+					f := float64(r.IntN(1000)) / 8
+					row.f = &f
+				}
+				rows = append(rows, row)
+			}
+			// Roughly ordered by time, shuffled locally: out of order.
+			slices.SortFunc(rows, func(a, b testRow) int { return int(tsOr(a, 0)/300 - tsOr(b, 0)/300) })
+			for i := range rows {
+				j := i + r.IntN(min(50, len(rows)-i))
+				rows[i], rows[j] = rows[j], rows[i]
+			}
+			for i := range rows {
+				rows[i].serial = i // arrival order
+			}
+
+			fired := map[string]string{} // (key, start) -> aggregates
+			firedAt := map[string]int64{}
+			wm := int64(math.MinInt64)
+			for i := 0; i < len(rows); {
+				n := 1 + r.IntN(200)
+				batch := rows[i:min(i+n, len(rows))]
+				i += len(batch)
+				rec := buildBatch(mem, batch)
+				if err := tab.Add(rec); err != nil {
+					t.Fatal(err)
+				}
+				rec.Release()
+				if r.IntN(3) == 0 || i == len(rows) {
+					if i == len(rows) {
+						wm = math.MaxInt64
+					} else {
+						// Never past a row still to come: the Table
+						// itself has no notion of late rows.
+						low := int64(math.MaxInt64)
+						for _, rest := range rows[i:] {
+							low = min(low, tsOr(rest, low))
+						}
+						wm = max(wm, low-int64(r.IntN(100)))
+					}
+					out, err := tab.Fire(mem, wm)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if out != nil {
+						collect(t, out, wm, fired, firedAt)
+						out.Release()
+					}
+				}
+			}
+			if tab.Len() != 0 {
+				t.Fatalf("%d groups left after the last watermark", tab.Len())
+			}
+			want := reference(spec, rows)
+			for k, w := range want {
+				if fired[k] != w {
+					t.Errorf("%s: got %s\nwant %s", k, fired[k], w)
+				}
+			}
+			for k := range fired {
+				if _, ok := want[k]; !ok {
+					t.Errorf("%s fired, not in the reference", k)
+				}
+			}
+		})
+	}
+}
+
+func tsOr(r testRow, d int64) int64 {
+	if r.ts == nil {
+		return d
+	}
+	return *r.ts
+}
+
+func buildBatch(mem memory.Allocator, rows []testRow) arrow.RecordBatch {
+	b := array.NewRecordBuilder(mem, testSchema)
+	defer b.Release()
+	for _, r := range rows {
+		if r.key == nil {
+			b.Field(0).AppendNull()
+		} else {
+			b.Field(0).(*array.StringBuilder).Append(*r.key)
+		}
+		if r.ts == nil {
+			b.Field(1).AppendNull()
+		} else {
+			b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(*r.ts))
+		}
+		if r.v == nil {
+			b.Field(2).AppendNull()
+		} else {
+			b.Field(2).(*array.Int64Builder).Append(*r.v)
+		}
+		if r.f == nil {
+			b.Field(3).AppendNull()
+		} else {
+			b.Field(3).(*array.Float64Builder).Append(*r.f)
+		}
+	}
+	return b.NewRecordBatch()
+}
+
+func groupName(key *string, start int64) string {
+	k := "<null>"
+	if key != nil {
+		k = *key
+	}
+	return fmt.Sprintf("%s@%d", k, start)
+}
+
+// collect renders the fired rows, checking each fires once and only when
+// the watermark passed its window's end.
+func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]string, firedAt map[string]int64) {
+	t.Helper()
+	cell := func(c, i int) string {
+		col := rec.Column(c)
+		if col.IsNull(i) {
+			return "null"
+		}
+		return col.ValueStr(i)
+	}
+	for i := range int(rec.NumRows()) {
+		var key *string
+		if !rec.Column(0).IsNull(i) {
+			k := rec.Column(0).(*array.String).Value(i)
+			key = &k
+		}
+		start := int64(rec.Column(1).(*array.Timestamp).Value(i))
+		end := int64(rec.Column(2).(*array.Timestamp).Value(i))
+		name := groupName(key, start)
+		if end > wm {
+			t.Errorf("%s fired at watermark %d before its end %d", name, wm, end)
+		}
+		if _, ok := fired[name]; ok {
+			t.Errorf("%s fired twice (at %d and %d)", name, firedAt[name], wm)
+		}
+		var s string
+		for c := 3; c < int(rec.NumCols()); c++ {
+			s += rec.ColumnName(c) + "=" + cell(c, i) + " "
+		}
+		fired[name], firedAt[name] = s, wm
+	}
+}
+
+// reference computes every window's aggregates row by row.
+func reference(spec Spec, rows []testRow) map[string]string {
+	type group struct{ rows []testRow }
+	groups := map[string]*group{}
+	var order []string
+	for _, r := range rows {
+		if r.ts == nil {
+			continue
+		}
+		sl := spec.Slide
+		for w := spec.LastStart(*r.ts); w > *r.ts-spec.Size; w -= sl {
+			name := groupName(r.key, w)
+			g := groups[name]
+			if g == nil {
+				g = &group{}
+				groups[name] = g
+				order = append(order, name)
+			}
+			g.rows = append(g.rows, r)
+		}
+	}
+	out := map[string]string{}
+	for _, name := range order {
+		g := groups[name].rows
+		var nv, sum int64
+		var mn, mx *int64
+		var fsum float64
+		var fmn, fmx *float64
+		dv, dk := map[int64]bool{}, map[string]bool{}
+		var first, last, kfirst *testRow
+		for i := range g {
+			r := &g[i]
+			if r.v != nil {
+				nv++
+				sum += *r.v
+				if mn == nil || *r.v < *mn {
+					mn = r.v
+				}
+				if mx == nil || *r.v > *mx {
+					mx = r.v
+				}
+				dv[*r.v] = true
+				if first == nil || *r.ts < *first.ts {
+					first = r
+				}
+				if last == nil || *r.ts >= *last.ts {
+					last = r
+				}
+			}
+			if r.f != nil {
+				fsum += *r.f
+				if fmn == nil || *r.f < *fmn {
+					fmn = r.f
+				}
+				if fmx == nil || *r.f > *fmx {
+					fmx = r.f
+				}
+			}
+			if r.key != nil {
+				dk[*r.key] = true
+				if kfirst == nil || *r.ts < *kfirst.ts {
+					kfirst = r
+				}
+			}
+		}
+		i64 := func(p *int64) string {
+			if p == nil {
+				return "null"
+			}
+			return strconv.FormatInt(*p, 10)
+		}
+		f64 := func(p *float64) string {
+			if p == nil {
+				return "null"
+			}
+			return strconv.FormatFloat(*p, 'g', -1, 64)
+		}
+		var sumP, avgS, firstS, lastS, fsumP, kfirstS = i64(nil), "null", "null", "null", f64(nil), "null"
+		if nv > 0 {
+			sumP = strconv.FormatInt(sum, 10)
+			avgS = strconv.FormatFloat(float64(sum)/float64(nv), 'g', -1, 64)
+			firstS, lastS = strconv.FormatInt(*first.v, 10), strconv.FormatInt(*last.v, 10)
+		}
+		if fmn != nil {
+			fsumP = f64(&fsum)
+		}
+		if kfirst != nil {
+			kfirstS = *kfirst.key
+		}
+		out[name] = fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
+			len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
+	}
+	return out
+}
