@@ -112,6 +112,12 @@ func bindOp(n *node, args []evaluator) (evaluator, error) {
 		return bindCompare(n, args[0], args[1])
 	case kArith:
 		return bindArith(n, args[0], args[1])
+	case kMod:
+		return bindMod(n, args[0], args[1])
+	case kStr:
+		return bindStr(n, args[0])
+	case kTrunc:
+		return bindTrunc(n, args[0])
 	}
 	return nil, fmt.Errorf("expr: unknown expression kind %d", n.kind)
 }
@@ -255,6 +261,12 @@ func constant(e evaluator) bool {
 		return constant(e.l) && constant(e.r)
 	case *arithEval:
 		return constant(e.l) && constant(e.r)
+	case *modEval:
+		return constant(e.l) && constant(e.r)
+	case *strEval:
+		return constant(e.a)
+	case *truncEval:
+		return constant(e.a)
 	case *logicEval:
 		return constant(e.l) && constant(e.r)
 	case *notEval:

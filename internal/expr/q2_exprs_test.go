@@ -11,5 +11,6 @@ func q2Exprs() []q2Case {
 	auction := expr.Col("auction")
 	return []q2Case{
 		{"sub-div-mul", auction.Sub(auction.Div(123).Mul(123)).Eq(0)},
+		{"mod", auction.Mod(123).Eq(0)},
 	}
 }

@@ -432,6 +432,7 @@ func checkRandom(t *testing.T, mem memory.Allocator, rec arrow.RecordBatch, r rn
 		return "bind error" // a constant subexpression failed while folding
 	}
 	out, err := b.Eval(context.Background(), mem, rec)
+	checkScratch(t, r.e)
 	if r.fault {
 		if err == nil {
 			out.Release()
