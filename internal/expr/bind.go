@@ -109,7 +109,11 @@ func bindOp(n *node, args []evaluator) (evaluator, error) {
 		}
 		return &logicEval{and: n.kind == kAnd, l: l, r: r}, nil
 	case kCmp:
-		return bindCompare(n, args[0], args[1])
+		ev, err := bindCompare(n, args[0], args[1])
+		if err != nil {
+			return nil, err
+		}
+		return fuseModCompare(ev), nil
 	case kArith:
 		return bindArith(n, args[0], args[1])
 	case kMod:

@@ -257,3 +257,57 @@ func (t *truncEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, er
 	}
 	return datum{arr: out}, nil
 }
+
+// fuseModCompare turns x % d = c and x % d != c, with x int64 and d, c
+// non-null int64 literals (d != 0), into one pass that produces the
+// boolean without materialising the remainders.
+func fuseModCompare(ev evaluator) evaluator {
+	c, ok := ev.(*cmpEval)
+	if !ok || c.op != kernels.Eq && c.op != kernels.Ne {
+		return ev
+	}
+	m, ok := c.l.(*modEval)
+	if !ok || m.l.dataType().ID() != arrow.INT64 {
+		return ev
+	}
+	d, ok1 := int64Literal(m.r)
+	v, ok2 := int64Literal(c.r)
+	if !ok1 || !ok2 || d == 0 {
+		return ev
+	}
+	return &modCmpEval{x: m.l, d: d, op: c.op, c: v}
+}
+
+func int64Literal(e evaluator) (int64, bool) {
+	l, ok := e.(*litEval)
+	if !ok || !l.lit.s.IsValid() {
+		return 0, false
+	}
+	s, ok := l.lit.s.(*scalar.Int64)
+	if !ok {
+		return 0, false
+	}
+	return s.Value, true
+}
+
+type modCmpEval struct {
+	x  evaluator
+	d  int64
+	op kernels.CmpOp
+	c  int64
+}
+
+func (m *modCmpEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
+
+func (m *modCmpEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
+	d, err := m.x.eval(scratch(mem), rec)
+	if err != nil {
+		return datum{}, err
+	}
+	defer d.release()
+	out, err := kernels.ModCompareScalar(mem, d.arr, m.d, m.op, m.c)
+	if err != nil {
+		return datum{}, err
+	}
+	return datum{arr: out}, nil
+}

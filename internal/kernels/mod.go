@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/bitutil"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/arrow/scalar"
 )
@@ -224,15 +225,13 @@ func modArrays[T integer](a, b, out []T, valid []byte) error {
 }
 
 // divisor is a precomputed signed 64-bit division by a constant d
-// (|d| >= 2, d != math.MinInt64): x / d is the high half of x*m,
-// corrected by add (x when d > 0 > m, -x when d < 0 < m), shifted right
-// by shift, plus one when negative. This turns a per-row hardware
-// division into a multiplication.
+// (|d| >= 2, d != math.MinInt64): x / d is the high half of x*m, plus x
+// when d > 0 > m, minus x when d < 0 < m, shifted right by shift, plus one
+// when negative. This turns a per-row hardware division into a
+// multiplication.
 type divisor struct {
-	d     int64
 	m     int64
 	shift uint
-	add   int64 // +1, -1 or 0: the multiple of x added to the high half
 }
 
 // newDivisor computes the magic number for d (Hacker's Delight, 10-1).
@@ -268,21 +267,7 @@ func newDivisor(d int64) divisor {
 	if d < 0 {
 		m = -m
 	}
-	dv := divisor{d: d, m: m, shift: uint(p - 64)}
-	switch {
-	case d > 0 && m < 0:
-		dv.add = 1
-	case d < 0 && m > 0:
-		dv.add = -1
-	}
-	return dv
-}
-
-// mulhs is the high half of the signed 128-bit product x*y.
-func mulhs(x, y int64) int64 {
-	hi, _ := bits.Mul64(uint64(x), uint64(y))
-	hi -= uint64(x>>63)&uint64(y) + uint64(y>>63)&uint64(x)
-	return int64(hi)
+	return divisor{m: m, shift: uint(p - 64)}
 }
 
 // modInt64Const computes out = a % d for a constant d != 0 without a
@@ -299,12 +284,79 @@ func modInt64Const(a []int64, d int64, out []int64) {
 		}
 		return
 	}
-	dv := newDivisor(d)
-	m, s, add := dv.m, dv.shift, dv.add
+	newDivisor(d).mod(a, d, out)
+}
+
+// mod computes out = a % d for the d of the divisor (|d| >= 2, not
+// math.MinInt64).
+func (dv divisor) mod(a []int64, d int64, out []int64) {
+	out = out[:len(a)]
+	// The signed high half of m*x is the unsigned one minus the sign
+	// corrections (m when x < 0, x when m < 0); with the x added or
+	// subtracted by the method, for d > 0 the x terms cancel and for
+	// d < 0 one remains.
+	um, s := uint64(dv.m), dv.shift
+	if d > 0 {
+		for i, x := range a {
+			hi, _ := bits.Mul64(uint64(x), um)
+			q := int64(hi-uint64(x>>63)&um) >> s
+			q += int64(uint64(q) >> 63)
+			out[i] = x - q*d
+		}
+		return
+	}
 	for i, x := range a {
-		q := mulhs(m, x) + add*x
-		q >>= s
+		hi, _ := bits.Mul64(uint64(x), um)
+		q := int64(hi-uint64(x>>63)&um-uint64(x)) >> s
 		q += int64(uint64(q) >> 63)
 		out[i] = x - q*d
 	}
+}
+
+// ModCompareScalar returns (arr % d) op c for an int64 array and int64
+// constants d != 0 and c, with op Eq or Ne, in one pass without
+// materialising the remainders (q2's auction % 123 = 0). Null rows give
+// null.
+func ModCompareScalar(mem memory.Allocator, arr arrow.Array, d int64, op CmpOp, c int64) (*array.Boolean, error) {
+	if arr.DataType().ID() != arrow.INT64 {
+		return nil, fmt.Errorf("mod compare: %w: %s", ErrUnsupportedType, arr.DataType())
+	}
+	if d == 0 {
+		return nil, fmt.Errorf("mod compare: %w: divisor 0", ErrInvalidArgument)
+	}
+	if op != Eq && op != Ne {
+		return nil, fmt.Errorf("mod compare: %w: operator %s", ErrInvalidArgument, op)
+	}
+	data := arr.Data()
+	n := data.Len()
+	bits := newBuffer(mem, int(bitutil.BytesForBits(int64(n))))
+	out := bits.Bytes()
+	a := fixedValues[int64](data)
+	var rem [64]int64
+	var dv divisor
+	special := d == 1 || d == -1 || d == math.MinInt64
+	if !special {
+		dv = newDivisor(d)
+	}
+	for start := 0; start < n; start += 64 {
+		chunk := a[start:min(start+64, n)]
+		if special {
+			modInt64Const(chunk, d, rem[:len(chunk)])
+		} else {
+			dv.mod(chunk, d, rem[:len(chunk)])
+		}
+		var w uint64
+		for k, r := range rem[:len(chunk)] {
+			w |= uint64(b2u(r == c)) << k
+		}
+		if op == Ne {
+			w = ^w
+		}
+		dst := out[start/8 : min(start/8+8, len(out))]
+		for j := range dst {
+			dst[j] = byte(w >> (8 * j))
+		}
+	}
+	valid, nulls := copyValidity(mem, data)
+	return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, bits}, nulls).(*array.Boolean), nil
 }

@@ -175,3 +175,60 @@ func TestModScalarZeroAndNull(t *testing.T) {
 	checkValues(t, "int32 % 3", got, []any{int64(-1), int64(2)})
 	got.Release()
 }
+
+// TestModCompareScalar checks the fused (x % d) op c against Go on random
+// values, divisors (including ±1 and math.MinInt64) and lengths across
+// the 64-row chunks, sliced and with nulls.
+func TestModCompareScalar(t *testing.T) {
+	rng := newRand(t)
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	divs := []int64{1, -1, 2, 3, 123, -123, 1 << 40, math.MinInt64, math.MaxInt64}
+	for round := range 200 {
+		d := divs[rng.IntN(len(divs))]
+		if rng.IntN(2) == 0 {
+			d = rng.Int64N(1000) - 500
+			if d == 0 {
+				d = 7
+			}
+		}
+		c := rng.Int64N(5) - 2
+		op := kernels.Eq
+		if rng.IntN(2) == 0 {
+			op = kernels.Ne
+		}
+		n, off := rng.IntN(200), rng.IntN(3)
+		vals := make([]any, off+n)
+		for i := range vals {
+			switch rng.IntN(12) {
+			case 0:
+			case 1:
+				vals[i] = int64(rng.Uint64())
+			default:
+				vals[i] = rng.Int64N(2000) - 1000
+			}
+		}
+		arr := slicedArray(mem, i64, vals, off, n)
+		want := make([]any, n)
+		for i, v := range vals[off:] {
+			if v != nil {
+				want[i] = (v.(int64)%d == c) == (op == kernels.Eq)
+			}
+		}
+		got, err := kernels.ModCompareScalar(mem, arr, d, op, c)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		checkValues(t, "mod compare", got, want)
+		got.Release()
+		arr.Release()
+	}
+	arr := build(mem, i64, []any{int64(1)})
+	defer arr.Release()
+	if _, err := kernels.ModCompareScalar(mem, arr, 0, kernels.Eq, 0); !errors.Is(err, kernels.ErrInvalidArgument) {
+		t.Errorf("divisor 0: %v", err)
+	}
+	if _, err := kernels.ModCompareScalar(mem, arr, 3, kernels.Lt, 0); !errors.Is(err, kernels.ErrInvalidArgument) {
+		t.Errorf("operator <: %v", err)
+	}
+}
