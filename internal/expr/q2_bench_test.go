@@ -51,7 +51,7 @@ func BenchmarkQ2(b *testing.B) {
 			for b.Loop() {
 				rec := recs[i%batches]
 				i++
-				m, err := bound.Eval(ctx, mem, rec)
+				m, err := bound.Eval(ctx, expr.Scratch(), rec) // as operators.Filter
 				if err != nil {
 					b.Fatal(err)
 				}

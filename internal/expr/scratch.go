@@ -93,3 +93,10 @@ func (s *scratchAllocator) Free(b []byte) {
 	b = b[:c]
 	s.pools[sizeClass(c)].Put(unsafe.Pointer(unsafe.SliceData(b)))
 }
+
+// Scratch returns the allocator of intermediate results, for arrays that
+// the caller releases before it returns (such as a filter's mask, which
+// is not emitted): their buffers are recycled for the next batch. It is
+// safe for concurrent use. Arrays handed over to someone else must come
+// from the caller's own allocator, which accounts for them.
+func Scratch() memory.Allocator { return scratchMem }
