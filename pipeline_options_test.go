@@ -90,8 +90,9 @@ func TestMapProjectArgErrors(t *testing.T) {
 	in := p.Source("in", FromJSON(schema))
 	in.Map("m", nil, Set("b", Col("a"))).To("o1", Print(io.Discard, JSONLines))
 	in.ProjectWith("p", nil).To("o2", Print(io.Discard, JSONLines))
+	in.Filter("f", Col("a").Lower().Eq("x")).To("o3", Print(io.Discard, JSONLines))
 	err := p.Validate()
-	for _, want := range []string{`operator "m": nil map argument`, `"p": project needs at least one column`} {
+	for _, want := range []string{`operator "m": nil map argument`, `"p": project needs at least one column`, `"f": expr (lower(a) = "x"): lower: a is int64, not a string`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v, want it to say %s", err, want)
 		}

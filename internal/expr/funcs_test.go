@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/meshflow/meshflow/internal/expr"
@@ -116,6 +117,8 @@ func TestFuncsConstant(t *testing.T) {
 		{expr.Lit("abc").Contains("b"), true},
 		{expr.Lit("id=7").RegexpExtract(`\d`, 0), "7"},
 		{expr.Lit(nil).Upper(), nil},
+		{expr.Lit([]byte("abc")).Contains("b"), true},
+		{expr.Lit([]byte("abc")).HasSuffix("bc"), true},
 	} {
 		got, err := eval(t, mem, c.e, rec)
 		if err != nil {
@@ -189,4 +192,102 @@ func TestFuncString(t *testing.T) {
 			t.Errorf("String() = %s, want %s", got, c.want)
 		}
 	}
+}
+
+// countingAllocator counts the allocations that reach it.
+type countingAllocator struct {
+	memory.Allocator
+	n int
+}
+
+func (c *countingAllocator) Allocate(size int) []byte {
+	c.n++
+	return c.Allocator.Allocate(size)
+}
+
+// TestIntermediatesRecycled: only the result's buffers come from the
+// caller's allocator; intermediates come from recycled memory.
+func TestIntermediatesRecycled(t *testing.T) {
+	checked := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer checked.AssertSize(t, 0)
+	rec := funcBatch(checked)
+	defer rec.Release()
+	l := expr.Col("d").Add(1).Mul(2).Sub(expr.Col("i8")).Gt(0)
+	r := expr.Col("s").Lower().Contains("w")
+	// What the last step, AND, allocates on its own.
+	la, err := eval(t, checked, l, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer la.Release()
+	ra, err := eval(t, checked, r, rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ra.Release()
+	last := &countingAllocator{Allocator: checked}
+	want, err := kernels.And(last, la.(*array.Boolean), ra.(*array.Boolean))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Release()
+	// The whole expression allocates no more from the caller.
+	mem := &countingAllocator{Allocator: checked}
+	got, err := eval(t, mem, l.And(r), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Release()
+	if mem.n != last.n {
+		t.Errorf("%d allocations from the caller's allocator, want %d (those of the result)", mem.n, last.n)
+	}
+	checkValues(t, "and", got, valuesOf(want))
+}
+
+// TestModCompareFused: x % d = c with an int64 column and literals binds
+// to the one-pass evaluator; other forms do not.
+func TestModCompareFused(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rec := funcBatch(mem)
+	defer rec.Release()
+	for _, c := range []struct {
+		e     expr.Expr
+		fused bool
+	}{
+		{expr.Col("n").Mod(123).Eq(0), true},
+		{expr.Lit(0).Ne(expr.Col("n").Mod(123)), true},
+		{expr.Col("n").Mod(123).Lt(0), false},
+		{expr.Col("n").Mod(0).Eq(0), false},
+		{expr.Col("n").Mod(expr.Col("d")).Eq(0), false},
+		{expr.Col("i8").Mod(3).Eq(0), false},
+	} {
+		b, err := expr.Bind(c.e, rec.Schema())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := expr.RootType(b) == "*expr.modCmpEval"; got != c.fused {
+			t.Errorf("%s: bound as %s, fused = %v, want %v", c.e, expr.RootType(b), got, c.fused)
+		}
+	}
+}
+
+// TestTruncateTimeZone: days start at 00:00 UTC whatever the column's time
+// zone (timestamps are instants).
+func TestTruncateTimeZone(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	ny := &arrow.TimestampType{Unit: arrow.Second, TimeZone: "America/New_York"}
+	at := time.Date(2026, 12, 1, 3, 4, 5, 0, time.UTC).Unix()
+	rec := newBatch(mem, []arrow.Field{{Name: "t", Type: ny}}, [][]any{{at}})
+	defer rec.Release()
+	got, err := eval(t, mem, expr.Col("t").Truncate(24*time.Hour), rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Release()
+	if !arrow.TypeEqual(got.DataType(), ny) {
+		t.Errorf("type %s, want %s", got.DataType(), ny)
+	}
+	checkValues(t, "truncate", got, []any{time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC).Unix()})
 }
