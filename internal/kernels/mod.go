@@ -332,6 +332,11 @@ func ModCompareScalar(mem memory.Allocator, arr arrow.Array, d int64, op CmpOp, 
 	bits := newBuffer(mem, int(bitutil.BytesForBits(int64(n))))
 	out := bits.Bytes()
 	a := fixedValues[int64](data)
+	if c == 0 {
+		divisibleBits(a, d, op == Ne, out)
+		valid, nulls := copyValidity(mem, data)
+		return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, bits}, nulls).(*array.Boolean), nil
+	}
 	var rem [64]int64
 	var dv divisor
 	special := d == 1 || d == -1 || d == math.MinInt64
@@ -359,4 +364,50 @@ func ModCompareScalar(mem memory.Allocator, arr arrow.Array, d int64, op CmpOp, 
 	}
 	valid, nulls := copyValidity(mem, data)
 	return makeArray(arrow.FixedWidthTypes.Boolean, n, []*memory.Buffer{valid, bits}, nulls).(*array.Boolean), nil
+}
+
+// divisibleBits sets bit i of out when d divides a[i] (the opposite with
+// negate), eight rows per output byte, without computing remainders: for
+// d = d0 * 2^k with d0 odd, x is a multiple of d exactly when
+// (x * inverse(d0) + a) rotated right by k is at most max, with the
+// constants of Hacker's Delight 10-17 (signed); for a power of two, when
+// the low k bits are zero.
+func divisibleBits(a []int64, d int64, negate bool, out []byte) {
+	ud := uint64(d)
+	if d < 0 {
+		ud = -ud
+	}
+	var flip uint8
+	if negate {
+		flip = 0xff
+	}
+	pack := func(test func(x int64) bool) {
+		full := len(a) / 8
+		for i := range full {
+			v := a[i*8 : i*8+8 : i*8+8]
+			out[i] = (b2u(test(v[0])) | b2u(test(v[1]))<<1 | b2u(test(v[2]))<<2 | b2u(test(v[3]))<<3 |
+				b2u(test(v[4]))<<4 | b2u(test(v[5]))<<5 | b2u(test(v[6]))<<6 | b2u(test(v[7]))<<7) ^ flip
+		}
+		if rest := a[full*8:]; len(rest) > 0 {
+			var b uint8
+			for j, x := range rest {
+				b |= b2u(test(x)) << j
+			}
+			out[full] = b ^ flip
+		}
+	}
+	k := bits.TrailingZeros64(ud)
+	if ud&(ud-1) == 0 { // a power of two (1 and math.MinInt64 included)
+		mask := ud - 1
+		pack(func(x int64) bool { return uint64(x)&mask == 0 })
+		return
+	}
+	d0 := ud >> k
+	m := d0 // Newton's iteration for the inverse of d0 modulo 2^64
+	for range 5 {
+		m *= 2 - d0*m
+	}
+	add := (uint64(math.MaxInt64) / d0) &^ (uint64(1)<<k - 1)
+	limit := bits.RotateLeft64(2*add, -k)
+	pack(func(x int64) bool { return bits.RotateLeft64(uint64(x)*m+add, -k) <= limit })
 }

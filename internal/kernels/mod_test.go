@@ -183,8 +183,8 @@ func TestModCompareScalar(t *testing.T) {
 	rng := newRand(t)
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	divs := []int64{1, -1, 2, 3, 123, -123, 1 << 40, math.MinInt64, math.MaxInt64}
-	for round := range 200 {
+	divs := []int64{1, -1, 2, 3, 6, -12, 123, -123, 1 << 40, 3 << 40, math.MinInt64, math.MaxInt64, math.MinInt64 + 1, -(1 << 62)}
+	for round := range 400 {
 		d := divs[rng.IntN(len(divs))]
 		if rng.IntN(2) == 0 {
 			d = rng.Int64N(1000) - 500
@@ -193,6 +193,9 @@ func TestModCompareScalar(t *testing.T) {
 			}
 		}
 		c := rng.Int64N(5) - 2
+		if rng.IntN(2) == 0 {
+			c = 0 // the divisibility test
+		}
 		op := kernels.Eq
 		if rng.IntN(2) == 0 {
 			op = kernels.Ne
@@ -204,6 +207,10 @@ func TestModCompareScalar(t *testing.T) {
 			case 0:
 			case 1:
 				vals[i] = int64(rng.Uint64())
+			case 2, 3: // a multiple of d (wrapping), or next to one
+				vals[i] = d*int64(rng.Uint64()) + rng.Int64N(3) - 1
+			case 4:
+				vals[i] = []int64{math.MinInt64, math.MaxInt64, math.MinInt64 + 1, 0}[rng.IntN(4)]
 			default:
 				vals[i] = rng.Int64N(2000) - 1000
 			}
