@@ -155,24 +155,70 @@ func (s *Stream) Filter(name string, pred Expr, opts ...Option) *Stream {
 }
 
 // Project keeps the named columns, in that order, without copying data.
+// [Stream.ProjectWith] takes options as well.
 func (s *Stream) Project(name string, columns ...string) *Stream {
-	n := &node{name: name, kind: kindOperator, project: columns}
-	n.newOp = func() actors.Operator { return operators.NewProject(columns...) }
-	return s.p.add(n, nil, s.in())
+	return s.ProjectWith(name, columns, nil...)
 }
 
-// Assignment is one computed column of [Stream.Map].
-type Assignment = operators.Assignment
+// ProjectWith is [Stream.Project] with options, such as [Parallelism]. It
+// is a variant rather than a change of Project because the columns are
+// plain strings: no option type can share their variadic list without
+// giving up type checking. A projection right after a [Stream.Filter] with
+// the same parallelism is fused into it.
+func (s *Stream) ProjectWith(name string, columns []string, opts ...Option) *Stream {
+	columns = slices.Clone(columns)
+	if columns == nil {
+		columns = []string{}
+	}
+	n := &node{name: name, kind: kindOperator, project: columns}
+	n.newOp = func() actors.Operator { return operators.NewProject(columns...) }
+	return s.p.add(n, opts, s.in())
+}
+
+// Assignment is one computed column of [Stream.Map], made by [Set].
+type Assignment struct {
+	Name string
+	Expr Expr
+}
 
 // Set assigns the value of e to column name: an existing column is replaced
 // in place, a new one appended.
 func Set(name string, e Expr) Assignment { return Assignment{Name: name, Expr: e} }
 
-// Map computes columns with expressions.
-func (s *Stream) Map(name string, assigns ...Assignment) *Stream {
-	n := &node{name: name, kind: kindOperator, assigns: assigns}
+// MapArg is an argument of [Stream.Map]: an [Assignment] or an [Option].
+// Both go in Map's one variadic list, so that
+//
+//	s.Map("eur", meshflow.Set("price_eur", meshflow.Col("price").Mul(0.0091)), meshflow.Parallelism(4))
+//
+// reads like the other operators (whose options come last) while calls
+// without options keep their form. The interface is sealed: only the
+// package's Assignment and Option satisfy it.
+type MapArg interface{ applyMap(*node) }
+
+func (a Assignment) applyMap(n *node) {
+	n.assigns = append(n.assigns, operators.Assignment{Name: a.Name, Expr: a.Expr})
+}
+
+func (o Option) applyMap(n *node) { o(n) }
+
+// Map computes columns with expressions over its input batch; the options
+// configure the operator.
+func (s *Stream) Map(name string, args ...MapArg) *Stream {
+	n := &node{name: name, kind: kindOperator}
+	var opts []Option
+	for _, a := range args {
+		switch a := a.(type) {
+		case Option:
+			opts = append(opts, a)
+		case nil:
+			s.p.errs = append(s.p.errs, fmt.Errorf("operator %q: nil map argument", name))
+		default:
+			a.applyMap(n)
+		}
+	}
+	assigns := n.assigns
 	n.newOp = func() actors.Operator { return operators.NewMap(assigns...) }
-	return s.p.add(n, nil, s.in())
+	return s.p.add(n, opts, s.in())
 }
 
 // BatchFunc is a user function over one batch: in is borrowed, the returned

@@ -72,7 +72,8 @@ func (f *Filter) Process(ctx context.Context, in arrow.RecordBatch, out actors.E
 	if err != nil {
 		return err
 	}
-	m, err := b.Eval(ctx, f.mem, in)
+	// The mask is released before Process returns: recycled memory.
+	m, err := b.Eval(ctx, expr.Scratch(), in)
 	if err != nil {
 		return fmt.Errorf("filter %s: %w", f.pred.e, err)
 	}

@@ -109,9 +109,19 @@ func bindOp(n *node, args []evaluator) (evaluator, error) {
 		}
 		return &logicEval{and: n.kind == kAnd, l: l, r: r}, nil
 	case kCmp:
-		return bindCompare(n, args[0], args[1])
+		ev, err := bindCompare(n, args[0], args[1])
+		if err != nil {
+			return nil, err
+		}
+		return fuseModCompare(ev), nil
 	case kArith:
 		return bindArith(n, args[0], args[1])
+	case kMod:
+		return bindMod(n, args[0], args[1])
+	case kStr:
+		return bindStr(n, args[0])
+	case kTrunc:
+		return bindTrunc(n, args[0])
 	}
 	return nil, fmt.Errorf("expr: unknown expression kind %d", n.kind)
 }
@@ -255,6 +265,12 @@ func constant(e evaluator) bool {
 		return constant(e.l) && constant(e.r)
 	case *arithEval:
 		return constant(e.l) && constant(e.r)
+	case *modEval:
+		return constant(e.l) && constant(e.r)
+	case *strEval:
+		return constant(e.a)
+	case *truncEval:
+		return constant(e.a)
 	case *logicEval:
 		return constant(e.l) && constant(e.r)
 	case *notEval:

@@ -62,11 +62,27 @@
 // zero, in a non-null row fails Eval with an error wrapping
 // kernels.ErrOverflow or kernels.ErrDivideByZero. Integer division
 // truncates toward zero. Float arithmetic follows IEEE 754 (x/0 is ±Inf or
-// NaN). There is no modulo: the kernels have no such operator.
+// NaN). Mod is the integer remainder with Go's semantics (the sign of the
+// dividend; math.MinInt64 % -1 is 0); a zero divisor fails Eval like
+// division. x % d = c with an int64 x and literals d and c is computed in
+// one pass, without a division per row.
+//
+// # Functions
+//
+// Contains, HasPrefix and HasSuffix test string (or binary) values
+// against a fixed string; Lower and Upper map case (Unicode);
+// RegexpExtract returns a capture group of the leftmost match, null when
+// there is none, with the pattern compiled once by Bind (a pattern that
+// does not compile, or a group it lacks, is ErrArgument). Truncate rounds
+// a timestamp down to a multiple of a duration since the epoch, in the
+// column's type. A null value gives a null result.
 //
 // # Ownership
 //
 // Eval borrows its batch and returns a new array reference that the caller
-// releases. A bare column is returned as the batch's own array, retained,
+// releases; only that result is allocated from the caller's allocator.
+// Intermediate results, released before Eval returns, come from a pool of
+// recycled Go buffers, so that evaluating batch after batch does not
+// allocate (and zero) fresh memory for them every time. A bare column is returned as the batch's own array, retained,
 // without a copy; a bare literal is broadcast to the batch length.
 package expr

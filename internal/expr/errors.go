@@ -20,6 +20,11 @@ var (
 	ErrType = errors.New("expr: type mismatch")
 	// ErrLiteral: a Go value that Lit cannot convert.
 	ErrLiteral = errors.New("expr: unsupported literal")
+	// ErrArgument: a function argument out of its domain: a regular
+	// expression that does not compile, a capture group it lacks, a
+	// truncation step that is not a positive whole number of the column's
+	// unit.
+	ErrArgument = errors.New("expr: invalid argument")
 	// ErrSchema: Eval was given a batch whose columns do not match the
 	// schema the expression was bound to.
 	ErrSchema = errors.New("expr: batch does not match the bound schema")

@@ -128,7 +128,7 @@ type cmpEval struct {
 func (c *cmpEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
 
 func (c *cmpEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	ld, rd, err := evalBoth(mem, rec, c.l, c.r)
+	ld, rd, err := evalBoth(scratch(mem), rec, c.l, c.r)
 	if err != nil {
 		return datum{}, err
 	}
@@ -164,7 +164,7 @@ type arithEval struct {
 func (a *arithEval) dataType() arrow.DataType { return a.dt }
 
 func (a *arithEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	ld, rd, err := evalBoth(mem, rec, a.l, a.r)
+	ld, rd, err := evalBoth(scratch(mem), rec, a.l, a.r)
 	if err != nil {
 		return datum{}, err
 	}
@@ -217,12 +217,12 @@ type logicEval struct {
 func (l *logicEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
 
 func (l *logicEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	a, err := boolArray(mem, rec, l.l)
+	a, err := boolArray(scratch(mem), rec, l.l)
 	if err != nil {
 		return datum{}, err
 	}
 	defer a.Release()
-	b, err := boolArray(mem, rec, l.r)
+	b, err := boolArray(scratch(mem), rec, l.r)
 	if err != nil {
 		return datum{}, err
 	}
@@ -244,7 +244,7 @@ type notEval struct{ a evaluator }
 func (n *notEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
 
 func (n *notEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	a, err := boolArray(mem, rec, n.a)
+	a, err := boolArray(scratch(mem), rec, n.a)
 	if err != nil {
 		return datum{}, err
 	}
@@ -261,7 +261,7 @@ type nullTestEval struct {
 func (n *nullTestEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
 
 func (n *nullTestEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	d, err := n.a.eval(mem, rec)
+	d, err := n.a.eval(scratch(mem), rec)
 	if err != nil {
 		return datum{}, err
 	}
@@ -299,7 +299,7 @@ type constBoolEval struct {
 func (c *constBoolEval) dataType() arrow.DataType { return arrow.FixedWidthTypes.Boolean }
 
 func (c *constBoolEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	d, err := c.a.eval(mem, rec)
+	d, err := c.a.eval(scratch(mem), rec)
 	if err != nil {
 		return datum{}, err
 	}

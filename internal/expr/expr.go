@@ -35,6 +35,29 @@ type Expr interface {
 	Mul(v any) Expr
 	Div(v any) Expr
 	Neg() Expr // arithmetic negation of a signed integer, float or duration
+	// Mod is the remainder of integers, with Go's semantics: the sign of
+	// the dividend (-7 % 3 is -1); a zero divisor fails Eval like Div.
+	Mod(v any) Expr
+
+	// String functions on a string column (Contains, HasPrefix and
+	// HasSuffix also on binary); a null value gives null.
+	Contains(substr string) Expr // boolean
+	HasPrefix(prefix string) Expr
+	HasSuffix(suffix string) Expr
+	Lower() Expr // Unicode lower case
+	Upper() Expr
+	// RegexpExtract is the text of capture group group (0: the whole
+	// match) of the leftmost match of the regular expression pattern (Go
+	// regexp syntax, compiled once by Bind); null when the value does not
+	// match or the group takes no part in the match.
+	RegexpExtract(pattern string, group int) Expr
+
+	// Truncate rounds a timestamp down to a multiple of step since the
+	// Unix epoch (time.Minute: the start of the minute; 10*time.Second: a
+	// 10-second window), keeping the column's type. Days start at 00:00
+	// UTC whatever the column's time zone. step must be a positive whole
+	// number of the column's unit.
+	Truncate(step time.Duration) Expr
 
 	// Kleene logic on booleans.
 	And(v any) Expr
@@ -61,6 +84,9 @@ const (
 	kNeg
 	kIsNull
 	kIsNotNull
+	kMod
+	kStr
+	kTrunc
 )
 
 // node is the one implementation of Expr.
@@ -71,6 +97,10 @@ type node struct {
 	cmp   kernels.CmpOp
 	arith kernels.ArithOp
 	args  []*node
+	fn    strFunc       // kStr
+	text  string        // kStr: the substring, prefix, suffix or pattern
+	group int           // kStr: the capture group of RegexpExtract
+	step  time.Duration // kTrunc
 }
 
 func (n *node) node() *node { return n }
@@ -198,9 +228,13 @@ func (n *node) write(b *strings.Builder) {
 		b.WriteString(columnName(n.name))
 	case kLit:
 		b.WriteString(n.lit.String())
-	case kCmp, kArith, kAnd, kOr:
+	case kStr, kTrunc:
+		n.writeFunc(b)
+	case kCmp, kArith, kAnd, kOr, kMod:
 		var op string
 		switch n.kind {
+		case kMod:
+			op = "%"
 		case kCmp:
 			op = n.cmp.String()
 		case kArith:

@@ -205,6 +205,7 @@ func eval(t testing.TB, mem memory.Allocator, e expr.Expr, rec arrow.RecordBatch
 		return nil, err
 	}
 	out, err := b.Eval(context.Background(), mem, rec)
+	checkScratch(t, e)
 	if err != nil {
 		return nil, err
 	}
@@ -232,4 +233,13 @@ func newRand(t testing.TB) *rand.Rand {
 	}
 	t.Logf("seed %d (rerun with MESHFLOW_SEED=%[1]d)", seed)
 	return rand.New(rand.NewPCG(seed, 0x65787072))
+}
+
+// checkScratch fails t when an evaluation left intermediate buffers
+// unreleased (the checked allocator only sees results).
+func checkScratch(t testing.TB, e expr.Expr) {
+	t.Helper()
+	if n := expr.ScratchLive(); n != 0 {
+		t.Fatalf("%s: %d intermediate buffers not released", e, n)
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -117,12 +118,48 @@ func (g *rgen) num(depth int) rnode {
 		}
 		return g.arith(func(e expr.Expr, _ any) expr.Expr { return e.Neg() }, kernels.Sub, g.constant(int64(0), tIntLit), a, true)
 	}
+	if r == 5 {
+		return g.mod(g.intNum(depth-1), g.intNum(depth-1))
+	}
 	ops := []struct {
 		op   kernels.ArithOp
 		call func(expr.Expr, any) expr.Expr
 	}{{kernels.Add, expr.Expr.Add}, {kernels.Sub, expr.Expr.Sub}, {kernels.Mul, expr.Expr.Mul}, {kernels.Div, expr.Expr.Div}}
 	o := ops[g.rng.IntN(len(ops))]
 	return g.arith(o.call, o.op, g.num(depth-1), g.num(depth-1), false)
+}
+
+// intNum is an integer (or null) operand for Mod.
+func (g *rgen) intNum(depth int) rnode {
+	for range 5 {
+		if n := g.num(depth); n.t != tF64 && n.t != tFloatLit {
+			return n
+		}
+	}
+	return g.column("i64", tI64)
+}
+
+// mod builds a % b and its reference: Go's %, a zero divisor in a
+// non-null row is a fault.
+func (g *rgen) mod(a, b rnode) rnode {
+	out := rnode{e: a.e.Mod(b.e), constant: a.constant && b.constant, fault: a.fault || b.fault, vals: make([]any, g.n)}
+	at, bt := meet(a, b)
+	out.t = widen(at, bt)
+	if out.constant && out.t == tI64 {
+		out.t = tIntLit
+	}
+	for i := range out.vals {
+		x, y := a.vals[i], b.vals[i]
+		if x == nil || y == nil {
+			continue
+		}
+		if y.(int64) == 0 {
+			out.fault = true
+			continue
+		}
+		out.vals[i] = x.(int64) % y.(int64)
+	}
+	return out
 }
 
 // meet returns the tags two operands have after literal conversion (see
@@ -412,6 +449,9 @@ func runRandomized(t *testing.T, rng *rand.Rand, rounds, exprs int) map[string]i
 				r = g.boolean(3)
 			}
 			stats[checkRandom(t, mem, rec, r, round)]++
+			if strings.Contains(r.e.String(), " % ") {
+				stats["with %"]++
+			}
 			if t.Failed() {
 				break
 			}
@@ -432,6 +472,7 @@ func checkRandom(t *testing.T, mem memory.Allocator, rec arrow.RecordBatch, r rn
 		return "bind error" // a constant subexpression failed while folding
 	}
 	out, err := b.Eval(context.Background(), mem, rec)
+	checkScratch(t, r.e)
 	if r.fault {
 		if err == nil {
 			out.Release()
