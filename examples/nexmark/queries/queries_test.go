@@ -7,13 +7,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/meshflow/meshflow"
@@ -26,51 +24,6 @@ var twoCols = arrow.NewSchema([]arrow.Field{
 	{Name: "auction", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
 	{Name: "price", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
 }, nil)
-
-func TestAuctionMultipleOf(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		auction []int64
-		valid   []bool
-		want    []int64 // prices kept; price = 10 × row
-	}{
-		{"some", []int64{123, 124, 246, 0, -123, 1}, nil, []int64{0, 20, 30, 40}},
-		{"all", []int64{123, 246}, nil, []int64{0, 10}},
-		{"none", []int64{1, 2, 3}, nil, nil},
-		{"nulls", []int64{0, 0, 123}, []bool{false, true, false}, []int64{10}},
-		{"empty", nil, nil, nil},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-			defer mem.AssertSize(t, 0)
-			b := array.NewRecordBuilder(mem, twoCols)
-			defer b.Release()
-			prices := make([]int64, len(tc.auction))
-			for i := range prices {
-				prices[i] = int64(10 * i)
-			}
-			b.Field(0).(*array.Int64Builder).AppendValues(tc.auction, tc.valid)
-			b.Field(1).(*array.Int64Builder).AppendValues(prices, nil)
-			in := b.NewRecordBatch()
-			defer in.Release()
-			out, err := queries.AuctionMultipleOf(123)(context.Background(), mem, in)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []int64
-			if out != nil {
-				got = slices.Clone(out.Column(1).(*array.Int64).Int64Values())
-				if out.Column(0).NullN() != 0 {
-					t.Errorf("kept a null auction")
-				}
-				out.Release()
-			}
-			if !slices.Equal(got, tc.want) {
-				t.Fatalf("kept prices %v, want %v", got, tc.want)
-			}
-		})
-	}
-}
 
 // TestFileQueryInProcess runs q2 in process on a generated file with a
 // checked allocator: every batch the file source, the filter and q2 make is
@@ -145,53 +98,4 @@ func ExampleBuild() {
 	// Output:
 	// {"auction":1000,"bidder":1001,"price":114702.192,"date_time":"2024-01-01T00:00:00.004Z","extra":"x"}
 	// {"auction":1012,"bidder":1002,"price":500.308,"date_time":"2024-01-01T00:00:00.005Z","extra":""}
-}
-
-// benchBids is a batch of auction and price columns of n generated bids.
-func benchBids(b *testing.B, n int) arrow.RecordBatch {
-	g := nexmark.NewGenerator(nexmark.Config{Seed: 1})
-	rec := g.NextBatch(memory.NewGoAllocator(), n)
-	defer rec.Release()
-	return array.NewRecordBatch(twoCols, []arrow.Array{rec.Column(nexmark.ColAuction), rec.Column(nexmark.ColPrice)}, int64(n))
-}
-
-// BenchmarkAuctionMultipleOf measures q2's batch function on 8192 bids;
-// BenchmarkAuctionMultipleOfReference is the tightest honest reference: one
-// loop over the same Arrow columns appending the kept values to
-// preallocated slices.
-func BenchmarkAuctionMultipleOf(b *testing.B) {
-	in := benchBids(b, 8192)
-	defer in.Release()
-	fn := queries.AuctionMultipleOf(123)
-	mem := memory.NewGoAllocator()
-	b.ReportAllocs()
-	for b.Loop() {
-		out, err := fn(context.Background(), mem, in)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if out != nil {
-			out.Release()
-		}
-	}
-	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
-}
-
-func BenchmarkAuctionMultipleOfReference(b *testing.B) {
-	in := benchBids(b, 8192)
-	defer in.Release()
-	auction := in.Column(0).(*array.Int64).Int64Values()
-	price := in.Column(1).(*array.Int64).Int64Values()
-	outA, outP := make([]int64, 0, len(auction)), make([]int64, 0, len(auction))
-	b.ReportAllocs()
-	for b.Loop() {
-		outA, outP = outA[:0], outP[:0]
-		for i, a := range auction {
-			if a%123 == 0 {
-				outA = append(outA, a)
-				outP = append(outP, price[i])
-			}
-		}
-	}
-	b.ReportMetric(float64(b.N)*8192/b.Elapsed().Seconds(), "rows/s")
 }
