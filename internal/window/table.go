@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"unsafe"
 
@@ -62,6 +63,12 @@ type Config struct {
 	Keys []int
 	Time int
 	Aggs []Agg
+	// AllowedLateness (ms) keeps a window for that long after the
+	// watermark passed its end: a row arriving meanwhile updates it, and
+	// the next Fire emits it again with the updated aggregates. A row all
+	// of whose windows are past that is late: Add leaves it out and Late
+	// lists it.
+	AllowedLateness int64
 }
 
 // Table holds the aggregates of every (key, window) with rows and not yet
@@ -73,11 +80,18 @@ type Table struct {
 	keyEnc []keyEncoder
 
 	index map[string]int32
-	// Per group: its index key (encoded key | window start), window start.
+	// Per group: its index key (encoded key | window start), window start,
+	// whether it changed since Fire last emitted it.
 	gkey  []string
 	start []int64
+	dirty []bool
 	free  []int32
 	live  int
+
+	// wm is the highest watermark Fire was given.
+	wm int64
+	// late are the rows of the last Add that were late.
+	late []int32
 
 	accs []accumulator
 
@@ -98,7 +112,10 @@ func NewTable(cfg Config) (*Table, error) {
 	if cfg.Time < 0 || cfg.Time >= s.NumFields() || !isTime(s.Field(cfg.Time).Type) {
 		return nil, fmt.Errorf("window: time column %d: want an int64 or millisecond timestamp column", cfg.Time)
 	}
-	t := &Table{cfg: cfg, index: map[string]int32{}}
+	if cfg.AllowedLateness < 0 {
+		return nil, fmt.Errorf("window: allowed lateness %d ms: must not be negative", cfg.AllowedLateness)
+	}
+	t := &Table{cfg: cfg, index: map[string]int32{}, wm: math.MinInt64}
 	var fields []arrow.Field
 	for _, k := range cfg.Keys {
 		if k < 0 || k >= s.NumFields() {
@@ -166,6 +183,7 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 	if err != nil {
 		return err
 	}
+	t.dropClosed()
 	t.gids = slices.Grow(t.gids[:0], len(t.rows))[:len(t.rows)]
 	keys := make([]arrow.Array, len(t.cfg.Keys))
 	for i, k := range t.cfg.Keys {
@@ -183,6 +201,7 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 			g = t.newGroup(string(b), t.starts[p])
 		}
 		t.gids[p] = g
+		t.dirty[g] = true
 	}
 	for i, acc := range t.accs {
 		var col arrow.Array
@@ -193,6 +212,37 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 	}
 	return nil
 }
+
+// closed reports whether the window starting at start takes no more
+// rows: the watermark passed its end plus the allowed lateness.
+func (t *Table) closed(start int64) bool {
+	end := start + t.cfg.Spec.Size + t.cfg.AllowedLateness
+	return end <= t.wm && t.wm != math.MinInt64
+}
+
+// dropClosed removes the (row, window) pairs of closed windows from
+// t.rows and t.starts, and records in t.late the rows left with none.
+func (t *Table) dropClosed() {
+	t.late = t.late[:0]
+	n := 0
+	for p, row := range t.rows {
+		if !t.closed(t.starts[p]) {
+			t.rows[n], t.starts[n] = row, t.starts[p]
+			n++
+			continue
+		}
+		// A row's pairs are consecutive: it is late when none is kept.
+		last := p+1 == len(t.rows) || t.rows[p+1] != row
+		if last && (n == 0 || t.rows[n-1] != row) {
+			t.late = append(t.late, row)
+		}
+	}
+	t.rows, t.starts = t.rows[:n], t.starts[:n]
+}
+
+// Late returns the rows of the batch last added that were late: every
+// window holding them was closed. They are valid until the next Add.
+func (t *Table) Late() []int32 { return t.late }
 
 func (t *Table) newGroup(key string, start int64) int32 {
 	var g int32
@@ -207,6 +257,7 @@ func (t *Table) newGroup(key string, start int64) int32 {
 		g = int32(len(t.gkey))
 		t.gkey = append(t.gkey, key)
 		t.start = append(t.start, start)
+		t.dirty = append(t.dirty, false)
 		for _, acc := range t.accs {
 			acc.grow(len(t.gkey))
 		}
@@ -217,49 +268,62 @@ func (t *Table) newGroup(key string, start int64) int32 {
 }
 
 // Fire returns the aggregates of every window whose end is at or before
-// watermark (ordered by window start, then key bytes) and forgets them;
-// nil when there is none. The batch is handed over to the caller.
+// watermark and that changed since it was last emitted (ordered by window
+// start, then key bytes), and forgets the windows closed for good (end
+// plus the allowed lateness at or before watermark); nil when there is
+// nothing to emit. A window updated by late rows within the allowed
+// lateness is emitted again, whole. The batch is handed over to the
+// caller.
 func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, error) {
+	t.wm = max(t.wm, watermark)
 	size := t.cfg.Spec.Size
-	var due []int32
+	var due, gone []int32
 	for g, key := range t.gkey {
-		if key != "" && t.start[g] <= watermark-size {
+		if key == "" || t.start[g] > t.wm-size {
+			continue
+		}
+		if t.dirty[g] {
 			due = append(due, int32(g))
 		}
-	}
-	if len(due) == 0 {
-		return nil, nil
-	}
-	slices.SortFunc(due, func(a, b int32) int {
-		if c := cmp.Compare(t.start[a], t.start[b]); c != 0 {
-			return c
+		if t.closed(t.start[g]) {
+			gone = append(gone, int32(g))
 		}
-		return cmp.Compare(t.gkey[a], t.gkey[b])
-	})
-	bld := array.NewRecordBuilder(mem, t.out)
-	defer bld.Release()
-	nk := len(t.keyEnc)
-	for _, g := range due {
-		b := []byte(t.gkey[g])
-		for i, enc := range t.keyEnc {
-			var err error
-			if b, err = enc.appendValue(bld.Field(i), b); err != nil {
-				return nil, fmt.Errorf("window: group key: %w", err)
+	}
+	var out arrow.RecordBatch
+	if len(due) > 0 {
+		slices.SortFunc(due, func(a, b int32) int {
+			if c := cmp.Compare(t.start[a], t.start[b]); c != 0 {
+				return c
 			}
+			return cmp.Compare(t.gkey[a], t.gkey[b])
+		})
+		bld := array.NewRecordBuilder(mem, t.out)
+		defer bld.Release()
+		nk := len(t.keyEnc)
+		for _, g := range due {
+			b := []byte(t.gkey[g])
+			for i, enc := range t.keyEnc {
+				var err error
+				if b, err = enc.appendValue(bld.Field(i), b); err != nil {
+					return nil, fmt.Errorf("window: group key: %w", err)
+				}
+			}
+			bld.Field(nk).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g]))
+			bld.Field(nk + 1).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g] + size))
+			for i, acc := range t.accs {
+				acc.appendTo(bld.Field(nk+2+i), g)
+			}
+			t.dirty[g] = false
 		}
-		bld.Field(nk).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g]))
-		bld.Field(nk + 1).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g] + size))
-		for i, acc := range t.accs {
-			acc.appendTo(bld.Field(nk+2+i), g)
-		}
+		out = bld.NewRecordBatch()
 	}
-	for _, g := range due {
+	for _, g := range gone {
 		delete(t.index, t.gkey[g])
 		t.gkey[g] = ""
 		t.free = append(t.free, g)
 		t.live--
 	}
-	return bld.NewRecordBatch(), nil
+	return out, nil
 }
 
 func timeValues(a arrow.Array) []int64 {

@@ -2,6 +2,7 @@ package window
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -88,11 +89,21 @@ func TestTableRandom(t *testing.T) {
 		{Avg, 2, "avg"}, {CountDistinct, 2, "dv"}, {CountDistinct, 0, "dk"}, {First, 2, "first"},
 		{Last, 2, "last"}, {Sum, 3, "fsum"}, {Min, 3, "fmin"}, {Max, 3, "fmax"}, {First, 0, "kfirst"},
 	}
+	type tcase struct {
+		spec     Spec
+		lateness int64 // -1: in order (the watermark never passes a row to come)
+	}
+	var cases []tcase
 	for _, spec := range []Spec{Tumbling(100), Sliding(100, 30), Sliding(40, 100), {Size: 50, Slide: 50, Offset: 7}} {
-		t.Run(fmt.Sprintf("%+v", spec), func(t *testing.T) {
+		cases = append(cases, tcase{spec, -1}, tcase{spec, 0}, tcase{spec, 150})
+	}
+	for _, tc := range cases {
+		spec := tc.spec
+		t.Run(fmt.Sprintf("%+v/lateness=%d", spec, tc.lateness), func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
-			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs})
+			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs,
+				AllowedLateness: max(tc.lateness, 0)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -127,36 +138,46 @@ func TestTableRandom(t *testing.T) {
 				rows[i].serial = i // arrival order
 			}
 
-			fired := map[string]string{} // (key, start) -> aggregates
+			fired := map[string]string{} // (key, start) -> last aggregates emitted
 			firedAt := map[string]int64{}
+			arrival := make([]int64, len(rows)) // the watermark when each row came
+			lateRows := map[int]bool{}
 			wm := int64(math.MinInt64)
 			for i := 0; i < len(rows); {
 				n := 1 + r.IntN(200)
 				batch := rows[i:min(i+n, len(rows))]
-				i += len(batch)
+				for j := range batch {
+					arrival[i+j] = wm
+				}
 				rec := buildBatch(mem, batch)
 				if err := tab.Add(rec); err != nil {
 					t.Fatal(err)
 				}
 				rec.Release()
+				for _, row := range tab.Late() {
+					lateRows[i+int(row)] = true
+				}
+				i += len(batch)
 				if r.IntN(3) == 0 || i == len(rows) {
 					if i == len(rows) {
 						wm = math.MaxInt64
-					} else {
-						// Never past a row still to come: the Table
-						// itself has no notion of late rows.
+					} else if tc.lateness < 0 {
+						// Never past a row still to come.
 						low := int64(math.MaxInt64)
 						for _, rest := range rows[i:] {
 							low = min(low, tsOr(rest, low))
 						}
 						wm = max(wm, low-int64(r.IntN(100)))
+					} else {
+						// Trailing the rows seen: later rows may be late.
+						wm = max(wm, tsOr(batch[len(batch)-1], 0)-int64(r.IntN(300)))
 					}
 					out, err := tab.Fire(mem, wm)
 					if err != nil {
 						t.Fatal(err)
 					}
 					if out != nil {
-						collect(t, out, wm, fired, firedAt)
+						collect(t, out, wm, fired, firedAt, tc.lateness > 0)
 						out.Release()
 					}
 				}
@@ -164,7 +185,15 @@ func TestTableRandom(t *testing.T) {
 			if tab.Len() != 0 {
 				t.Fatalf("%d groups left after the last watermark", tab.Len())
 			}
-			want := reference(spec, rows)
+			// A window takes a row while its end plus the lateness is
+			// after the watermark the row came at.
+			open := func(row int, start int64) bool {
+				return arrival[row] == math.MinInt64 || start+spec.Size+max(tc.lateness, 0) > arrival[row]
+			}
+			want, wantLate := reference(spec, rows, open)
+			if !maps.Equal(lateRows, wantLate) {
+				t.Errorf("late rows %v, want %v", slices.Sorted(maps.Keys(lateRows)), slices.Sorted(maps.Keys(wantLate)))
+			}
 			for k, w := range want {
 				if fired[k] != w {
 					t.Errorf("%s: got %s\nwant %s", k, fired[k], w)
@@ -224,7 +253,7 @@ func groupName(key *string, start int64) string {
 
 // collect renders the fired rows, checking each fires once and only when
 // the watermark passed its window's end.
-func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]string, firedAt map[string]int64) {
+func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]string, firedAt map[string]int64, updates bool) {
 	t.Helper()
 	cell := func(c, i int) string {
 		col := rec.Column(c)
@@ -245,7 +274,7 @@ func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]str
 		if end > wm {
 			t.Errorf("%s fired at watermark %d before its end %d", name, wm, end)
 		}
-		if _, ok := fired[name]; ok {
+		if _, ok := fired[name]; ok && !updates {
 			t.Errorf("%s fired twice (at %d and %d)", name, firedAt[name], wm)
 		}
 		var s string
@@ -256,17 +285,25 @@ func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]str
 	}
 }
 
-// reference computes every window's aggregates row by row.
-func reference(spec Spec, rows []testRow) map[string]string {
+// reference computes every window's aggregates row by row, from the rows
+// open lets in, and the rows (by index) it let into none of their windows.
+func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) (map[string]string, map[int]bool) {
 	type group struct{ rows []testRow }
 	groups := map[string]*group{}
+	late := map[int]bool{}
 	var order []string
-	for _, r := range rows {
+	for i, r := range rows {
 		if r.ts == nil {
 			continue
 		}
 		sl := spec.Slide
+		windows, kept := 0, 0
 		for w := spec.LastStart(*r.ts); w > *r.ts-spec.Size; w -= sl {
+			windows++
+			if !open(i, w) {
+				continue
+			}
+			kept++
 			name := groupName(r.key, w)
 			g := groups[name]
 			if g == nil {
@@ -275,6 +312,9 @@ func reference(spec Spec, rows []testRow) map[string]string {
 				order = append(order, name)
 			}
 			g.rows = append(g.rows, r)
+		}
+		if windows > 0 && kept == 0 {
+			late[i] = true
 		}
 	}
 	out := map[string]string{}
@@ -348,5 +388,5 @@ func reference(spec Spec, rows []testRow) map[string]string {
 		out[name] = fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
 			len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
 	}
-	return out
+	return out, late
 }
