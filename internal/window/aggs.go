@@ -1,6 +1,7 @@
 package window
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -19,6 +20,10 @@ type accumulator interface {
 	reset(g int32)
 	update(col arrow.Array, rows, gids []int32, ts []int64)
 	appendTo(b array.Builder, g int32)
+	// encode appends group g's state; decode reads it into group g (made
+	// room for) and returns the rest of src.
+	encode(dst []byte, g int32) []byte
+	decode(src []byte, g int32) ([]byte, error)
 }
 
 func newAccumulator(k AggKind, in arrow.DataType) (accumulator, error) {
@@ -46,20 +51,20 @@ func newAccumulator(k AggKind, in arrow.DataType) (accumulator, error) {
 	case CountDistinct:
 		switch id {
 		case arrow.INT64:
-			return &distinctAcc[int64]{value: func(c arrow.Array, i int) int64 { return c.(*array.Int64).Value(i) }}, nil
+			return &distinctAcc[int64]{c: int64Codec, value: func(c arrow.Array, i int) int64 { return c.(*array.Int64).Value(i) }}, nil
 		case arrow.STRING:
-			return &distinctAcc[string]{value: func(c arrow.Array, i int) string { return c.(*array.String).Value(i) }}, nil
+			return &distinctAcc[string]{c: stringCodec, value: func(c arrow.Array, i int) string { return c.(*array.String).Value(i) }}, nil
 		}
 	case First, Last:
 		switch id {
 		case arrow.INT64:
-			return &edgeAcc[int64]{last: k == Last, dt: in, value: func(c arrow.Array, i int) int64 { return c.(*array.Int64).Value(i) },
+			return &edgeAcc[int64]{last: k == Last, dt: in, c: int64Codec, value: func(c arrow.Array, i int) int64 { return c.(*array.Int64).Value(i) },
 				app: func(b array.Builder, v int64) { b.(*array.Int64Builder).Append(v) }}, nil
 		case arrow.FLOAT64:
-			return &edgeAcc[float64]{last: k == Last, dt: in, value: func(c arrow.Array, i int) float64 { return c.(*array.Float64).Value(i) },
+			return &edgeAcc[float64]{last: k == Last, dt: in, c: float64Codec, value: func(c arrow.Array, i int) float64 { return c.(*array.Float64).Value(i) },
 				app: func(b array.Builder, v float64) { b.(*array.Float64Builder).Append(v) }}, nil
 		case arrow.STRING:
-			return &edgeAcc[string]{last: k == Last, dt: in, value: func(c arrow.Array, i int) string { return c.(*array.String).Value(i) },
+			return &edgeAcc[string]{last: k == Last, dt: in, c: stringCodec, value: func(c arrow.Array, i int) string { return c.(*array.String).Value(i) },
 				app: func(b array.Builder, v string) { b.(*array.StringBuilder).Append(v) }}, nil
 		}
 	default:
@@ -188,7 +193,8 @@ func (a *avgAcc[T]) appendTo(b array.Builder, g int32) {
 
 // distinctAcc counts distinct non-null values exactly, with a set per
 // group.
-type distinctAcc[T comparable] struct {
+type distinctAcc[T cmp.Ordered] struct {
+	c     codec[T]
 	value func(arrow.Array, int) T
 	sets  []map[T]struct{}
 }
@@ -220,6 +226,7 @@ func (a *distinctAcc[T]) appendTo(b array.Builder, g int32) {
 // edgeAcc keeps the value of the earliest (First) or latest (Last) row by
 // event time.
 type edgeAcc[T any] struct {
+	c     codec[T]
 	last  bool
 	dt    arrow.DataType
 	value func(arrow.Array, int) T

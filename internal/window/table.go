@@ -85,8 +85,12 @@ type Table struct {
 	gkey  []string
 	start []int64
 	dirty []bool
-	free  []int32
-	live  int
+	// changed marks the groups added or updated since the last
+	// Checkpoint; removed are the index keys forgotten since.
+	changed []bool
+	removed []string
+	free    []int32
+	live    int
 
 	// wm is the highest watermark Fire was given.
 	wm int64
@@ -201,7 +205,7 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 			g = t.newGroup(string(b), t.starts[p])
 		}
 		t.gids[p] = g
-		t.dirty[g] = true
+		t.dirty[g], t.changed[g] = true, true
 	}
 	for i, acc := range t.accs {
 		var col arrow.Array
@@ -258,6 +262,7 @@ func (t *Table) newGroup(key string, start int64) int32 {
 		t.gkey = append(t.gkey, key)
 		t.start = append(t.start, start)
 		t.dirty = append(t.dirty, false)
+		t.changed = append(t.changed, false)
 		for _, acc := range t.accs {
 			acc.grow(len(t.gkey))
 		}
@@ -313,13 +318,14 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 			for i, acc := range t.accs {
 				acc.appendTo(bld.Field(nk+2+i), g)
 			}
-			t.dirty[g] = false
+			t.dirty[g], t.changed[g] = false, true
 		}
 		out = bld.NewRecordBatch()
 	}
 	for _, g := range gone {
 		delete(t.index, t.gkey[g])
-		t.gkey[g] = ""
+		t.removed = append(t.removed, t.gkey[g])
+		t.gkey[g], t.changed[g] = "", false
 		t.free = append(t.free, g)
 		t.live--
 	}
@@ -407,4 +413,3 @@ func (stringKey) appendValue(b array.Builder, src []byte) ([]byte, error) {
 	return src[1+k+int(n):], nil
 }
 
-var errTruncated = fmt.Errorf("truncated")
