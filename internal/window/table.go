@@ -412,4 +412,3 @@ func (stringKey) appendValue(b array.Builder, src []byte) ([]byte, error) {
 	b.(*array.StringBuilder).Append(string(src[1+k : 1+k+int(n)]))
 	return src[1+k+int(n):], nil
 }
-
