@@ -32,6 +32,7 @@ import (
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/actors/operators"
 	"github.com/meshflow/meshflow/internal/expr"
+	"github.com/meshflow/meshflow/internal/window"
 	"github.com/meshflow/meshflow/messages"
 )
 
@@ -76,6 +77,7 @@ type node struct {
 	assigns []operators.Assignment
 	union   bool
 	custom  bool
+	window  *windowNode
 }
 
 // NewPipeline returns an empty pipeline. name identifies the job: letters,
@@ -369,6 +371,15 @@ func (p *Pipeline) Validate() error {
 				}
 				n.schema = arrow.NewSchema(fields, nil)
 			}
+		case n.window != nil:
+			if err := n.window.validate(in, n.parallelism); err != nil {
+				add(n, "%v", err)
+				break
+			}
+			cfg, _ := n.window.config(in)
+			if t, err := window.NewTable(cfg); err == nil {
+				n.schema = t.Schema()
+			}
 		case n.union:
 			n.schema = in
 			for _, i := range n.inputs[1:] {
@@ -458,6 +469,12 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 			}
 		default:
 			v.NewOperator = n.newOp
+			if n.window != nil {
+				v.NewOperator = func() actors.Operator { return nil }
+				if env != nil && len(n.inputs) > 0 && n.inputs[0].from != nil {
+					v.NewOperator = n.window.build(env, n.inputs[0].from.schema)
+				}
+			}
 			if cols, ok := fusedCols[n]; ok {
 				pred := n.filter
 				v.NewOperator = func() actors.Operator { return operators.NewFilter(pred, cols...) }
