@@ -58,7 +58,7 @@ type winCollector struct {
 }
 
 func (c *winCollector) Open(context.Context, meshflow.OperatorContext) error { return nil }
-func (c *winCollector) Close(context.Context) error                         { return nil }
+func (c *winCollector) Close(context.Context) error                          { return nil }
 func (c *winCollector) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -89,7 +89,9 @@ func TestWindowAggregates(t *testing.T) {
 	}{
 		{"tumbling", func() meshflow.Windows { return meshflow.TumblingWindows(100*time.Millisecond, "ts") }, 100,
 			func(ts int64) []int64 { return []int64{ts - mod(ts, 100)} }},
-		{"sliding", func() meshflow.Windows { return meshflow.SlidingWindows(100*time.Millisecond, 40*time.Millisecond, "ts") }, 100,
+		{"sliding", func() meshflow.Windows {
+			return meshflow.SlidingWindows(100*time.Millisecond, 40*time.Millisecond, "ts")
+		}, 100,
 			func(ts int64) []int64 {
 				var s []int64
 				for w := ts - mod(ts, 40); w > ts-100; w -= 40 {
