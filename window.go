@@ -2,6 +2,8 @@ package meshflow
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -210,7 +212,8 @@ type windowOp struct {
 	nc *nats.Conn
 
 	mem    memory.Allocator
-	state  persistence.Store
+	state  persistence.Store // the windows, by group
+	meta   persistence.Store // the watermark
 	tab    *window.Table
 	dl     *natsio.DeadLetters
 	enc    *messages.JSONRowEncoder
@@ -219,6 +222,10 @@ type windowOp struct {
 	buf    []byte
 	last   int64 // the last watermark fired
 }
+
+// watermarkKey holds, in the window.meta namespace, the table's watermark
+// at the last checkpoint.
+var watermarkKey = []byte("watermark")
 
 // ClassLate is the dead-letter class of rows later than a window's
 // allowed lateness.
@@ -232,9 +239,20 @@ func (o *windowOp) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if o.tab, err = window.NewTable(cfg); err != nil {
 		return err
 	}
-	o.mem, o.state = oc.Allocator(), oc.State().Namespace("window")
+	o.mem, o.state, o.meta = oc.Allocator(), oc.State().Namespace("window"), oc.State().Namespace("window.meta")
 	o.last = int64(messages.MinWatermark)
 	if err := o.state.Scan(ctx, nil, func(k, v []byte) error { return o.tab.Restore(k, v) }); err != nil {
+		return fmt.Errorf("window: restore: %w", err)
+	}
+	// Lateness after a restore is judged by the watermark of the
+	// checkpoint, as it was when the rows came the first time.
+	switch v, err := o.meta.Get(ctx, watermarkKey); {
+	case err == nil && len(v) == 8:
+		o.last = int64(binary.BigEndian.Uint64(v))
+		o.tab.SetWatermark(o.last)
+	case err == nil:
+		return fmt.Errorf("window: restore: watermark of %d bytes", len(v))
+	case !errors.Is(err, persistence.ErrNotFound):
 		return fmt.Errorf("window: restore: %w", err)
 	}
 	if o.enc, err = messages.NewJSONRowEncoder(o.in); err != nil {
@@ -325,6 +343,11 @@ func (o *windowOp) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	})
 	if err == nil && o.batch.Len() > 0 {
 		err = o.state.Apply(ctx, &o.batch)
+	}
+	if err == nil && o.tab.Watermark() != int64(messages.MinWatermark) {
+		var b persistence.Batch
+		b.Put(watermarkKey, binary.BigEndian.AppendUint64(nil, uint64(o.tab.Watermark())))
+		err = o.meta.Apply(ctx, &b)
 	}
 	if err == nil && o.dl.Transactional() {
 		err = o.dl.Prepare(ctx, id)

@@ -3,14 +3,16 @@ package meshflow_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
+	"github.com/meshflow/meshflow/persistence"
 )
 
 var winSchema = arrow.NewSchema([]arrow.Field{
@@ -34,44 +37,99 @@ var winSchema = arrow.NewSchema([]arrow.Field{
 type winRow struct {
 	key   string
 	ts, v int64
+	late  bool
 }
 
-func winSeed(t *testing.T) uint64 {
-	t.Helper()
-	s := rand.Uint64()
-	if env := os.Getenv("MESHFLOW_SEED"); env != "" {
-		v, err := strconv.ParseUint(env, 10, 64)
-		if err != nil {
-			t.Fatalf("MESHFLOW_SEED=%q: %v", env, err)
-		}
-		s = v
-	}
-	t.Logf("seed %d (MESHFLOW_SEED=%d replays)", s, s)
-	return s
-}
-
-// winResult is one emitted window row, rendered.
+// winCollector holds the window rows committed: the last one of each
+// window (a window updated by rows within the allowed lateness is
+// emitted again).
 type winCollector struct {
 	mu   sync.Mutex
-	last map[string]string // key@start -> aggregates, the last emitted
+	last map[string]string // key@start -> aggregates
 	n    int
 }
 
-func (c *winCollector) Open(context.Context, meshflow.OperatorContext) error { return nil }
-func (c *winCollector) Close(context.Context) error                          { return nil }
-func (c *winCollector) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
+func (c *winCollector) commit(lines []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for i := range int(in.NumRows()) {
-		name := fmt.Sprintf("%s@%d", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
-		var s string
-		for c := 3; c < int(in.NumCols()); c++ {
-			s += in.ColumnName(c) + "=" + in.Column(c).ValueStr(i) + " "
-		}
-		c.last[name] = s
+	for _, l := range lines {
+		name, aggs, _ := strings.Cut(l, "|")
+		c.last[name] = aggs
 		c.n++
 	}
+}
+
+// winTxSink is a transactional sink of window rows (parallelism 1): rows
+// are staged in its Store at each checkpoint and committed, in order,
+// when it completes (or at restore, for what the restored checkpoint
+// staged). While fail is positive, a completion fails (and counts down).
+type winTxSink struct {
+	out  *winCollector
+	fail *atomic.Int64
+	st   persistence.Store
+	buf  []string
+	on   bool
+}
+
+func (s *winTxSink) Open(ctx context.Context, oc meshflow.OperatorContext) error {
+	s.st, s.on = oc.State(), oc.Checkpointing()
+	if id := oc.RestoredCheckpoint(); id != 0 {
+		return s.commit(ctx, id)
+	}
 	return nil
+}
+
+func (s *winTxSink) Close(context.Context) error { return nil }
+
+func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
+	var lines []string
+	for i := range int(in.NumRows()) {
+		l := fmt.Sprintf("%s@%d|", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		for c := 3; c < int(in.NumCols()); c++ {
+			l += in.ColumnName(c) + "=" + in.Column(c).ValueStr(i) + " "
+		}
+		lines = append(lines, l)
+	}
+	if !s.on {
+		s.out.commit(lines)
+		return nil
+	}
+	s.buf = append(s.buf, lines...)
+	return nil
+}
+
+func (s *winTxSink) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	var b persistence.Batch
+	b.Put(fmt.Appendf(nil, "stage/%020d", id), []byte(strings.Join(s.buf, "\n")))
+	s.buf = s.buf[:0]
+	return s.st.Apply(ctx, &b)
+}
+
+func (s *winTxSink) CheckpointComplete(ctx context.Context, id uint64) error {
+	if s.fail.Load() > 0 {
+		s.fail.Add(-1)
+		return errors.New("commit refused (test)")
+	}
+	return s.commit(ctx, id)
+}
+
+func (s *winTxSink) commit(ctx context.Context, upTo uint64) error {
+	var del persistence.Batch
+	err := s.st.Scan(ctx, []byte("stage/"), func(k, v []byte) error {
+		id, err := strconv.ParseUint(strings.TrimPrefix(string(k), "stage/"), 10, 64)
+		if err != nil || id > upTo {
+			return err
+		}
+		if len(v) > 0 {
+			s.out.commit(strings.Split(string(v), "\n"))
+		}
+		del.Delete(k)
+		return nil
+	})
+	if err != nil || del.Len() == 0 {
+		return err
+	}
+	return s.st.Apply(ctx, &del)
 }
 
 // TestWindowAggregates runs Window in a job: shuffled, out-of-order events
@@ -100,7 +158,8 @@ func TestWindowAggregates(t *testing.T) {
 				return s
 			}},
 	} {
-		t.Run(tc.name, func(t *testing.T) { testWindowAggregates(t, tc.w(), tc.size, tc.starts) })
+		t.Run(tc.name, func(t *testing.T) { testWindowAggregates(t, tc.w(), tc.size, tc.starts, false) })
+		t.Run(tc.name+"/recoveries", func(t *testing.T) { testWindowAggregates(t, tc.w(), tc.size, tc.starts, true) })
 	}
 }
 
@@ -112,8 +171,8 @@ func mod(a, b int64) int64 {
 	return m
 }
 
-func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts func(int64) []int64) {
-	r := rand.New(rand.NewPCG(winSeed(t), 2))
+func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts func(int64) []int64, recoveries bool) {
+	r := rand.New(rand.NewPCG(testSeed(t), 2))
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	srv := natstest.RunJetStream(t)
@@ -124,7 +183,7 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 	const (
 		batches, perBatch = 40, 50
 		ooo               = 150 // the source's max out-of-orderness, ms
-		lateness          = 100
+		lateness          = 500
 		base              = int64(1_700_000_000_000)
 	)
 	var rows [][]winRow
@@ -132,14 +191,23 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 	for b := range batches {
 		var batch []winRow
 		for range perBatch {
+			// A row is on time (jittered about the batch's time), behind
+			// (its window may have fired: within the allowed lateness,
+			// it updates it), or — from the 20th batch on — far behind:
+			// late, whenever exactly the watermark reaches the window
+			// (it may lag the batches it follows).
 			ts := base + int64(b)*40 + int64(r.IntN(200)) - 100
+			late := false
 			switch r.IntN(25) {
 			case 0:
-				ts -= 400 // far behind: late
+				if b >= 20 {
+					ts -= 2000
+					late = true
+				}
 			case 1, 2:
-				ts -= 200 // behind: within the allowed lateness or late
+				ts -= 200
 			}
-			batch = append(batch, winRow{key: "k" + strconv.Itoa(r.IntN(12)), ts: ts, v: v})
+			batch = append(batch, winRow{key: "k" + strconv.Itoa(r.IntN(12)), ts: ts, v: v, late: late})
 			v++
 		}
 		rows = append(rows, batch)
@@ -161,22 +229,19 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 		}
 	}()
 
-	// The reference: rows of batch k+1 arrive after the watermark that
-	// followed batch k (the highest time so far minus ooo).
+	// The reference: every row but the late ones in each of its windows.
 	type acc struct {
 		n, total, max int64
 	}
 	want := map[string]*acc{}
 	wantLate := map[int64]bool{}
-	wm, maxTS := int64(math.MinInt64), int64(math.MinInt64)
 	for _, batch := range rows {
 		for _, row := range batch {
-			took := false
+			if row.late {
+				wantLate[row.v] = true
+				continue
+			}
 			for _, s := range starts(row.ts) {
-				if wm != math.MinInt64 && s+size+lateness <= wm {
-					continue
-				}
-				took = true
 				name := fmt.Sprintf("%s@%d", row.key, s)
 				a := want[name]
 				if a == nil {
@@ -187,28 +252,48 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 				a.total += row.v
 				a.max = max(a.max, row.v)
 			}
-			if !took {
-				wantLate[row.v] = true
-			}
-			maxTS = max(maxTS, row.ts)
 		}
-		wm = max(wm, maxTS-ooo)
 	}
 	if len(wantLate) == 0 {
 		t.Fatal("the input has no late rows: the test would show nothing of them")
 	}
 
 	out := &winCollector{last: map[string]string{}}
+	var src meshflow.Source = meshflow.FromBatches(recs...)
+	opts := []meshflow.RunOption{meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithState(testStore(t)),
+		meshflow.WithLogger(testutil.TestLogger(t))}
+	var failures atomic.Int64
+	if recoveries {
+		// Batches come one by one, with checkpoints every 100 ms among
+		// them; the sink's commit fails three times, each failing the
+		// job, which recovers from its last checkpoint.
+		g := newGate()
+		src = gated(winSchema, recs, g)
+		failures.Store(3)
+		opts = ckptOptions(t, nc, mem, testStore(t))
+		go func() {
+			for i := range len(recs) {
+				g.release(i + 1)
+				select {
+				case <-time.After(15 * time.Millisecond):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
 	p := meshflow.NewPipeline("windows")
-	p.Source("events", meshflow.FromBatches(recs...), meshflow.EventTime("ts", ooo*time.Millisecond)).
+	p.Source("events", src, meshflow.EventTime("ts", ooo*time.Millisecond)).
 		KeyBy("key").
 		Window("agg", w.AllowedLateness(lateness*time.Millisecond).LateRowsTo("late.rows"),
 			[]meshflow.Aggregate{meshflow.Count().As("n"), meshflow.Sum("v").As("total"), meshflow.Max("v")},
 			meshflow.Parallelism(2)).
-		To("out", meshflow.ToOperator(func() meshflow.Operator { return out }))
-	if err := meshflow.Run(ctx, p, meshflow.WithNATS(nc), meshflow.WithAllocator(mem), meshflow.WithState(testStore(t)),
-		meshflow.WithLogger(testutil.TestLogger(t))); err != nil {
+		To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{out: out, fail: &failures} }))
+	if err := meshflow.Run(ctx, p, opts...); err != nil {
 		t.Fatal(err)
+	}
+	if recoveries && failures.Load() > 0 {
+		t.Fatalf("the job ended before the sink failed %d more times", failures.Load())
 	}
 
 	for name, a := range want {

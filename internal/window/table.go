@@ -244,6 +244,15 @@ func (t *Table) dropClosed() {
 	t.rows, t.starts = t.rows[:n], t.starts[:n]
 }
 
+// Watermark is the highest watermark Fire was given (math.MinInt64
+// before any).
+func (t *Table) Watermark() int64 { return t.wm }
+
+// SetWatermark sets the watermark the table judges lateness by, without
+// firing: for a table restored from a checkpoint taken at watermark wm.
+// The next Fire emits what is due.
+func (t *Table) SetWatermark(wm int64) { t.wm = max(t.wm, wm) }
+
 // Late returns the rows of the batch last added that were late: every
 // window holding them was closed. They are valid until the next Add.
 func (t *Table) Late() []int32 { return t.late }
