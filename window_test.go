@@ -347,3 +347,69 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 		t.Errorf("late rows %v, want %v", slices.Sorted(maps.Keys(gotLate)), slices.Sorted(maps.Keys(wantLate)))
 	}
 }
+
+// TestWindowValidate: what keeps a window from running is reported by
+// Validate, naming the operator.
+func TestWindowValidate(t *testing.T) {
+	tumbling := meshflow.TumblingWindows(time.Second, "ts")
+	count := []meshflow.Aggregate{meshflow.Count()}
+	for _, tc := range []struct {
+		name  string
+		build func(p *meshflow.Pipeline) *meshflow.Stream
+		want  string
+	}{
+		{"no time column", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.TumblingWindows(time.Second, "when"), count)
+		}, `time column: no column "when"`},
+		{"no key column", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("nope").Window("w", tumbling, count)
+		}, `key column "nope" is not in its input`},
+		{"no aggregate", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, nil)
+		}, "at least one aggregate"},
+		{"unsupported aggregate", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, []meshflow.Aggregate{meshflow.Sum("key")})
+		}, "sum of utf8 not supported"},
+		{"bad size", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.TumblingWindows(time.Microsecond, "ts"), count)
+		}, "want positive whole milliseconds"},
+		{"negative lateness", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling.AllowedLateness(-time.Second), count)
+		}, "must not be negative"},
+		{"parallel without key", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).Window("w", tumbling, count, meshflow.Parallelism(2))
+		}, "without KeyBy runs with parallelism 1"},
+		{"unknown input schema", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).
+				Apply("f", func(_ context.Context, _ memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) { in.Retain(); return in, nil }).
+				KeyBy("key").Window("w", tumbling, count)
+		}, "needs its input's schema"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := meshflow.NewPipeline("windows")
+			tc.build(p).To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
+			err := p.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"w"`) && !strings.Contains(err.Error(), "key column") {
+				t.Fatalf("Validate: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+	// The schema of a valid window: keys, window bounds, aggregates.
+	p := meshflow.NewPipeline("windows")
+	w := p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").
+		Window("w", tumbling, []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"), meshflow.CountDistinct("key")})
+	w.To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fmt.Sprint(w.Schema()), fmt.Sprint(arrow.NewSchema([]arrow.Field{
+		{Name: "key", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "window_start", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}},
+		{Name: "window_end", Type: &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}},
+		{Name: "count", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "mean", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		{Name: "count_distinct_key", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	}, nil)); got != want {
+		t.Fatalf("schema\n%s\nwant\n%s", got, want)
+	}
+}
