@@ -48,11 +48,15 @@ type bufferedSide struct {
 	time     []int64
 	hash     []uint64
 	next     []int32
-	head     map[uint64]int32
+	head     map[uint64]int32 // nil: not indexed
 }
 
-func newBufferedSide(s *Side) *bufferedSide {
-	return &bufferedSide{side: s, head: map[uint64]int32{}}
+func newBufferedSide(s *Side, indexed bool) *bufferedSide {
+	b := &bufferedSide{side: s}
+	if indexed {
+		b.head = map[uint64]int32{}
+	}
+	return b
 }
 
 func (b *bufferedSide) insert(seg, row int32, t int64, h uint64) {
@@ -61,13 +65,16 @@ func (b *bufferedSide) insert(seg, row int32, t int64, h uint64) {
 	b.row = append(b.row, row)
 	b.time = append(b.time, t)
 	b.hash = append(b.hash, h)
+	b.segs.live[seg]++
+	if b.head == nil {
+		return
+	}
 	nx, ok := b.head[h]
 	if !ok {
 		nx = -1
 	}
 	b.next = append(b.next, nx)
 	b.head[h] = e
-	b.segs.live[seg]++
 }
 
 // retain keeps the entries for which keep is true (in order), rebuilds
@@ -86,7 +93,14 @@ func (b *bufferedSide) retain(keep func(e int) bool) {
 	if len(dropped) == 0 {
 		return
 	}
-	b.seg, b.row, b.time, b.hash, b.next = b.seg[:w], b.row[:w], b.time[:w], b.hash[:w], b.next[:w]
+	b.seg, b.row, b.time, b.hash = b.seg[:w], b.row[:w], b.time[:w], b.hash[:w]
+	for _, s := range dropped {
+		b.segs.drop(s)
+	}
+	if b.head == nil {
+		return
+	}
+	b.next = b.next[:w]
 	clear(b.head)
 	for e := range w {
 		nx, ok := b.head[b.hash[e]]
@@ -95,9 +109,6 @@ func (b *bufferedSide) retain(keep func(e int) bool) {
 		}
 		b.next[e] = nx
 		b.head[b.hash[e]] = int32(e)
-	}
-	for _, s := range dropped {
-		b.segs.drop(s)
 	}
 }
 
@@ -118,7 +129,7 @@ func NewInterval(cfg IntervalConfig) (*Interval, error) {
 		return nil, err
 	}
 	j := &Interval{cfg: cfg, out: arrow.NewSchema(fields, nil), wm: math.MinInt64}
-	j.sides = [2]*bufferedSide{newBufferedSide(&j.cfg.Left), newBufferedSide(&j.cfg.Right)}
+	j.sides = [2]*bufferedSide{newBufferedSide(&j.cfg.Left, true), newBufferedSide(&j.cfg.Right, true)}
 	return j, nil
 }
 
