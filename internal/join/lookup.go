@@ -48,8 +48,9 @@ type Lookup struct {
 	freeE            []int32
 	live             int
 
-	hashes []uint64
-	ok     []bool
+	hashes     []uint64
+	ok         []bool
+	compactMin int64
 }
 
 // minCompact is the number of retained rows below which a Lookup does
@@ -66,7 +67,7 @@ func NewLookup(mem memory.Allocator, cfg LookupConfig) (*Lookup, error) {
 	if d := cfg.Delete; d >= cfg.Table.Schema.NumFields() || (d >= 0 && cfg.Table.Schema.Field(d).Type.ID() != arrow.BOOL) {
 		return nil, fmt.Errorf("join: delete column %d: want a boolean column of the table", d)
 	}
-	j := &Lookup{cfg: cfg, out: arrow.NewSchema(fields, nil), nullSeg: -1, head: map[uint64]int32{}}
+	j := &Lookup{cfg: cfg, out: arrow.NewSchema(fields, nil), nullSeg: -1, head: map[uint64]int32{}, compactMin: minCompact}
 	if cfg.Outer {
 		s := cfg.Table.Schema
 		cols := make([]arrow.Array, s.NumFields())
@@ -146,7 +147,7 @@ func (j *Lookup) Upsert(mem memory.Allocator, rec arrow.RecordBatch) error {
 		j.insert(h, id, int32(i))
 	}
 	j.segs.drop(id)
-	if r := j.segs.retainedRows(); r > minCompact && r > 2*int64(j.live)+1 {
+	if r := j.segs.retainedRows(); r > j.compactMin && r > 2*int64(j.live)+1 {
 		return j.compact(mem)
 	}
 	return nil

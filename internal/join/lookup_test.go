@@ -143,6 +143,7 @@ func TestLookupRandom(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer j.Close()
+			j.compactMin = 64 // compact often
 			ref := map[string]int64{}
 			id := int64(0)
 			key := func() *string {
@@ -175,7 +176,7 @@ func TestLookupRandom(t *testing.T) {
 					if j.Len() != len(ref) {
 						t.Fatalf("%d keys, want %d", j.Len(), len(ref))
 					}
-					if n := j.segs.retainedRows(); n > max(minCompact, 2*int64(len(ref))+1)+1 {
+					if n := j.segs.retainedRows(); n > max(j.compactMin, 2*int64(len(ref))+1)+1 {
 						t.Fatalf("%d rows retained for %d keys", n, len(ref))
 					}
 					continue
@@ -213,5 +214,77 @@ func TestLookupRandom(t *testing.T) {
 				t.Fatal("no probe row matched: the test would prove nothing")
 			}
 		})
+	}
+}
+
+// TestLookupInt64Keys: two key columns, int64 and string, as in a join of
+// auctions with their sellers.
+func TestLookupInt64Keys(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	persons := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "state", Type: arrow.BinaryTypes.String},
+		{Name: "name", Type: arrow.BinaryTypes.String},
+	}, nil)
+	auctions := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "seller", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "state", Type: arrow.BinaryTypes.String},
+	}, nil)
+	j, err := NewLookup(mem, LookupConfig{
+		Probe:  Side{Schema: auctions, Keys: []int{1, 2}, Prefix: "a_"},
+		Table:  Side{Schema: persons, Keys: []int{0, 1}, Prefix: "p_"},
+		Delete: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	pb := array.NewRecordBuilder(mem, persons)
+	defer pb.Release()
+	for _, p := range []struct {
+		id          int64
+		state, name string
+	}{{1, "OR", "ann"}, {2, "ID", "bob"}, {1, "CA", "cid"}, {3, "OR", "dee"}} {
+		pb.Field(0).(*array.Int64Builder).Append(p.id)
+		pb.Field(1).(*array.StringBuilder).Append(p.state)
+		pb.Field(2).(*array.StringBuilder).Append(p.name)
+	}
+	prec := pb.NewRecordBatch()
+	defer prec.Release()
+	if err := j.Upsert(mem, prec); err != nil {
+		t.Fatal(err)
+	}
+	ab := array.NewRecordBuilder(mem, auctions)
+	defer ab.Release()
+	for i, a := range []struct {
+		seller int64
+		state  string
+	}{{1, "CA"}, {1, "ID"}, {2, "ID"}, {3, "OR"}, {4, "OR"}} {
+		ab.Field(0).(*array.Int64Builder).Append(int64(100 + i))
+		ab.Field(1).(*array.Int64Builder).Append(a.seller)
+		ab.Field(2).(*array.StringBuilder).Append(a.state)
+	}
+	arec := ab.NewRecordBatch()
+	defer arec.Release()
+	out, err := j.Probe(mem, arec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	var names []string
+	for _, f := range out.Schema().Fields() {
+		names = append(names, f.Name)
+	}
+	if want := []string{"a_id", "seller", "a_state", "p_id", "p_state", "name"}; !slices.Equal(names, want) {
+		t.Fatalf("fields %v, want %v", names, want)
+	}
+	var got []string
+	for i := range int(out.NumRows()) {
+		got = append(got, fmt.Sprintf("%d:%s", out.Column(0).(*array.Int64).Value(i), out.Column(5).(*array.String).Value(i)))
+	}
+	if want := []string{"100:cid", "102:bob", "103:dee"}; !slices.Equal(got, want) {
+		t.Fatalf("got %v, want %v", got, want)
 	}
 }
