@@ -48,15 +48,26 @@ type bufferedSide struct {
 	time     []int64
 	hash     []uint64
 	next     []int32
-	head     map[uint64]int32 // nil: not indexed
+	head     *hashIndex // nil: not indexed
 }
 
 func newBufferedSide(s *Side, indexed bool) *bufferedSide {
 	b := &bufferedSide{side: s}
 	if indexed {
-		b.head = map[uint64]int32{}
+		b.head = &hashIndex{}
 	}
 	return b
+}
+
+// grow makes room for n more entries.
+func (b *bufferedSide) grow(n int) {
+	b.seg = slices.Grow(b.seg, n)
+	b.row = slices.Grow(b.row, n)
+	b.time = slices.Grow(b.time, n)
+	b.hash = slices.Grow(b.hash, n)
+	if b.head != nil {
+		b.next = slices.Grow(b.next, n)
+	}
 }
 
 func (b *bufferedSide) insert(seg, row int32, t int64, h uint64) {
@@ -69,12 +80,7 @@ func (b *bufferedSide) insert(seg, row int32, t int64, h uint64) {
 	if b.head == nil {
 		return
 	}
-	nx, ok := b.head[h]
-	if !ok {
-		nx = -1
-	}
-	b.next = append(b.next, nx)
-	b.head[h] = e
+	b.next = append(b.next, b.head.swap(h, e))
 }
 
 // retain keeps the entries for which keep is true (in order), rebuilds
@@ -101,21 +107,18 @@ func (b *bufferedSide) retain(keep func(e int) bool) {
 		return
 	}
 	b.next = b.next[:w]
-	clear(b.head)
+	b.head.reset()
 	for e := range w {
-		nx, ok := b.head[b.hash[e]]
-		if !ok {
-			nx = -1
-		}
-		b.next[e] = nx
-		b.head[b.hash[e]] = int32(e)
+		b.next[e] = b.head.swap(b.hash[e], int32(e))
 	}
 }
 
 func (b *bufferedSide) close() {
 	b.segs.close()
 	b.seg, b.row, b.time, b.hash, b.next = nil, nil, nil, nil, nil
-	clear(b.head)
+	if b.head != nil {
+		b.head = &hashIndex{}
+	}
 }
 
 // NewInterval returns an empty interval join, or an error for a
@@ -180,10 +183,7 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 			if !j.ok[i] {
 				continue
 			}
-			e, found := other.head[h]
-			if !found {
-				continue
-			}
+			e := other.head.get(h)
 			t := ts[i]
 			for ; e >= 0; e = other.next[e] {
 				d := other.time[e] - t
@@ -202,6 +202,7 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	}
 
 	// Buffer the rows that may still join.
+	me.grow(n)
 	id := me.segs.add(rec, me.side.Keys)
 	for i, h := range j.hashes {
 		if j.ok[i] && !j.dead(w, ts[i], j.wm) {

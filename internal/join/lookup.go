@@ -42,7 +42,7 @@ type Lookup struct {
 	segs    segments
 	nullSeg int32 // a one-row all-null table batch (outer), or -1
 
-	head             map[uint64]int32
+	head             hashIndex
 	eSeg, eRow, next []int32
 	hash             []uint64
 	freeE            []int32
@@ -67,7 +67,7 @@ func NewLookup(mem memory.Allocator, cfg LookupConfig) (*Lookup, error) {
 	if d := cfg.Delete; d >= cfg.Table.Schema.NumFields() || (d >= 0 && cfg.Table.Schema.Field(d).Type.ID() != arrow.BOOL) {
 		return nil, fmt.Errorf("join: delete column %d: want a boolean column of the table", d)
 	}
-	j := &Lookup{cfg: cfg, out: arrow.NewSchema(fields, nil), nullSeg: -1, head: map[uint64]int32{}, compactMin: minCompact}
+	j := &Lookup{cfg: cfg, out: arrow.NewSchema(fields, nil), nullSeg: -1, compactMin: minCompact}
 	if cfg.Outer {
 		s := cfg.Table.Schema
 		cols := make([]arrow.Array, s.NumFields())
@@ -91,11 +91,7 @@ func (j *Lookup) Len() int { return j.live }
 // find returns the entry whose key equals row i of keys (hash h), and the
 // entry before it in its chain (-1: none).
 func (j *Lookup) find(h uint64, keys batchKeys, i int32) (e, prev int32) {
-	e, ok := j.head[h]
-	if !ok {
-		return -1, -1
-	}
-	prev = -1
+	e, prev = j.head.get(h), -1
 	for ; e >= 0; prev, e = e, j.next[e] {
 		if j.hash[e] == h && keysEqual(keys, i, j.segs.keys[j.eSeg[e]], j.eRow[e]) {
 			return e, prev
@@ -166,22 +162,15 @@ func (j *Lookup) insert(h uint64, seg, row int32) {
 		j.hash = append(j.hash, h)
 		j.next = append(j.next, -1)
 	}
-	nx, ok := j.head[h]
-	if !ok {
-		nx = -1
-	}
-	j.next[e] = nx
-	j.head[h] = e
+	j.next[e] = j.head.swap(h, e)
 	j.live++
 }
 
 func (j *Lookup) remove(e, prev int32) {
 	if prev >= 0 {
 		j.next[prev] = j.next[e]
-	} else if j.next[e] >= 0 {
-		j.head[j.hash[e]] = j.next[e]
 	} else {
-		delete(j.head, j.hash[e])
+		j.head.set(j.hash[e], j.next[e])
 	}
 	j.segs.drop(j.eSeg[e])
 	j.eSeg[e] = -1
@@ -279,6 +268,6 @@ func (j *Lookup) Probe(mem memory.Allocator, rec arrow.RecordBatch) (arrow.Recor
 // Close releases every batch held. The table is unusable after.
 func (j *Lookup) Close() {
 	j.segs.close()
-	clear(j.head)
+	j.head = hashIndex{}
 	j.eSeg, j.eRow, j.next, j.hash, j.freeE, j.live = nil, nil, nil, nil, nil, 0
 }

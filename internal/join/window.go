@@ -100,6 +100,7 @@ func (j *Window) Add(w Which, rec arrow.RecordBatch) error {
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
+	me.grow(len(j.rows))
 	id := me.segs.add(rec, me.side.Keys)
 	for p, r := range j.rows {
 		if s := j.starts[p]; !j.passed(s, j.wm) { // not fired yet
@@ -124,19 +125,12 @@ func (j *Window) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch,
 	l, r := j.sides[Left], j.sides[Right]
 
 	// Index the due right rows by (key hash, window start).
-	head := map[uint64]int32{}
+	var head hashIndex
 	next := make([]int32, len(r.seg))
 	for e, s := range r.time {
-		if !due(s) {
-			continue
+		if due(s) {
+			next[e] = head.swap(kernels.HashCombine(r.hash[e], uint64(s)), int32(e))
 		}
-		h := kernels.HashCombine(r.hash[e], uint64(s))
-		nx, ok := head[h]
-		if !ok {
-			nx = -1
-		}
-		next[e] = nx
-		head[h] = int32(e)
 	}
 	// Probe with the due left rows, window by window.
 	var lefts []int32
@@ -156,13 +150,10 @@ func (j *Window) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch,
 	})
 	var lseg, lrow, rseg, rrow []int32
 	var starts []int64
-	if len(head) > 0 {
+	if head.live > 0 {
 		for _, e := range lefts {
 			s := l.time[e]
-			f, ok := head[kernels.HashCombine(l.hash[e], uint64(s))]
-			if !ok {
-				continue
-			}
+			f := head.get(kernels.HashCombine(l.hash[e], uint64(s)))
 			ls, lr := l.seg[e], l.row[e]
 			// The chain is newest first: collect, then emit in arrival order.
 			k := len(rseg)
