@@ -68,6 +68,13 @@ func (x *hashIndex) set(h uint64, e int32) {
 	x.vals[i] = e
 }
 
+// reserve makes room for n more chains without rehashing.
+func (x *hashIndex) reserve(n int) {
+	if 2*(x.used+n) > len(x.keys) {
+		x.rehash(x.live + n)
+	}
+}
+
 // rehash rebuilds the table with room for n chains at most half full,
 // dropping cleared slots.
 func (x *hashIndex) rehash(n int) {

@@ -67,6 +67,7 @@ func (b *bufferedSide) grow(n int) {
 	b.hash = slices.Grow(b.hash, n)
 	if b.head != nil {
 		b.next = slices.Grow(b.next, n)
+		b.head.reserve(n)
 	}
 }
 
