@@ -147,9 +147,33 @@ func (j *Interval) Len(w Which) int { return len(j.sides[w].seg) }
 // after watermark wm.
 func (j *Interval) dead(w Which, t, wm int64) bool {
 	if w == Left {
-		return t+j.cfg.Upper < wm
+		return satAdd(t, j.cfg.Upper) < wm
 	}
-	return t-j.cfg.Lower < wm
+	return satSub(t, j.cfg.Lower) < wm
+}
+
+// satSub is a-b, clamped to the int64 range.
+func satSub(a, b int64) int64 {
+	s := a - b
+	if (s < a) != (b > 0) {
+		if b < 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return s
+}
+
+// satAdd is a+b, clamped to the int64 range.
+func satAdd(a, b int64) int64 {
+	s := a + b
+	if (s > a) != (b > 0) {
+		if b > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return s
 }
 
 // Add buffers rec, a batch of side w, and returns its pairs with the
@@ -173,11 +197,8 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	ts := timeValues(tcol)
 	bk := newBatchKeys(rec, me.side.Keys)
 
-	// Probe the other side.
-	lo, hi := j.cfg.Lower, j.cfg.Upper
-	if w == Right { // l.t in [r.t-upper, r.t-lower]
-		lo, hi = -hi, -lo
-	}
+	// Probe the other side: the other row's time must be in [lo, hi],
+	// computed per row with saturation so that no bound wraps around.
 	var mine, oseg, orow []int32
 	if len(other.seg) > 0 {
 		for i, h := range j.hashes {
@@ -185,10 +206,17 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 				continue
 			}
 			e := other.head.get(h)
-			t := ts[i]
+			if e < 0 {
+				continue
+			}
+			var lo, hi int64
+			if w == Left { // r.t in [l.t+lower, l.t+upper]
+				lo, hi = satAdd(ts[i], j.cfg.Lower), satAdd(ts[i], j.cfg.Upper)
+			} else { // l.t in [r.t-upper, r.t-lower]
+				lo, hi = satSub(ts[i], j.cfg.Upper), satSub(ts[i], j.cfg.Lower)
+			}
 			for ; e >= 0; e = other.next[e] {
-				d := other.time[e] - t
-				if d < lo || d > hi {
+				if t := other.time[e]; t < lo || t > hi {
 					continue
 				}
 				s, r := other.seg[e], other.row[e]

@@ -298,3 +298,104 @@ func TestIntervalRandom(t *testing.T) {
 		})
 	}
 }
+
+// TestIntervalExtremeTimes: times and bounds near the ends of the int64
+// range expire without wrapping around.
+func TestIntervalExtremeTimes(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	j, err := NewInterval(intervalCfg(math.MinInt64, math.MaxInt64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	l := build(mem, leftSchema, []row{{sp("a"), ip(math.MaxInt64 - 1), 1}, {sp("a"), ip(0), 3}})
+	r := build(mem, rightSchema, []row{{sp("a"), ip(math.MinInt64 + 1), 2}, {sp("a"), ip(5), 4}})
+	defer l.Release()
+	defer r.Release()
+	var got []string
+	for _, a := range []struct {
+		w   Which
+		rec arrow.RecordBatch
+	}{{Left, l}, {Right, r}} {
+		out, err := j.Add(mem, a.w, a.rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, pairsOf(t, out, "left_id", "right_id")...)
+		if out != nil {
+			out.Release()
+		}
+	}
+	// Every difference of times fits the interval but MinInt64+1 -
+	// (MaxInt64-1), below MinInt64.
+	sameSet(t, got, []string{"1-4", "3-2", "3-4"})
+	// The right row at MinInt64+1 joins left rows up to time
+	// (MinInt64+1) - MinInt64 = 1; every other row joins rows up to
+	// MaxInt64 (saturated).
+	for _, c := range []struct {
+		wm          int64
+		left, right int
+	}{{1, 2, 2}, {2, 2, 1}, {math.MaxInt64, 2, 1}} {
+		j.Expire(c.wm)
+		if j.Len(Left) != c.left || j.Len(Right) != c.right {
+			t.Fatalf("after %d: %d, %d held, want %d, %d", c.wm, j.Len(Left), j.Len(Right), c.left, c.right)
+		}
+	}
+}
+
+// TestSlicedInput: batches that are slices of larger ones (non-zero
+// offsets in every buffer) join like copies.
+func TestSlicedInput(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	k := sp("a")
+	lfull := build(mem, leftSchema, []row{{sp("x"), ip(0), 9}, {nil, nil, 8}, {k, ip(10), 1}, {nil, ip(10), 3}, {k, ip(11), 4}})
+	rfull := build(mem, rightSchema, []row{{nil, nil, 7}, {k, ip(10), 2}, {sp("b"), ip(10), 5}})
+	defer lfull.Release()
+	defer rfull.Release()
+	l, r := lfull.NewSlice(2, 5), rfull.NewSlice(1, 3)
+	defer l.Release()
+	defer r.Release()
+
+	j, err := NewInterval(intervalCfg(-1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	var got []string
+	for _, a := range []struct {
+		w   Which
+		rec arrow.RecordBatch
+	}{{Right, r}, {Left, l}} {
+		out, err := j.Add(mem, a.w, a.rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, pairsOf(t, out, "left_id", "right_id")...)
+		if out != nil {
+			out.Release()
+		}
+	}
+	sameSet(t, got, []string{"1-2", "4-2"})
+
+	lk, err := NewLookup(mem, LookupConfig{
+		Probe: Side{Schema: leftSchema, Keys: []int{0}},
+		Table: Side{Schema: rightSchema, Keys: []int{0}}, Delete: -1, Outer: true,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lk.Close()
+	if err := lk.Upsert(mem, r); err != nil {
+		t.Fatal(err)
+	}
+	out, err := lk.Probe(mem, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	if got, want := pairsOf(t, out, "left_id", "right_id"), []string{"1-2", "3-", "4-2"}; !slices.Equal(got, want) {
+		t.Fatalf("lookup: got %v, want %v", got, want)
+	}
+}
