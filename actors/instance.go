@@ -85,6 +85,7 @@ type instance struct {
 	seq     uint64
 	wm      messages.Watermark
 	outWM   messages.Watermark
+	idl     idleState
 	owe     bool
 	emitted []arrow.RecordBatch
 	timers  *timerService
@@ -155,7 +156,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 				continue
 			}
 			from := InstanceID{e.From, i}
-			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark, idx: len(s.ins)}
+			c := &inChan{key: chanKey{ei, i}, from: from, wmInput: wmInput{wm: messages.MinWatermark}, idx: len(s.ins)}
 			if p.placement[from] != self {
 				c.remote = true
 				c.subject = CreditSubject(g.SubjectName(), e.From, v.Name, i, idx)
@@ -223,6 +224,8 @@ func (a *instanceActor) Receive(c actor.Context) {
 		s.onProcessingTimer(c, m)
 	case *tickMsg:
 		s.onTick()
+	case *idleCheckMsg:
+		s.onIdleCheck(c, m)
 	case *stopSourceMsg:
 		s.onStopSource(c)
 	case *drainedMsg:

@@ -28,6 +28,14 @@ func (s *instance) startReader() {
 	s.reader = r
 	s.reading = false
 	gen, src, pid, root := s.gen, s.src, s.self, s.part.node.system.Root
+	s.idl.lastData = s.timers.now()
+	if d := s.v.IdleTimeout; d > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			watchIdle(ctx, d, func() { root.Send(pid, &idleCheckMsg{gen: gen}) })
+		}()
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -133,6 +141,7 @@ func (s *instance) onRead(c actor.Context, m *readResult) {
 		lin = &messages.Lineage{Origin: s.id.Operator, Pos: m.pos}
 	}
 	if rows > 0 {
+		s.idl.lastData = s.timers.now()
 		s.emitted = append(s.emitted, m.rec)
 		s.emittedLin = append(s.emittedLin, lin)
 	} else {
