@@ -56,6 +56,8 @@ type (
 
 type instanceStats struct {
 	batchesIn, rowsIn, batchesOut, rowsOut, failures atomic.Int64
+	wm                                               atomic.Int64 // instance.wm, for Node.Stats
+	idle                                             atomic.Bool  // idleState.out
 }
 
 // instance is the runtime state of one operator instance. It outlives the
@@ -143,6 +145,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 		s.overlay = persistence.NewOverlay(s.state)
 	}
 	s.timers = newTimerService(s)
+	s.stats.wm.Store(int64(messages.MinWatermark))
 	var r [8]byte
 	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
 	s.run = strconv.FormatUint(binary.LittleEndian.Uint64(r[:]), 36)

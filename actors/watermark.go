@@ -42,8 +42,16 @@ func (s *instance) goIdle(c actor.Context) {
 	if s.idl.out || s.finished {
 		return
 	}
-	s.idl.out = true
+	s.setIdle(true)
 	s.broadcast(c, messages.IdleEnvelope())
+}
+
+// setIdle records whether the outputs were told this instance is idle.
+func (s *instance) setIdle(idle bool) {
+	if s.idl.out != idle {
+		s.idl.out = idle
+		s.stats.idle.Store(idle)
+	}
 }
 
 func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
@@ -51,6 +59,7 @@ func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
 		return
 	}
 	s.wm = wm
+	s.stats.wm.Store(int64(wm))
 	if s.op != nil {
 		if err := s.timers.fireEventTimers(wm); err != nil {
 			s.fail(err)
@@ -65,7 +74,7 @@ func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
 	}
 	if wm > s.outWM {
 		s.outWM = wm
-		s.idl.out = false
+		s.setIdle(false)
 		s.broadcast(c, messages.WatermarkEnvelope(wm))
 	}
 }
