@@ -42,8 +42,10 @@ type (
 		// from a PositionRanger: row i at base+i
 		base   uint64
 		ranged bool
-		err    error
-		part   *jobPart
+		// from a Partitioned source: the batch's partition, of parts
+		partition, parts int
+		err              error
+		part             *jobPart
 	}
 	tickMsg       struct{}
 	stopSourceMsg struct{}

@@ -13,8 +13,9 @@ import (
 // idleState is an instance's side of input idleness (wmtrack.go): whether
 // it told its outputs it is idle, and, for sources, when it last read data.
 type idleState struct {
-	out      bool      // the idle marker was sent and nothing since
-	lastData time.Time // sources: the last batch with rows, or the start
+	out      bool           // the idle marker was sent and nothing since
+	lastData time.Time      // sources: the last batch with rows, or the start
+	parts    []srcPartition // Partitioned sources (partitions.go)
 }
 
 // advanceWatermark recomputes the input watermark (the minimum over the
@@ -102,6 +103,10 @@ func watchIdle(ctx context.Context, d time.Duration, check func()) {
 // for its IdleTimeout. A batch with rows makes it active again (dispatch).
 func (s *instance) onIdleCheck(c actor.Context, m *idleCheckMsg) {
 	if m.gen != s.gen || s.src == nil || s.finished || s.idl.out {
+		return
+	}
+	if len(s.idl.parts) > 0 {
+		s.partitionsIdleCheck(c)
 		return
 	}
 	if s.timers.now().Sub(s.idl.lastData) >= s.v.IdleTimeout {

@@ -72,9 +72,9 @@ func TestStatsWatermark(t *testing.T) {
 			}
 			defer n.Close()
 			ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
-			defer cancel()
 			var wg sync.WaitGroup
 			defer wg.Wait()
+			defer cancel() // before the wait: a failed check ends the job
 			var runErr error
 			wg.Add(1)
 			go func() {
