@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -128,4 +129,29 @@ func ExampleUnion() {
 	}
 	fmt.Println("total price", total)
 	// Output: total price 30
+}
+
+// IdleTimeout goes with EventTime on a source: a source instance that reads
+// nothing for a second stops holding back the watermark of the operators
+// after it (here a bounded source, which ends instead).
+func ExampleIdleTimeout() {
+	dir, _ := os.MkdirTemp("", "meshflow-example")
+	defer os.RemoveAll(dir)
+
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "auction", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "ts", Type: arrow.FixedWidthTypes.Timestamp_us},
+	}, nil)
+	p := meshflow.NewPipeline("idle")
+	p.Source("bids", meshflow.FromJSON(schema,
+		`{"auction":1,"ts":"2026-01-01T00:00:00Z"}`,
+		`{"auction":2,"ts":"2026-01-01T00:00:05Z"}`,
+	), meshflow.EventTime("ts", 2*time.Second), meshflow.IdleTimeout(time.Second)).
+		To("out", meshflow.Print(os.Stdout, meshflow.JSONLines))
+	if err := meshflow.Run(context.Background(), p, meshflow.WithDataDir(dir)); err != nil {
+		fmt.Println(err)
+	}
+	// Output:
+	// {"auction":1,"ts":"2026-01-01T00:00:00Z"}
+	// {"auction":2,"ts":"2026-01-01T00:00:05Z"}
 }

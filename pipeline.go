@@ -70,6 +70,7 @@ type node struct {
 	sink      Sink
 	newOp     func() actors.Operator
 	eventTime *actors.EventTime
+	idle      time.Duration
 
 	// For validation and fusion.
 	filter  expr.Expr
@@ -122,6 +123,12 @@ func EventTime(column string, maxOutOfOrderness time.Duration) Option {
 		nd.eventTime = &actors.EventTime{Column: column, MaxOutOfOrderness: maxOutOfOrderness}
 	}
 }
+
+// IdleTimeout makes a source instance that has read no data for d stop
+// holding back the watermark of the operators after it, until it reads
+// data again. Off (zero) by default: what the source sends after it was
+// idle may be late for the watermark that passed meanwhile.
+func IdleTimeout(d time.Duration) Option { return func(nd *node) { nd.idle = d } }
 
 func (p *Pipeline) add(n *node, opts []Option, inputs ...input) *Stream {
 	n.parallelism = 1
@@ -453,7 +460,7 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 		if _, ok := fusedInto[n]; ok {
 			continue
 		}
-		v := &actors.Vertex{Name: n.name, Parallelism: n.parallelism, EventTime: n.eventTime}
+		v := &actors.Vertex{Name: n.name, Parallelism: n.parallelism, EventTime: n.eventTime, IdleTimeout: n.idle}
 		switch n.kind {
 		case kindSource:
 			if env != nil {

@@ -26,8 +26,7 @@ type inChan struct {
 	processed uint64
 	granted   uint64
 	lastTick  uint64
-	wm        messages.Watermark
-	eos       bool
+	wmInput       // watermark, end-of-stream, idle (wmtrack.go)
 	idx       int // index in instance.ins (and in the aligner)
 }
 

@@ -80,6 +80,7 @@ func (s *instance) applyRuntimeMeta(b []byte) error {
 		return fmt.Errorf("runtime state: %d input watermarks for %d inputs", len(m.Inputs), len(s.ins))
 	}
 	s.wm, s.outWM = messages.Watermark(m.Watermark), messages.Watermark(m.OutWatermark)
+	s.stats.wm.Store(m.Watermark)
 	for i, wm := range m.Inputs {
 		s.ins[i].wm = messages.Watermark(wm)
 	}

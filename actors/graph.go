@@ -58,6 +58,13 @@ type Vertex struct {
 	// EventTime, on a source, makes the runtime derive watermarks from a
 	// timestamp column of the batches it reads.
 	EventTime *EventTime
+	// IdleTimeout, on a source, makes an instance that has read no data
+	// for this long tell its outputs it is idle, so it stops holding back
+	// the watermark downstream until it reads data again (see wmtrack.go).
+	// Zero, the default, turns it off: declaring a source idle lets the
+	// watermark pass records it may still deliver, which then arrive late,
+	// so only the job knows which quiet period means "no data for now".
+	IdleTimeout time.Duration
 }
 
 // EventTime derives a source's watermarks from a timestamp column: after

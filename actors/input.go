@@ -49,10 +49,13 @@ func (s *instance) runAligner(c actor.Context) {
 func (s *instance) deliver(c actor.Context, ch *inChan, m *dataMsg) {
 	switch m.env.Kind {
 	case messages.KindBatch:
+		ch.onData()
 		s.processBatch(c, ch, m)
 	case messages.KindWatermark:
-		if m.env.Watermark > ch.wm {
-			ch.wm = m.env.Watermark
+		if m.env.IsIdle() {
+			ch.onIdle()
+		} else {
+			ch.onWatermark(m.env.Watermark)
 		}
 		s.processed(c, ch)
 		s.advanceWatermark(c)
@@ -60,7 +63,7 @@ func (s *instance) deliver(c actor.Context, ch *inChan, m *dataMsg) {
 		// The aligner acts on barriers; here it only counts as input.
 		s.processed(c, ch)
 	case messages.KindEndOfStream:
-		ch.eos = true
+		ch.onEnd()
 		s.advanceWatermark(c)
 		s.maybeFinish(c)
 	default:

@@ -42,8 +42,10 @@ type (
 		// from a PositionRanger: row i at base+i
 		base   uint64
 		ranged bool
-		err    error
-		part   *jobPart
+		// from a Partitioned source: the batch's partition, of parts
+		partition, parts int
+		err              error
+		part             *jobPart
 	}
 	tickMsg       struct{}
 	stopSourceMsg struct{}
@@ -56,6 +58,8 @@ type (
 
 type instanceStats struct {
 	batchesIn, rowsIn, batchesOut, rowsOut, failures atomic.Int64
+	wm                                               atomic.Int64 // instance.wm, for Node.Stats
+	idle                                             atomic.Bool  // idleState.out
 }
 
 // instance is the runtime state of one operator instance. It outlives the
@@ -85,6 +89,7 @@ type instance struct {
 	seq     uint64
 	wm      messages.Watermark
 	outWM   messages.Watermark
+	idl     idleState
 	owe     bool
 	emitted []arrow.RecordBatch
 	timers  *timerService
@@ -142,6 +147,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 		s.overlay = persistence.NewOverlay(s.state)
 	}
 	s.timers = newTimerService(s)
+	s.stats.wm.Store(int64(messages.MinWatermark))
 	var r [8]byte
 	_, _ = rand.Read(r[:]) // never fails (crypto/rand)
 	s.run = strconv.FormatUint(binary.LittleEndian.Uint64(r[:]), 36)
@@ -155,7 +161,7 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 				continue
 			}
 			from := InstanceID{e.From, i}
-			c := &inChan{key: chanKey{ei, i}, from: from, wm: messages.MinWatermark, idx: len(s.ins)}
+			c := &inChan{key: chanKey{ei, i}, from: from, wmInput: wmInput{wm: messages.MinWatermark}, idx: len(s.ins)}
 			if p.placement[from] != self {
 				c.remote = true
 				c.subject = CreditSubject(g.SubjectName(), e.From, v.Name, i, idx)
@@ -223,6 +229,8 @@ func (a *instanceActor) Receive(c actor.Context) {
 		s.onProcessingTimer(c, m)
 	case *tickMsg:
 		s.onTick()
+	case *idleCheckMsg:
+		s.onIdleCheck(c, m)
 	case *stopSourceMsg:
 		s.onStopSource(c)
 	case *drainedMsg:

@@ -523,6 +523,14 @@ type InstanceStats struct {
 	BatchesOut int64
 	RowsOut    int64
 	Failures   int64
+	// Watermark is the instance's event-time watermark: for an operator
+	// the minimum over its active inputs (wmtrack.go), for a source the
+	// last it derived; MinWatermark before any, MaxWatermark at the end.
+	Watermark messages.Watermark
+	// Idle: the instance told its outputs it is idle (a source that read
+	// nothing for its IdleTimeout, an operator whose open inputs are all
+	// idle) and has sent nothing since.
+	Idle bool
 }
 
 func (p *jobPart) stats() []InstanceStats {
@@ -538,6 +546,8 @@ func (p *jobPart) stats() []InstanceStats {
 			BatchesOut: s.stats.batchesOut.Load(),
 			RowsOut:    s.stats.rowsOut.Load(),
 			Failures:   s.stats.failures.Load(),
+			Watermark:  messages.Watermark(s.stats.wm.Load()),
+			Idle:       s.stats.idle.Load(),
 		})
 	}
 	return out

@@ -180,6 +180,21 @@ type PositionRanger interface {
 	PositionBase() (base uint64, ok bool)
 }
 
+// Partitioned is implemented by a source that reads several partitions
+// (the shards or subjects of its input) and returns batches of one
+// partition each. The runtime calls Partition right after a Read that
+// returned a batch. With [Vertex.EventTime], the source then keeps a
+// watermark per partition and its own watermark is their minimum, so a
+// partition that lags holds it back; a partition that has read nothing for
+// [Vertex.IdleTimeout] leaves the minimum until it reads again. Partitions
+// is the number of partitions, fixed once the source is open; a partition
+// that has returned nothing yet holds the watermark at its start.
+type Partitioned interface {
+	Partitions() int
+	// Partition is the partition of the last batch, in [0, Partitions()).
+	Partition() int
+}
+
 type (
 	inputSeqKey     struct{}
 	inputLineageKey struct{}

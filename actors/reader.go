@@ -28,6 +28,14 @@ func (s *instance) startReader() {
 	s.reader = r
 	s.reading = false
 	gen, src, pid, root := s.gen, s.src, s.self, s.part.node.system.Root
+	s.idl.lastData = s.timers.now()
+	if d := s.v.IdleTimeout; d > 0 {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			watchIdle(ctx, d, func() { root.Send(pid, &idleCheckMsg{gen: gen}) })
+		}()
+	}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -41,6 +49,7 @@ func (s *instance) startReader() {
 			var pos []uint64
 			var base uint64
 			var ranged bool
+			partition, parts := -1, 0
 			err := s.call(func() error {
 				var err error
 				rec, err = src.Read(ctx)
@@ -53,12 +62,15 @@ func (s *instance) startReader() {
 				if p, ok := src.(Positioner); ok && !ranged {
 					pos = p.Positions()
 				}
+				if p, ok := src.(Partitioned); ok {
+					partition, parts = p.Partition(), p.Partitions()
+				}
 				return nil
 			})
 			if ctx.Err() != nil && err != nil && !errors.Is(err, io.EOF) {
 				return
 			}
-			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, pos: pos, base: base, ranged: ranged, err: err, part: s.part}))
+			root.Send(pid, s.part.track(&readResult{gen: gen, rec: rec, pos: pos, base: base, ranged: ranged, partition: partition, parts: parts, err: err, part: s.part}))
 			if err != nil {
 				return
 			}
@@ -119,6 +131,9 @@ func (s *instance) onRead(c actor.Context, m *readResult) {
 	s.stats.batchesIn.Add(1)
 	s.stats.rowsIn.Add(m.rec.NumRows())
 	wm, hasWM := s.eventTimeWatermark(m.rec)
+	if m.parts > 0 {
+		wm, hasWM = s.partitionWatermark(m, wm, hasWM)
+	}
 	rows := int(m.rec.NumRows())
 	var lin *messages.Lineage
 	switch {
@@ -133,6 +148,7 @@ func (s *instance) onRead(c actor.Context, m *readResult) {
 		lin = &messages.Lineage{Origin: s.id.Operator, Pos: m.pos}
 	}
 	if rows > 0 {
+		s.idl.lastData = s.timers.now()
 		s.emitted = append(s.emitted, m.rec)
 		s.emittedLin = append(s.emittedLin, lin)
 	} else {

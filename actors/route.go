@@ -16,6 +16,7 @@ func (s *instance) dispatch(c actor.Context) {
 	if len(s.emitted) == 0 {
 		return
 	}
+	s.setIdle(false) // a batch makes its receiver count this instance again
 	for i, rec := range s.emitted {
 		s.stats.batchesOut.Add(1)
 		s.stats.rowsOut.Add(rec.NumRows())

@@ -96,6 +96,20 @@ func WatermarkEnvelope(wm Watermark) Envelope {
 	return Envelope{Kind: KindWatermark, Watermark: wm}
 }
 
+// IdleEnvelope returns the idle marker: a watermark envelope carrying
+// [MinWatermark], which is never sent as a watermark (watermarks only move up
+// from it). It says the sender has had no data for a while: the receiver
+// leaves that input out of its watermark until a batch or a watermark
+// arrives on it again.
+func IdleEnvelope() Envelope {
+	return Envelope{Kind: KindWatermark, Watermark: MinWatermark}
+}
+
+// IsIdle reports whether e is the idle marker (see [IdleEnvelope]).
+func (e Envelope) IsIdle() bool {
+	return e.Kind == KindWatermark && e.Watermark == MinWatermark
+}
+
 // BarrierEnvelope returns a checkpoint barrier envelope.
 func BarrierEnvelope(b Barrier) Envelope {
 	return Envelope{Kind: KindBarrier, Barrier: b}

@@ -368,3 +368,33 @@ func TestConform(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleEnvelope: the idle marker survives a frame round trip and is told
+// apart from every real watermark.
+func TestIdleEnvelope(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	cases := []struct {
+		env  messages.Envelope
+		idle bool
+	}{
+		{messages.IdleEnvelope(), true},
+		{messages.WatermarkEnvelope(messages.MinWatermark + 1), false},
+		{messages.WatermarkEnvelope(0), false},
+		{messages.WatermarkEnvelope(messages.MaxWatermark), false},
+		{messages.EndOfStream(), false},
+	}
+	for _, tc := range cases {
+		b, err := messages.EncodeFrame(1, tc.env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := messages.DecodeFrame(mem, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.IsIdle() != tc.idle || tc.env.IsIdle() != tc.idle {
+			t.Errorf("%v %d: IsIdle %v after the round trip, %v before, want %v", tc.env.Kind, tc.env.Watermark, got.IsIdle(), tc.env.IsIdle(), tc.idle)
+		}
+	}
+}
