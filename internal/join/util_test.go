@@ -2,8 +2,6 @@ package join
 
 import (
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -11,21 +9,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/meshflow/meshflow/internal/testutil"
 )
 
-func seed(t testing.TB) uint64 {
-	t.Helper()
-	s := rand.Uint64()
-	if env := os.Getenv("MESHFLOW_SEED"); env != "" {
-		v, err := strconv.ParseUint(env, 10, 64)
-		if err != nil {
-			t.Fatalf("MESHFLOW_SEED=%q: %v", env, err)
-		}
-		s = v
-	}
-	t.Logf("seed %d (MESHFLOW_SEED=%d replays)", s, s)
-	return s
-}
+func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 
 var (
 	tsType = &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}

@@ -5,11 +5,30 @@ package testutil
 import (
 	"context"
 	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
+
+// Seed returns the seed of a randomized test: MESHFLOW_SEED when set,
+// else a random one. It logs it, with how to replay it.
+func Seed(t testing.TB) uint64 {
+	t.Helper()
+	s := rand.Uint64()
+	if env := os.Getenv("MESHFLOW_SEED"); env != "" {
+		v, err := strconv.ParseUint(env, 10, 64)
+		if err != nil {
+			t.Fatalf("MESHFLOW_SEED=%q: %v", env, err)
+		}
+		s = v
+	}
+	t.Logf("seed %d (MESHFLOW_SEED=%d replays)", s, s)
+	return s
+}
 
 // CheckFor calls f every `every` until it returns nil; if it still fails
 // after total, the test fails with f's last error.

@@ -5,7 +5,6 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strconv"
 	"testing"
@@ -13,6 +12,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/meshflow/meshflow/internal/testutil"
 )
 
 func TestAssign(t *testing.T) {
@@ -62,19 +63,7 @@ type testRow struct {
 	serial int
 }
 
-func seed(t *testing.T) uint64 {
-	t.Helper()
-	s := rand.Uint64()
-	if env := os.Getenv("MESHFLOW_SEED"); env != "" {
-		v, err := strconv.ParseUint(env, 10, 64)
-		if err != nil {
-			t.Fatalf("MESHFLOW_SEED=%q: %v", env, err)
-		}
-		s = v
-	}
-	t.Logf("seed %d (MESHFLOW_SEED=%d replays)", s, s)
-	return s
-}
+func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 
 // TestTableRandom: shuffled, out-of-order rows over many keys (nulls
 // included) in random batches, fired at random watermarks (never past a
