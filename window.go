@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -266,7 +265,7 @@ func (o *windowOp) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return fmt.Errorf("window: %w", err)
 	}
-	if _, err := natsio.EnsureStream(ctx, js, lateStreamName(subject), []string{subject}); err != nil {
+	if _, err := natsio.EnsureStream(ctx, js, natsio.StreamName(subject), []string{subject}); err != nil {
 		return fmt.Errorf("window: late rows: %w", err)
 	}
 	dcfg := natsio.DeadLettersConfig{Subject: subject, Job: oc.Job(), Operator: oc.Operator()}
@@ -372,19 +371,6 @@ func (o *windowOp) Close(ctx context.Context) error {
 	err := o.dl.Flush(ctx)
 	o.dl.Close()
 	return err
-}
-
-// lateStreamName names the stream created for a late-rows subject.
-func lateStreamName(subject string) string {
-	return strings.Map(func(r rune) rune {
-		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
-			return r
-		}
-		if r >= 'a' && r <= 'z' {
-			return r - 'a' + 'A'
-		}
-		return '_'
-	}, subject)
 }
 
 // watermarkMillis converts a watermark (microseconds) to the milliseconds

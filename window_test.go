@@ -381,7 +381,10 @@ func TestWindowValidate(t *testing.T) {
 		}, "without KeyBy runs with parallelism 1"},
 		{"unknown input schema", func(p *meshflow.Pipeline) *meshflow.Stream {
 			return p.Source("s", meshflow.FromJSON(winSchema)).
-				Apply("f", func(_ context.Context, _ memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) { in.Retain(); return in, nil }).
+				Apply("f", func(_ context.Context, _ memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) {
+					in.Retain()
+					return in, nil
+				}).
 				KeyBy("key").Window("w", tumbling, count)
 		}, "needs its input's schema"},
 	} {

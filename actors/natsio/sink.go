@@ -144,7 +144,7 @@ func NewSink(nc *nats.Conn, cfg SinkConfig) *Sink {
 		cfg.AckTimeout = 10 * time.Second
 	}
 	if cfg.Stream == "" {
-		cfg.Stream = streamName(cfg.Subject)
+		cfg.Stream = StreamName(cfg.Subject)
 	}
 	if cfg.DeadLetter == "" {
 		cfg.DeadLetter = cfg.Subject + ".dlq"
@@ -195,7 +195,7 @@ func (s *Sink) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return err
 	}
-	if _, err = EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
+	if _, err = EnsureStream(ctx, js, StreamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter}); err != nil {
 		return err
 	}
 	dlc := DeadLettersConfig{Subject: s.cfg.DeadLetter, Job: oc.Job(), Operator: oc.Operator(),

@@ -187,7 +187,7 @@ func (c SourceConfig) withDefaults(job, op string, maxPayload int) SourceConfig 
 		c.DeadLetter = literalPrefix(c.Subjects[0]) + ".dlq"
 	}
 	if c.Stream == "" {
-		c.Stream = streamName(c.Subjects[0])
+		c.Stream = StreamName(c.Subjects[0])
 	}
 	if c.AckWait == 0 {
 		c.AckWait = 30 * time.Second
@@ -313,7 +313,7 @@ func (s *Source) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return err
 	}
-	dlStream, err := EnsureStream(ctx, js, streamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter})
+	dlStream, err := EnsureStream(ctx, js, StreamName(s.cfg.DeadLetter), []string{s.cfg.DeadLetter})
 	if err != nil {
 		return err
 	}

@@ -37,7 +37,10 @@ func literalPrefix(subject string) string {
 	return subject
 }
 
-func streamName(subject string) string {
+// StreamName is the name of the stream the package creates for subject
+// when none captures it: the subject's literal prefix, upper case, with
+// every character a stream name cannot hold replaced by '_'.
+func StreamName(subject string) string {
 	var b strings.Builder
 	for _, r := range strings.ToUpper(literalPrefix(subject)) {
 		if r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
