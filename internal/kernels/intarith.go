@@ -165,6 +165,34 @@ func intArith(mem memory.Allocator, op ArithOp, left, right arrow.Array) (arrow.
 	if err != nil {
 		return nil, err
 	}
+	return intBinary(mem, left, right, dt, func(ld, rd arrow.ArrayData, out, vb []byte) error {
+		switch dt.ID() {
+		case arrow.INT8:
+			return intArrays(op, fixedValues[int8](ld), fixedValues[int8](rd), castSlice[int8](out), vb)
+		case arrow.INT16:
+			return intArrays(op, fixedValues[int16](ld), fixedValues[int16](rd), castSlice[int16](out), vb)
+		case arrow.INT32:
+			return intArrays(op, fixedValues[int32](ld), fixedValues[int32](rd), castSlice[int32](out), vb)
+		case arrow.INT64:
+			return int64Arrays(op, fixedValues[int64](ld), fixedValues[int64](rd), castSlice[int64](out), vb)
+		case arrow.UINT8:
+			return intArrays(op, fixedValues[uint8](ld), fixedValues[uint8](rd), castSlice[uint8](out), vb)
+		case arrow.UINT16:
+			return intArrays(op, fixedValues[uint16](ld), fixedValues[uint16](rd), castSlice[uint16](out), vb)
+		case arrow.UINT32:
+			return intArrays(op, fixedValues[uint32](ld), fixedValues[uint32](rd), castSlice[uint32](out), vb)
+		case arrow.UINT64:
+			return intArrays(op, fixedValues[uint64](ld), fixedValues[uint64](rd), castSlice[uint64](out), vb)
+		}
+		return fmt.Errorf("arith: %w: %s result", ErrUnsupportedType, dt)
+	})
+}
+
+// intBinary casts left and right to the integer type dt and returns a new
+// array of dt whose values apply computes from theirs (out: the result's
+// value buffer; vb: the rows valid in both, nil when all are), null where
+// either is.
+func intBinary(mem memory.Allocator, left, right arrow.Array, dt arrow.DataType, apply func(ld, rd arrow.ArrayData, out, vb []byte) error) (arrow.Array, error) {
 	l, err := castArray(mem, left, dt)
 	if err != nil {
 		return nil, err
@@ -183,28 +211,7 @@ func intArith(mem memory.Allocator, op ArithOp, left, right arrow.Array) (arrow.
 	if valid != nil {
 		vb = valid.Bytes()
 	}
-	out := vbuf.Bytes()
-	switch dt.ID() {
-	case arrow.INT8:
-		err = intArrays(op, fixedValues[int8](ld), fixedValues[int8](rd), castSlice[int8](out), vb)
-	case arrow.INT16:
-		err = intArrays(op, fixedValues[int16](ld), fixedValues[int16](rd), castSlice[int16](out), vb)
-	case arrow.INT32:
-		err = intArrays(op, fixedValues[int32](ld), fixedValues[int32](rd), castSlice[int32](out), vb)
-	case arrow.INT64:
-		err = int64Arrays(op, fixedValues[int64](ld), fixedValues[int64](rd), castSlice[int64](out), vb)
-	case arrow.UINT8:
-		err = intArrays(op, fixedValues[uint8](ld), fixedValues[uint8](rd), castSlice[uint8](out), vb)
-	case arrow.UINT16:
-		err = intArrays(op, fixedValues[uint16](ld), fixedValues[uint16](rd), castSlice[uint16](out), vb)
-	case arrow.UINT32:
-		err = intArrays(op, fixedValues[uint32](ld), fixedValues[uint32](rd), castSlice[uint32](out), vb)
-	case arrow.UINT64:
-		err = intArrays(op, fixedValues[uint64](ld), fixedValues[uint64](rd), castSlice[uint64](out), vb)
-	default:
-		err = fmt.Errorf("arith: %w: %s result", ErrUnsupportedType, dt)
-	}
-	if err != nil {
+	if err := apply(ld, rd, vbuf.Bytes(), vb); err != nil {
 		vbuf.Release()
 		if valid != nil {
 			valid.Release()

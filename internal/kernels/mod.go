@@ -40,53 +40,27 @@ func Mod(mem memory.Allocator, left, right arrow.Array) (arrow.Array, error) {
 	if err != nil {
 		return nil, err
 	}
-	l, err := castArray(mem, left, dt)
-	if err != nil {
-		return nil, err
-	}
-	defer l.Release()
-	r, err := castArray(mem, right, dt)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Release()
-	ld, rd := l.Data(), r.Data()
-	n := ld.Len()
-	vbuf := newBuffer(mem, n*dt.(arrow.FixedWidthDataType).BitWidth()/8)
-	valid, nulls := andValidity(mem, ld, rd)
-	var vb []byte
-	if valid != nil {
-		vb = valid.Bytes()
-	}
-	out := vbuf.Bytes()
-	switch dt.ID() {
-	case arrow.INT8:
-		err = modArrays(fixedValues[int8](ld), fixedValues[int8](rd), castSlice[int8](out), vb)
-	case arrow.INT16:
-		err = modArrays(fixedValues[int16](ld), fixedValues[int16](rd), castSlice[int16](out), vb)
-	case arrow.INT32:
-		err = modArrays(fixedValues[int32](ld), fixedValues[int32](rd), castSlice[int32](out), vb)
-	case arrow.INT64:
-		err = modArrays(fixedValues[int64](ld), fixedValues[int64](rd), castSlice[int64](out), vb)
-	case arrow.UINT8:
-		err = modArrays(fixedValues[uint8](ld), fixedValues[uint8](rd), castSlice[uint8](out), vb)
-	case arrow.UINT16:
-		err = modArrays(fixedValues[uint16](ld), fixedValues[uint16](rd), castSlice[uint16](out), vb)
-	case arrow.UINT32:
-		err = modArrays(fixedValues[uint32](ld), fixedValues[uint32](rd), castSlice[uint32](out), vb)
-	case arrow.UINT64:
-		err = modArrays(fixedValues[uint64](ld), fixedValues[uint64](rd), castSlice[uint64](out), vb)
-	default:
-		err = fmt.Errorf("mod: %w: %s result", ErrUnsupportedType, dt)
-	}
-	if err != nil {
-		vbuf.Release()
-		if valid != nil {
-			valid.Release()
+	return intBinary(mem, left, right, dt, func(ld, rd arrow.ArrayData, out, vb []byte) error {
+		switch dt.ID() {
+		case arrow.INT8:
+			return modArrays(fixedValues[int8](ld), fixedValues[int8](rd), castSlice[int8](out), vb)
+		case arrow.INT16:
+			return modArrays(fixedValues[int16](ld), fixedValues[int16](rd), castSlice[int16](out), vb)
+		case arrow.INT32:
+			return modArrays(fixedValues[int32](ld), fixedValues[int32](rd), castSlice[int32](out), vb)
+		case arrow.INT64:
+			return modArrays(fixedValues[int64](ld), fixedValues[int64](rd), castSlice[int64](out), vb)
+		case arrow.UINT8:
+			return modArrays(fixedValues[uint8](ld), fixedValues[uint8](rd), castSlice[uint8](out), vb)
+		case arrow.UINT16:
+			return modArrays(fixedValues[uint16](ld), fixedValues[uint16](rd), castSlice[uint16](out), vb)
+		case arrow.UINT32:
+			return modArrays(fixedValues[uint32](ld), fixedValues[uint32](rd), castSlice[uint32](out), vb)
+		case arrow.UINT64:
+			return modArrays(fixedValues[uint64](ld), fixedValues[uint64](rd), castSlice[uint64](out), vb)
 		}
-		return nil, err
-	}
-	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
+		return fmt.Errorf("mod: %w: %s result", ErrUnsupportedType, dt)
+	})
 }
 
 // ModScalar returns left % right for every row of left. A null scalar
