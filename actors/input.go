@@ -85,6 +85,7 @@ func (s *instance) processBatch(c actor.Context, ch *inChan, m *dataMsg) {
 	}
 	ctx := context.WithValue(s.part.ctx, inputSeqKey{}, m.seq)
 	ctx = context.WithValue(ctx, inputLineageKey{}, lin)
+	ctx = context.WithValue(ctx, inputFromKey{}, ch.from.Operator)
 	s.inLin, s.inRows, s.emitN = lin, int(rows), 0
 	err := s.callState(func() error { return s.op.Process(ctx, m.env.Batch, s) })
 	s.inLin = nil

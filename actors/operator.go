@@ -198,7 +198,16 @@ type Partitioned interface {
 type (
 	inputSeqKey     struct{}
 	inputLineageKey struct{}
+	inputFromKey    struct{}
 )
+
+// InputFrom returns the name of the operator the batch being processed
+// comes from: an operator with several inputs (a join) tells them apart
+// with it. Empty outside Process.
+func InputFrom(ctx context.Context) string {
+	v, _ := ctx.Value(inputFromKey{}).(string)
+	return v
+}
 
 // InputLineage returns the lineage of the rows of the batch being processed
 // (see [Positioner]): sinks derive their message ids from it, and domain
