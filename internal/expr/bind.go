@@ -166,6 +166,25 @@ func bindCompare(n *node, l, r evaluator) (evaluator, error) {
 }
 
 func bindArith(n *node, l, r evaluator) (evaluator, error) {
+	l, r, lt, rt, allNull := numericOperands(l, r)
+	if allNull {
+		return nullOf(arrow.Null), nil
+	}
+	dt, err := kernels.ArithResultType(n.arith, lt, rt)
+	if err != nil {
+		return nil, errorf(ErrType, "cannot compute %s (%s) %s %s (%s)", n.args[0], l.dataType(), n.arith, n.args[1], r.dataType())
+	}
+	if l.dataType().ID() == arrow.NULL || r.dataType().ID() == arrow.NULL {
+		return nullOf(dt), nil
+	}
+	return &arithEval{op: n.arith, l: l, r: r, dt: dt}, nil
+}
+
+// numericOperands prepares the operands of a binary numeric operator: a
+// literal beside a column takes the column's type when it fits, and a
+// null operand takes the other's type (lt, rt: the types to resolve the
+// result type from). allNull: both are null.
+func numericOperands(l, r evaluator) (_, _ evaluator, lt, rt arrow.DataType, allNull bool) {
 	ll, lIsLit := l.(*litEval)
 	rl, rIsLit := r.(*litEval)
 	switch {
@@ -178,23 +197,16 @@ func bindArith(n *node, l, r evaluator) (evaluator, error) {
 			r = &litEval{lit: c}
 		}
 	}
-	lt, rt := l.dataType(), r.dataType()
+	lt, rt = l.dataType(), r.dataType()
 	switch {
 	case lt.ID() == arrow.NULL && rt.ID() == arrow.NULL:
-		return nullOf(arrow.Null), nil
+		return l, r, lt, rt, true
 	case lt.ID() == arrow.NULL:
 		lt = rt
 	case rt.ID() == arrow.NULL:
 		rt = lt
 	}
-	dt, err := kernels.ArithResultType(n.arith, lt, rt)
-	if err != nil {
-		return nil, errorf(ErrType, "cannot compute %s (%s) %s %s (%s)", n.args[0], l.dataType(), n.arith, n.args[1], r.dataType())
-	}
-	if l.dataType().ID() == arrow.NULL || r.dataType().ID() == arrow.NULL {
-		return nullOf(dt), nil
-	}
-	return &arithEval{op: n.arith, l: l, r: r, dt: dt}, nil
+	return l, r, lt, rt, false
 }
 
 func bindNeg(n *node, a evaluator) (evaluator, error) {

@@ -164,7 +164,21 @@ type arithEval struct {
 func (a *arithEval) dataType() arrow.DataType { return a.dt }
 
 func (a *arithEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	ld, rd, err := evalBoth(scratch(mem), rec, a.l, a.r)
+	return evalBinary(mem, rec, a.l, a.r,
+		func(l, r arrow.Array) (arrow.Array, error) { return kernels.Arith(mem, a.op, l, r) },
+		func(l arrow.Array, r scalar.Scalar) (arrow.Array, error) { return kernels.ArithScalar(mem, a.op, l, r) },
+		func(l scalar.Scalar, r arrow.Array) (arrow.Array, error) { return kernels.ScalarArith(mem, a.op, l, r) })
+}
+
+// evalBinary evaluates l and r (intermediates in scratch buffers) and
+// applies the kernel form that fits them: two arrays, an array and a
+// scalar, or a scalar and an array (two scalars: the left broadcast, only
+// while folding constants). The result is allocated from mem.
+func evalBinary(mem memory.Allocator, rec arrow.RecordBatch, l, r evaluator,
+	arrays func(l, r arrow.Array) (arrow.Array, error),
+	arrayScalar func(l arrow.Array, r scalar.Scalar) (arrow.Array, error),
+	scalarArray func(l scalar.Scalar, r arrow.Array) (arrow.Array, error)) (datum, error) {
+	ld, rd, err := evalBoth(scratch(mem), rec, l, r)
 	if err != nil {
 		return datum{}, err
 	}
@@ -173,15 +187,15 @@ func (a *arithEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, er
 	var out arrow.Array
 	switch {
 	case ld.arr != nil && rd.arr != nil:
-		out, err = kernels.Arith(mem, a.op, ld.arr, rd.arr)
+		out, err = arrays(ld.arr, rd.arr)
 	case ld.arr != nil:
-		out, err = kernels.ArithScalar(mem, a.op, ld.arr, rd.sc)
+		out, err = arrayScalar(ld.arr, rd.sc)
 	case rd.arr != nil:
-		out, err = kernels.ScalarArith(mem, a.op, ld.sc, rd.arr)
-	default: // two literals: only while folding constants
+		out, err = scalarArray(ld.sc, rd.arr)
+	default:
 		var la arrow.Array
 		if la, err = broadcast(mem, ld.sc, int(rec.NumRows())); err == nil {
-			out, err = kernels.ArithScalar(mem, a.op, la, rd.sc)
+			out, err = arrayScalar(la, rd.sc)
 			la.Release()
 		}
 	}

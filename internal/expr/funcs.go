@@ -70,26 +70,9 @@ func (n *node) writeFunc(b *strings.Builder) {
 }
 
 func bindMod(n *node, l, r evaluator) (evaluator, error) {
-	ll, lIsLit := l.(*litEval)
-	rl, rIsLit := r.(*litEval)
-	switch {
-	case lIsLit && !rIsLit:
-		if c, ok := coerce(ll.lit, r.dataType()); ok {
-			l = &litEval{lit: c}
-		}
-	case rIsLit && !lIsLit:
-		if c, ok := coerce(rl.lit, l.dataType()); ok {
-			r = &litEval{lit: c}
-		}
-	}
-	lt, rt := l.dataType(), r.dataType()
-	switch {
-	case lt.ID() == arrow.NULL && rt.ID() == arrow.NULL:
+	l, r, lt, rt, allNull := numericOperands(l, r)
+	if allNull {
 		return nullOf(arrow.Null), nil
-	case lt.ID() == arrow.NULL:
-		lt = rt
-	case rt.ID() == arrow.NULL:
-		rt = lt
 	}
 	dt, err := kernels.ModResultType(lt, rt)
 	if err != nil {
@@ -109,31 +92,10 @@ type modEval struct {
 func (m *modEval) dataType() arrow.DataType { return m.dt }
 
 func (m *modEval) eval(mem memory.Allocator, rec arrow.RecordBatch) (datum, error) {
-	ld, rd, err := evalBoth(scratch(mem), rec, m.l, m.r)
-	if err != nil {
-		return datum{}, err
-	}
-	defer ld.release()
-	defer rd.release()
-	var out arrow.Array
-	switch {
-	case ld.arr != nil && rd.arr != nil:
-		out, err = kernels.Mod(mem, ld.arr, rd.arr)
-	case ld.arr != nil:
-		out, err = kernels.ModScalar(mem, ld.arr, rd.sc)
-	case rd.arr != nil:
-		out, err = kernels.ScalarMod(mem, ld.sc, rd.arr)
-	default: // two literals: only while folding constants
-		var la arrow.Array
-		if la, err = broadcast(mem, ld.sc, int(rec.NumRows())); err == nil {
-			out, err = kernels.ModScalar(mem, la, rd.sc)
-			la.Release()
-		}
-	}
-	if err != nil {
-		return datum{}, err
-	}
-	return datum{arr: out}, nil
+	return evalBinary(mem, rec, m.l, m.r,
+		func(l, r arrow.Array) (arrow.Array, error) { return kernels.Mod(mem, l, r) },
+		func(l arrow.Array, r scalar.Scalar) (arrow.Array, error) { return kernels.ModScalar(mem, l, r) },
+		func(l scalar.Scalar, r arrow.Array) (arrow.Array, error) { return kernels.ScalarMod(mem, l, r) })
 }
 
 func bindStr(n *node, a evaluator) (evaluator, error) {

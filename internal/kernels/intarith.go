@@ -221,6 +221,29 @@ func intBinary(mem memory.Allocator, left, right arrow.Array, dt arrow.DataType,
 	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
 }
 
+// intWithScalar casts arr to the integer type dt and returns a new array
+// of dt whose values apply computes from its data (out: the result's value
+// buffer), null where arr is or everywhere when the scalar s is null.
+func intWithScalar(mem memory.Allocator, arr arrow.Array, s scalar.Scalar, dt arrow.DataType, apply func(d arrow.ArrayData, out []byte) error) (arrow.Array, error) {
+	n := arr.Len()
+	if !s.IsValid() || arr.NullN() == n {
+		return array.MakeArrayOfNull(mem, dt, n), nil
+	}
+	a, err := castArray(mem, arr, dt)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Release()
+	d := a.Data()
+	vbuf := newBuffer(mem, n*dt.(arrow.FixedWidthDataType).BitWidth()/8)
+	if err := apply(d, vbuf.Bytes()); err != nil {
+		vbuf.Release()
+		return nil, err
+	}
+	valid, nulls := copyValidity(mem, d)
+	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
+}
+
 // scalarInt returns the value of an integer scalar as int64 (signed types)
 // or uint64 (unsigned).
 func scalarInt(s scalar.Scalar) (i int64, u uint64, unsigned bool) {
@@ -281,47 +304,30 @@ func intArithScalar(mem memory.Allocator, op ArithOp, arr arrow.Array, s scalar.
 	if err != nil {
 		return nil, err
 	}
-	n := arr.Len()
-	if !s.IsValid() || arr.NullN() == n {
-		return array.MakeArrayOfNull(mem, dt, n), nil
-	}
-	a, err := castArray(mem, arr, dt)
-	if err != nil {
-		return nil, err
-	}
-	defer a.Release()
-	d := a.Data()
-	vbuf := newBuffer(mem, n*dt.(arrow.FixedWidthDataType).BitWidth()/8)
-	out := vbuf.Bytes()
-	switch dt.ID() {
-	case arrow.INT8:
-		err = intScalarTyped[int8](op, d, s, scalarLeft, out)
-	case arrow.INT16:
-		err = intScalarTyped[int16](op, d, s, scalarLeft, out)
-	case arrow.INT32:
-		err = intScalarTyped[int32](op, d, s, scalarLeft, out)
-	case arrow.INT64:
-		v, ok := fitScalar[int64](s)
-		if !ok {
-			err = fmt.Errorf("%s does not fit int64: %w", s, ErrOverflow)
-			break
+	return intWithScalar(mem, arr, s, dt, func(d arrow.ArrayData, out []byte) error {
+		switch dt.ID() {
+		case arrow.INT8:
+			return intScalarTyped[int8](op, d, s, scalarLeft, out)
+		case arrow.INT16:
+			return intScalarTyped[int16](op, d, s, scalarLeft, out)
+		case arrow.INT32:
+			return intScalarTyped[int32](op, d, s, scalarLeft, out)
+		case arrow.INT64:
+			v, ok := fitScalar[int64](s)
+			if !ok {
+				return fmt.Errorf("%s does not fit int64: %w", s, ErrOverflow)
+			}
+			return int64Scalar(op, fixedValues[int64](d), v, scalarLeft, castSlice[int64](out), validityBits(d), d.Offset())
+		case arrow.UINT8:
+			return intScalarTyped[uint8](op, d, s, scalarLeft, out)
+		case arrow.UINT16:
+			return intScalarTyped[uint16](op, d, s, scalarLeft, out)
+		case arrow.UINT32:
+			return intScalarTyped[uint32](op, d, s, scalarLeft, out)
+		case arrow.UINT64:
+			return intScalarTyped[uint64](op, d, s, scalarLeft, out)
+		default:
+			return fmt.Errorf("arith: %w: %s result", ErrUnsupportedType, dt)
 		}
-		err = int64Scalar(op, fixedValues[int64](d), v, scalarLeft, castSlice[int64](out), validityBits(d), d.Offset())
-	case arrow.UINT8:
-		err = intScalarTyped[uint8](op, d, s, scalarLeft, out)
-	case arrow.UINT16:
-		err = intScalarTyped[uint16](op, d, s, scalarLeft, out)
-	case arrow.UINT32:
-		err = intScalarTyped[uint32](op, d, s, scalarLeft, out)
-	case arrow.UINT64:
-		err = intScalarTyped[uint64](op, d, s, scalarLeft, out)
-	default:
-		err = fmt.Errorf("arith: %w: %s result", ErrUnsupportedType, dt)
-	}
-	if err != nil {
-		vbuf.Release()
-		return nil, err
-	}
-	valid, nulls := copyValidity(mem, d)
-	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
+	})
 }

@@ -88,44 +88,28 @@ func modWithScalar(mem memory.Allocator, arr arrow.Array, s scalar.Scalar, scala
 	if err != nil {
 		return nil, err
 	}
-	n := arr.Len()
-	if !s.IsValid() || arr.NullN() == n {
-		return array.MakeArrayOfNull(mem, dt, n), nil
-	}
-	a, err := castArray(mem, arr, dt)
-	if err != nil {
-		return nil, err
-	}
-	defer a.Release()
-	d := a.Data()
-	vbuf := newBuffer(mem, n*dt.(arrow.FixedWidthDataType).BitWidth()/8)
-	out := vbuf.Bytes()
-	switch dt.ID() {
-	case arrow.INT8:
-		err = modScalarTyped[int8](d, s, scalarLeft, out)
-	case arrow.INT16:
-		err = modScalarTyped[int16](d, s, scalarLeft, out)
-	case arrow.INT32:
-		err = modScalarTyped[int32](d, s, scalarLeft, out)
-	case arrow.INT64:
-		err = modScalarTyped[int64](d, s, scalarLeft, out)
-	case arrow.UINT8:
-		err = modScalarTyped[uint8](d, s, scalarLeft, out)
-	case arrow.UINT16:
-		err = modScalarTyped[uint16](d, s, scalarLeft, out)
-	case arrow.UINT32:
-		err = modScalarTyped[uint32](d, s, scalarLeft, out)
-	case arrow.UINT64:
-		err = modScalarTyped[uint64](d, s, scalarLeft, out)
-	default:
-		err = fmt.Errorf("mod: %w: %s result", ErrUnsupportedType, dt)
-	}
-	if err != nil {
-		vbuf.Release()
-		return nil, err
-	}
-	valid, nulls := copyValidity(mem, d)
-	return makeArray(dt, n, []*memory.Buffer{valid, vbuf}, nulls), nil
+	return intWithScalar(mem, arr, s, dt, func(d arrow.ArrayData, out []byte) error {
+		switch dt.ID() {
+		case arrow.INT8:
+			return modScalarTyped[int8](d, s, scalarLeft, out)
+		case arrow.INT16:
+			return modScalarTyped[int16](d, s, scalarLeft, out)
+		case arrow.INT32:
+			return modScalarTyped[int32](d, s, scalarLeft, out)
+		case arrow.INT64:
+			return modScalarTyped[int64](d, s, scalarLeft, out)
+		case arrow.UINT8:
+			return modScalarTyped[uint8](d, s, scalarLeft, out)
+		case arrow.UINT16:
+			return modScalarTyped[uint16](d, s, scalarLeft, out)
+		case arrow.UINT32:
+			return modScalarTyped[uint32](d, s, scalarLeft, out)
+		case arrow.UINT64:
+			return modScalarTyped[uint64](d, s, scalarLeft, out)
+		default:
+			return fmt.Errorf("mod: %w: %s result", ErrUnsupportedType, dt)
+		}
+	})
 }
 
 func modScalarTyped[T integer](d arrow.ArrayData, s scalar.Scalar, scalarLeft bool, out []byte) error {
