@@ -79,6 +79,7 @@ type node struct {
 	union   bool
 	custom  bool
 	window  *windowNode
+	join    *joinNode
 }
 
 // NewPipeline returns an empty pipeline. name identifies the job: letters,
@@ -387,6 +388,12 @@ func (p *Pipeline) Validate() error {
 			if t, err := window.NewTable(cfg); err == nil {
 				n.schema = t.Schema()
 			}
+		case n.join != nil:
+			s, err := n.join.validate(n)
+			if err != nil {
+				add(n, "%v", err)
+			}
+			n.schema = s
 		case n.union:
 			n.schema = in
 			for _, i := range n.inputs[1:] {
@@ -480,6 +487,12 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 				v.NewOperator = func() actors.Operator { return nil }
 				if env != nil && len(n.inputs) > 0 && n.inputs[0].from != nil {
 					v.NewOperator = n.window.build(env, n.inputs[0].from.schema)
+				}
+			}
+			if n.join != nil {
+				v.NewOperator = func() actors.Operator { return nil }
+				if env != nil {
+					v.NewOperator = n.join.build(env, n, vertexOf(n.inputs[0].from), vertexOf(n.inputs[1].from))
 				}
 			}
 			if cols, ok := fusedCols[n]; ok {

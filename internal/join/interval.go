@@ -12,6 +12,10 @@ import (
 
 // IntervalConfig configures an interval join: left row l joins right row
 // r when their keys are equal and l.time+Lower <= r.time <= l.time+Upper.
+//
+// With Lower = math.MinInt64 and Upper = math.MaxInt64 the join is
+// unbounded (a regular join: every pair with equal keys, rows never
+// expire), and the sides may have no time column (Time < 0).
 type IntervalConfig struct {
 	Left, Right  Side
 	Lower, Upper int64
@@ -34,8 +38,24 @@ type Interval struct {
 	sides [2]*bufferedSide
 	wm    int64
 
-	hashes []uint64
-	ok     []bool
+	hashes   []uint64
+	ok       []bool
+	timeless bool    // no time columns: every time is 0
+	zeros    []int64 // the times of a timeless batch
+}
+
+// times returns the time column of rec (nil when timeless) and its
+// values.
+func (j *Interval) times(side *Side, rec arrow.RecordBatch) (arrow.Array, []int64) {
+	if j.timeless {
+		n := int(rec.NumRows())
+		if len(j.zeros) < n {
+			j.zeros = make([]int64, n)
+		}
+		return nil, j.zeros[:n]
+	}
+	tcol := rec.Column(side.Time)
+	return tcol, timeValues(tcol)
 }
 
 // bufferedSide is the buffered rows of one side, indexed by key hash:
@@ -128,11 +148,13 @@ func NewInterval(cfg IntervalConfig) (*Interval, error) {
 	if cfg.Lower > cfg.Upper {
 		return nil, fmt.Errorf("join: interval [%d, %d] is empty", cfg.Lower, cfg.Upper)
 	}
-	fields, err := checkSides(&cfg.Left, &cfg.Right, true, false)
+	unbounded := cfg.Lower == math.MinInt64 && cfg.Upper == math.MaxInt64
+	timeless := unbounded && cfg.Left.Time < 0 && cfg.Right.Time < 0
+	fields, err := checkSides(&cfg.Left, &cfg.Right, !timeless, false)
 	if err != nil {
 		return nil, err
 	}
-	j := &Interval{cfg: cfg, out: arrow.NewSchema(fields, nil), wm: math.MinInt64}
+	j := &Interval{cfg: cfg, out: arrow.NewSchema(fields, nil), wm: math.MinInt64, timeless: timeless}
 	j.sides = [2]*bufferedSide{newBufferedSide(&j.cfg.Left, true), newBufferedSide(&j.cfg.Right, true)}
 	return j, nil
 }
@@ -190,11 +212,10 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	}
 	j.hashes = slices.Grow(j.hashes[:0], n)[:n]
 	j.ok = slices.Grow(j.ok[:0], n)[:n]
-	tcol := rec.Column(me.side.Time)
+	tcol, ts := j.times(me.side, rec)
 	if err := hashBatch(rec, me.side.Keys, tcol, j.hashes, j.ok); err != nil {
 		return nil, err
 	}
-	ts := timeValues(tcol)
 	bk := newBatchKeys(rec, me.side.Keys)
 
 	// Probe the other side: the other row's time must be in [lo, hi],

@@ -65,11 +65,10 @@ func (j *Interval) Restore(w Which, rec arrow.RecordBatch) error {
 	}
 	j.hashes = grow(j.hashes, n)
 	j.ok = grow(j.ok, n)
-	tcol := rec.Column(me.side.Time)
+	tcol, ts := j.times(me.side, rec)
 	if err := hashBatch(rec, me.side.Keys, tcol, j.hashes, j.ok); err != nil {
 		return err
 	}
-	ts := timeValues(tcol)
 	me.grow(n)
 	id := me.segs.add(rec, me.side.Keys)
 	for i, h := range j.hashes {
@@ -106,4 +105,31 @@ func grow[T any](s []T, n int) []T {
 		return make([]T, n)
 	}
 	return s[:n]
+}
+
+// Buffered returns the table's rows, the latest of each key (in no
+// particular order), for a checkpoint (nil when the table is empty). The
+// batch is handed over. A table restored from a checkpoint is a new
+// Lookup given this batch with [Lookup.Restore].
+func (j *Lookup) Buffered(mem memory.Allocator) (arrow.RecordBatch, error) {
+	var seg, row []int32
+	for e, s := range j.eSeg {
+		if s >= 0 {
+			seg, row = append(seg, s), append(row, j.eRow[e])
+		}
+	}
+	if len(seg) == 0 {
+		return nil, nil
+	}
+	cols, err := gather(mem, j.segs.recs, seg, row)
+	if err != nil {
+		return nil, err
+	}
+	return newBatch(j.cfg.Table.Schema, cols, len(seg)), nil
+}
+
+// Restore upserts rec, the rows a checkpoint of the table held (see
+// [Lookup.Buffered]). rec is borrowed.
+func (j *Lookup) Restore(mem memory.Allocator, rec arrow.RecordBatch) error {
+	return j.Upsert(mem, rec)
 }
