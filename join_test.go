@@ -428,3 +428,116 @@ func lateRows(ctx context.Context, t *testing.T, js jetstream.JetStream, subject
 	}
 	return got
 }
+
+// TestJoinValidate: what keeps a join from running is reported by
+// Validate, naming the operator; a valid join's schema is the left
+// columns then the right ones, clashing names prefixed.
+func TestJoinValidate(t *testing.T) {
+	other := arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "window_start", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "gone", Type: arrow.FixedWidthTypes.Boolean},
+	}, nil)
+	tumbling := meshflow.TumblingWindows(time.Second, "ts")
+	for _, tc := range []struct {
+		name  string
+		build func(l, r, o *meshflow.Stream) *meshflow.Stream
+		want  string
+	}{
+		{"no left key", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("nope", "k"))
+		}, `key column "nope" is not in its input`},
+		{"no right key", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("k", "nope"))
+		}, `key column "nope" is not in its input`},
+		{"key types differ", func(l, _, o *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, o, meshflow.On("k", "k"))
+		}, "want the same type"},
+		{"unsupported key type", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("ts", "ts"))
+		}, "not supported (int64, string)"},
+		{"interval without times", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.IntervalJoin("j", l, r, meshflow.On("k", "k"), 0, time.Second)
+		}, "needs the time columns"},
+		{"no time column", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.IntervalJoin("j", l, r, meshflow.On("k", "k").Times("ts", "when"), 0, time.Second)
+		}, `no right time column "when"`},
+		{"empty interval", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.IntervalJoin("j", l, r, meshflow.On("k", "k").Times("ts", "ts"), time.Second, 0)
+		}, "is empty"},
+		{"retention without times", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("k", "k").Retention(time.Second))
+		}, "needs the time columns"},
+		{"retention of an interval join", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.IntervalJoin("j", l, r, meshflow.On("k", "k").Times("ts", "ts").Retention(time.Second), 0, time.Second)
+		}, "Retention is an option of a regular join"},
+		{"clashing prefixes", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("k", "k").Prefixes("x_", "x_"))
+		}, `output field "x_k" twice`},
+		{"window bounds clash", func(_, _, o *meshflow.Stream) *meshflow.Stream {
+			right := o.Map("t", meshflow.Set("t", meshflow.Col("window_start"))).Project("p", "k", "t")
+			return meshflow.WindowJoin("j", o.Filter("a", meshflow.Col("gone")), right,
+				meshflow.On("k", "k").Times("window_start", "t"), meshflow.TumblingWindows(time.Second, "window_start"))
+		}, "clashes with the window bounds"},
+		{"window lateness", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.WindowJoin("j", l, r, meshflow.On("k", "k"), tumbling.AllowedLateness(time.Second))
+		}, "no allowed lateness"},
+		{"bad window size", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.WindowJoin("j", l, r, meshflow.On("k", "k"), meshflow.TumblingWindows(time.Microsecond, "ts"))
+		}, "want positive whole milliseconds"},
+		{"self join", func(l, _, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, l, meshflow.On("k", "k"))
+		}, "with itself is not supported"},
+		{"outer regular join", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("k", "k").LeftOuter())
+		}, "options of a lookup join"},
+		{"delete column not boolean", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.LookupJoin("j", l, r, meshflow.On("k", "k").DeleteWhen("rv"))
+		}, "want a boolean column"},
+		{"no delete column", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.LookupJoin("j", l, r, meshflow.On("k", "k").DeleteWhen("gone"))
+		}, `no delete column "gone"`},
+		{"unknown input schema", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l.Apply("f", func(_ context.Context, _ memory.Allocator, in arrow.RecordBatch) (arrow.RecordBatch, error) {
+				in.Retain()
+				return in, nil
+			}), r, meshflow.On("k", "k"))
+		}, "needs its inputs' schemas"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := meshflow.NewPipeline("joins")
+			l := p.Source("l", meshflow.FromJSON(joinLeft))
+			r := p.Source("r", meshflow.FromJSON(joinRight))
+			o := p.Source("o", meshflow.FromJSON(other))
+			j := tc.build(l, r, o)
+			j.To("out", meshflow.ToOperator(func() meshflow.Operator { return &lineSink{} }))
+			for name, s := range map[string]*meshflow.Stream{"l": l, "r": r, "o": o} { // every output needs a consumer
+				s.To("drop-"+name, meshflow.ToOperator(func() meshflow.Operator { return &lineSink{} }))
+			}
+			err := p.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"j"`) && !strings.Contains(err.Error(), "key column") {
+				t.Fatalf("Validate: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+
+	// The schema of a valid join.
+	p := meshflow.NewPipeline("joins")
+	j := meshflow.IntervalJoin("j", p.Source("l", meshflow.FromJSON(joinLeft)), p.Source("r", meshflow.FromJSON(joinRight)),
+		meshflow.On("k", "k").Times("ts", "ts").Prefixes("", "r_"), 0, time.Second, meshflow.Parallelism(3))
+	j.To("out", meshflow.ToOperator(func() meshflow.Operator { return &lineSink{} }))
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+	if got, want := fmt.Sprint(j.Schema()), fmt.Sprint(arrow.NewSchema([]arrow.Field{
+		{Name: "left_k", Type: arrow.BinaryTypes.String},
+		{Name: "left_ts", Type: ts},
+		{Name: "lv", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "r_k", Type: arrow.BinaryTypes.String},
+		{Name: "r_ts", Type: ts},
+		{Name: "rv", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)); got != want {
+		t.Fatalf("schema\n%s\nwant\n%s", got, want)
+	}
+}
