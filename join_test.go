@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -56,6 +58,9 @@ type lineSink struct {
 	line func(rec arrow.RecordBatch, i int) string
 	out  *lineCollector
 	fail *atomic.Int64
+	// complete, when set, replaces fail: a completion fails with its
+	// error, and is told of the completions that commit.
+	complete func(id uint64, committed bool) error
 	st   persistence.Store
 	buf  []string
 	on   bool
@@ -106,6 +111,15 @@ func (s *lineSink) PrepareCheckpoint(ctx context.Context, id uint64) error {
 }
 
 func (s *lineSink) CheckpointComplete(ctx context.Context, id uint64) error {
+	if s.complete != nil {
+		if err := s.complete(id, false); err != nil {
+			return err
+		}
+		if err := s.commit(ctx, id); err != nil {
+			return err
+		}
+		return s.complete(id, true)
+	}
 	if s.fail != nil && s.fail.Load() > 0 {
 		s.fail.Add(-1)
 		return errors.New("commit refused (test)")
@@ -540,4 +554,262 @@ func TestJoinValidate(t *testing.T) {
 	}, nil)); got != want {
 		t.Fatalf("schema\n%s\nwant\n%s", got, want)
 	}
+}
+
+var (
+	lookupTable = arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.BinaryTypes.String},
+		{Name: "tv", Type: arrow.PrimitiveTypes.Int64},
+		{Name: "gone", Type: arrow.FixedWidthTypes.Boolean},
+	}, nil)
+	lookupProbe = arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.BinaryTypes.String},
+		{Name: "pv", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+)
+
+// phaser releases the batches of its sources phase by phase: the next
+// phase only once a checkpoint that holds every batch released so far
+// (each source's position at it is the number released) was committed,
+// so the join has applied all of them — whatever recoveries happen.
+type phaser struct {
+	mu        sync.Mutex
+	changed   chan struct{}
+	released  [2]int
+	done      bool
+	positions map[uint64][2]int // checkpoint -> each source's next batch
+	covered   bool              // a commit held all released batches
+	fail      int               // covering completions still to fail
+}
+
+func (ph *phaser) release(table, probe int, done bool) {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	ph.released, ph.done, ph.covered = [2]int{table, probe}, done, false
+	close(ph.changed)
+	ph.changed = make(chan struct{})
+}
+
+func (ph *phaser) prepared(src int, id uint64, next int) {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	p := ph.positions[id]
+	p[src] = next + 1 // 0: not prepared
+	ph.positions[id] = p
+}
+
+// complete fails the first completions of a covering checkpoint while
+// fail is positive, and notes the covering commits.
+func (ph *phaser) complete(id uint64, committed bool) error {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	p := ph.positions[id]
+	if p[0]-1 != ph.released[0] || p[1]-1 != ph.released[1] {
+		return nil
+	}
+	if !committed && ph.fail > 0 {
+		ph.fail--
+		return errors.New("commit refused (test)")
+	}
+	if committed {
+		ph.covered = true
+	}
+	return nil
+}
+
+func (ph *phaser) isCovered() error {
+	ph.mu.Lock()
+	defer ph.mu.Unlock()
+	if !ph.covered {
+		return fmt.Errorf("no commit holds the %v batches released", ph.released)
+	}
+	return nil
+}
+
+// phasedSource reads the batches its phaser released, and ends after the
+// last once the phaser is done. Its checkpoints record the next batch.
+type phasedSource struct {
+	src  int
+	recs []arrow.RecordBatch
+	ph   *phaser
+	st   persistence.Store
+	next int
+}
+
+func (s *phasedSource) Open(ctx context.Context, oc meshflow.OperatorContext) error {
+	s.st = oc.State()
+	if oc.RestoredCheckpoint() == 0 {
+		return nil
+	}
+	v, err := s.st.Get(ctx, []byte("next"))
+	if errors.Is(err, persistence.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	n, err := strconv.Atoi(string(v))
+	s.next = n
+	return err
+}
+
+func (s *phasedSource) Read(ctx context.Context) (arrow.RecordBatch, error) {
+	for {
+		s.ph.mu.Lock()
+		released, done, ch := s.ph.released[s.src], s.ph.done, s.ph.changed
+		s.ph.mu.Unlock()
+		switch {
+		case s.next < released:
+			r := s.recs[s.next]
+			s.next++
+			r.Retain()
+			return r, nil
+		case done && s.next >= len(s.recs):
+			return nil, io.EOF
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+func (s *phasedSource) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	var b persistence.Batch
+	b.Put([]byte("next"), []byte(strconv.Itoa(s.next)))
+	if err := s.st.Apply(ctx, &b); err != nil {
+		return err
+	}
+	s.ph.prepared(s.src, id, s.next)
+	return nil
+}
+
+func (s *phasedSource) Close(context.Context) error { return nil }
+
+// TestLookupJoin runs LookupJoin in a job, over two instances: table
+// phases (upserts, later ones replacing earlier ones, tombstones) and
+// probe phases alternate, each probe phase released once the table
+// phases before it are applied. Each probe row is paired with the latest
+// table row of its key (inner: only when there is one; left outer: else
+// with nulls), as a plain-Go map says; the recoveries cases fail the job
+// three times, and the table restored from the checkpoints gives the same
+// result.
+func TestLookupJoin(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		outer, recoveries bool
+	}{
+		{"inner", false, false}, {"outer", true, false},
+		{"inner/recoveries", false, true}, {"outer/recoveries", true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testLookupJoin(t, tc.outer, tc.recoveries) })
+	}
+}
+
+func testLookupJoin(t *testing.T, outer, recoveries bool) {
+	r := rand.New(rand.NewPCG(testSeed(t), 4))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	ctx := testutil.Context(t, time.Minute)
+
+	const phases, perPhase, perBatch, keys = 3, 3, 40, 50
+	var tableRecs, probeRecs []arrow.RecordBatch
+	defer func() {
+		for _, rec := range append(tableRecs, probeRecs...) {
+			rec.Release()
+		}
+	}()
+	table := map[string]int64{} // the reference table
+	want := map[string]int{}
+	var v int64
+	for range phases {
+		for range perPhase {
+			b := array.NewRecordBuilder(mem, lookupTable)
+			for range perBatch {
+				k := "k" + strconv.Itoa(r.IntN(keys))
+				gone := r.IntN(5) == 0
+				b.Field(0).(*array.StringBuilder).Append(k)
+				b.Field(1).(*array.Int64Builder).Append(v)
+				b.Field(2).(*array.BooleanBuilder).Append(gone)
+				if gone {
+					delete(table, k)
+				} else {
+					table[k] = v
+				}
+				v++
+			}
+			tableRecs = append(tableRecs, b.NewRecordBatch())
+			b.Release()
+		}
+		for range perPhase {
+			b := array.NewRecordBuilder(mem, lookupProbe)
+			for range perBatch {
+				k := "k" + strconv.Itoa(r.IntN(keys+10)) // some keys never in the table
+				b.Field(0).(*array.StringBuilder).Append(k)
+				b.Field(1).(*array.Int64Builder).Append(v)
+				if tv, ok := table[k]; ok {
+					want[fmt.Sprintf("%s|%d|%d", k, v, tv)]++
+				} else if outer {
+					want[fmt.Sprintf("%s|%d|(null)", k, v)]++
+				}
+				v++
+			}
+			probeRecs = append(probeRecs, b.NewRecordBatch())
+			b.Release()
+		}
+	}
+
+	ph := &phaser{changed: make(chan struct{}), positions: map[uint64][2]int{}}
+	if recoveries {
+		ph.fail = 3
+	}
+	out := &lineCollector{n: map[string]int{}}
+	p := meshflow.NewPipeline("lookup")
+	tab := p.Source("table", meshflow.FromSource(lookupTable, func() actors.Source { return &phasedSource{src: 0, recs: tableRecs, ph: ph} }))
+	probe := p.Source("probe", meshflow.FromSource(lookupProbe, func() actors.Source { return &phasedSource{src: 1, recs: probeRecs, ph: ph} }))
+	on := meshflow.On("k", "k").DeleteWhen("gone").Prefixes("probe_", "table_")
+	if outer {
+		on = on.LeftOuter()
+	}
+	line := func(rec arrow.RecordBatch, i int) string {
+		return colValue(rec, "probe_k", i) + "|" + colValue(rec, "pv", i) + "|" + colValue(rec, "tv", i)
+	}
+	meshflow.LookupJoin("j", probe, tab, on, meshflow.Parallelism(2)).
+		To("out", meshflow.ToOperator(func() meshflow.Operator { return &lineSink{line: line, out: out, complete: ph.complete} }))
+
+	done := make(chan error, 1)
+	go func() { done <- meshflow.Run(ctx, p, ckptOptions(t, nc, mem, testStore(t))...) }()
+	for i := range phases {
+		ph.release((i+1)*perPhase, i*perPhase, false)
+		testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, ph.isCovered)
+		ph.release((i+1)*perPhase, (i+1)*perPhase, i == phases-1)
+		if i < phases-1 {
+			testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, ph.isCovered)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ph.fail > 0 {
+		t.Fatalf("the job ended before the sink failed %d more times", ph.fail)
+	}
+	if !maps.Equal(out.n, want) {
+		var diff []string
+		for k, n := range want {
+			if out.n[k] != n {
+				diff = append(diff, fmt.Sprintf("%s: %d, want %d", k, out.n[k], n))
+			}
+		}
+		for k, n := range out.n {
+			if want[k] == 0 {
+				diff = append(diff, fmt.Sprintf("%s: %d, want 0", k, n))
+			}
+		}
+		slices.Sort(diff)
+		t.Fatalf("%d rows, want %d: %d differ: %.20v", len(out.n), len(want), len(diff), diff)
+	}
+	t.Logf("%d rows", len(want))
 }
