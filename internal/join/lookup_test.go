@@ -132,6 +132,8 @@ func TestLookupConfig(t *testing.T) {
 // for row in the probe's order, what a map of the latest row per key
 // gives, for inner and left-outer joins; the rows retained stay bounded by
 // the compaction rule.
+// TestLookupRandom: random upserts, deletes and probes against a map,
+// with checkpoints and restores (Buffered, Restore) among them.
 func TestLookupRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed(t), 4))
 	for _, outer := range []bool{false, true} {
@@ -142,7 +144,7 @@ func TestLookupRandom(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer j.Close()
+			defer func() { j.Close() }()
 			j.compactMin = 64 // compact often
 			ref := map[string]int64{}
 			id := int64(0)
@@ -153,7 +155,18 @@ func TestLookupRandom(t *testing.T) {
 				return sp("k" + strconv.Itoa(r.IntN(200)))
 			}
 			matched := 0
-			for range 300 {
+			restores := 0
+			for step := range 300 {
+				if step%40 == 39 {
+					// A checkpoint and a restore: the new table answers as
+					// the old one would have.
+					j = restoredLookup(t, mem, j, lookupCfg(outer))
+					j.compactMin = 64
+					if j.Len() != len(ref) {
+						t.Fatalf("restored: %d keys, want %d", j.Len(), len(ref))
+					}
+					restores++
+				}
 				if r.IntN(2) == 0 {
 					batch := make([]trow, r.IntN(100))
 					for i := range batch {
@@ -210,11 +223,34 @@ func TestLookupRandom(t *testing.T) {
 					t.Fatalf("probe: got %v\nwant %v", got, want)
 				}
 			}
-			if matched == 0 {
-				t.Fatal("no probe row matched: the test would prove nothing")
+			if matched == 0 || restores == 0 {
+				t.Fatal("no probe row matched or no restore: the test would prove nothing")
 			}
 		})
 	}
+}
+
+// restoredLookup is a new table restored from a checkpoint of j, which it
+// closes.
+func restoredLookup(t *testing.T, mem memory.Allocator, j *Lookup, cfg LookupConfig) *Lookup {
+	t.Helper()
+	rec, err := j.Buffered(mem)
+	j.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewLookup(mem, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec != nil {
+		err = n.Restore(mem, rec)
+		rec.Release()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return n
 }
 
 // TestLookupInt64Keys: two key columns, int64 and string, as in a join of
