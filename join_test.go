@@ -61,9 +61,9 @@ type lineSink struct {
 	// complete, when set, replaces fail: a completion fails with its
 	// error, and is told of the completions that commit.
 	complete func(id uint64, committed bool) error
-	st   persistence.Store
-	buf  []string
-	on   bool
+	st       persistence.Store
+	buf      []string
+	on       bool
 }
 
 // lineCollector counts the lines committed.

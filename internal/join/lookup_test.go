@@ -131,9 +131,8 @@ func TestLookupConfig(t *testing.T) {
 // batches, interleaved with random probes: every probe's output is, row
 // for row in the probe's order, what a map of the latest row per key
 // gives, for inner and left-outer joins; the rows retained stay bounded by
-// the compaction rule.
-// TestLookupRandom: random upserts, deletes and probes against a map,
-// with checkpoints and restores (Buffered, Restore) among them.
+// the compaction rule; checkpoints and restores (Buffered, Restore) among
+// them change nothing.
 func TestLookupRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed(t), 4))
 	for _, outer := range []bool{false, true} {
