@@ -137,7 +137,7 @@ lines on stdout, or JSON messages on the JetStream subject
 --output-subject.
 
 q5, q7 and q8 use event-time windows over date_time: an event more than
-`+MaxOutOfOrderness.String()+` behind the newest one read is late, and left out of the results. q4
+` + MaxOutOfOrderness.String() + ` behind the newest one read is late, and left out of the results. q4
 and q6 need keyed state Meshflow's operators do not express yet: they are
 refused.
 
