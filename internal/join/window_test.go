@@ -204,3 +204,34 @@ func TestWindowRandom(t *testing.T) {
 		})
 	}
 }
+
+// TestWindowPartlyLate: a row of a sliding window some of whose windows
+// have fired joins in the others only.
+func TestWindowPartlyLate(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	j, err := NewWindow(windowCfg(window.Sliding(10, 5)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	if out, err := j.Fire(mem, 15); out != nil || err != nil { // [0, 10) and [5, 15) fired
+		t.Fatal(out, err)
+	}
+	k := sp("a")
+	l, r := build(mem, leftSchema, []row{{k, ip(12), 1}}), build(mem, rightSchema, []row{{k, ip(11), 2}})
+	defer l.Release()
+	defer r.Release()
+	if err := j.Add(Left, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Add(Right, r); err != nil {
+		t.Fatal(err)
+	}
+	out, err := j.Fire(mem, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Release()
+	sameSet(t, windowPairs(t, out, 15, 100, 10), []string{"1-2@10"})
+}
