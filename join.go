@@ -1,6 +1,7 @@
 package meshflow
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -341,8 +342,8 @@ func (jn *joinNode) build(env *runEnv, n *node, left, right string) func() actor
 
 // joinOp runs a join kernel: Process adds the batches of either input
 // (told apart by actors.InputFrom), OnWatermark expires or fires,
-// PrepareCheckpoint writes the whole buffered state into the Store when
-// it changed, and late rows go to a dead-letter subject.
+// PrepareCheckpoint writes what changed in the buffered state into the
+// Store in one batch, and late rows go to a dead-letter subject.
 type joinOp struct {
 	jn      *joinNode
 	schemas [2]*arrow.Schema
@@ -358,15 +359,42 @@ type joinOp struct {
 	prefix string
 	buf    []byte
 	last   int64 // the operator's watermark, ms
-	dirty  bool  // the buffered state changed since the last checkpoint
 	keep   []int32
 	late   []int32
+
+	// Interval and window joins: the batches buffered since the last
+	// checkpoint (retained, written at the next one), and those written,
+	// deleted once the watermark has passed their deadline.
+	pending []pendingRows
+	stored  []storedRows
+	seq     uint64 // the number of the next batch written
+	// Lookup joins: the table changed since the last checkpoint.
+	dirty bool
 }
 
-// State keys, in the "join" namespace.
+// pendingRows is a batch of side w the join buffered since the last
+// checkpoint.
+type pendingRows struct {
+	w        join.Which
+	rec      arrow.RecordBatch
+	deadline int64
+}
+
+// storedRows is a batch in the Store, needed until the watermark passes
+// deadline.
+type storedRows struct {
+	key      []byte
+	deadline int64
+}
+
+// State keys, in the "join" namespace: the watermark, the lookup table,
+// and the buffered batches of interval and window joins, keyed by "r",
+// their number (8 bytes, big endian) and their side (1 byte), so that a
+// scan restores them in arrival order.
 var (
-	joinSideKeys     = [2][]byte{[]byte("left"), []byte("right")}
 	joinWatermarkKey = []byte("watermark")
+	joinTableKey     = []byte("table")
+	joinRowsPrefix   = []byte("r")
 )
 
 func (o *joinOp) Open(ctx context.Context, oc actors.OperatorContext) error {
@@ -437,36 +465,109 @@ func (o *joinOp) restore(ctx context.Context) error {
 	case !errors.Is(err, persistence.ErrNotFound):
 		return err
 	}
-	for w := range 2 {
-		v, err := o.state.Get(ctx, joinSideKeys[w])
+	if o.k.lookup != nil {
+		v, err := o.state.Get(ctx, joinTableKey)
 		if errors.Is(err, persistence.ErrNotFound) {
-			continue
+			return nil
 		}
 		if err != nil {
 			return err
 		}
-		recs, _, err := messages.DecodeIPC(o.mem, v)
-		if err != nil {
-			return fmt.Errorf("%s rows: %w", join.Which(w), err)
+		return o.decode(v, func(rec arrow.RecordBatch) error { return o.k.lookup.Restore(o.mem, rec) })
+	}
+	return o.state.Scan(ctx, joinRowsPrefix, func(k, v []byte) error {
+		if len(k) != 10 || k[9] > 1 {
+			return fmt.Errorf("rows key %x", k)
 		}
-		for _, rec := range recs {
-			if err == nil {
-				switch {
-				case o.k.interval != nil:
-					err = o.k.interval.Restore(join.Which(w), rec)
-				case o.k.window != nil:
-					err = o.k.window.Restore(join.Which(w), rec)
-				default:
-					err = o.k.lookup.Restore(o.mem, rec)
-				}
+		w := join.Which(k[9])
+		o.seq = max(o.seq, binary.BigEndian.Uint64(k[1:])+1)
+		deadline := int64(math.MinInt64)
+		err := o.decode(v, func(rec arrow.RecordBatch) error {
+			deadline = max(deadline, o.deadline(w, rec))
+			if o.k.interval != nil {
+				return o.k.interval.Restore(w, rec)
 			}
-			rec.Release()
-		}
+			return o.k.window.Restore(w, rec)
+		})
 		if err != nil {
-			return fmt.Errorf("%s rows: %w", join.Which(w), err)
+			return fmt.Errorf("%s rows: %w", w, err)
+		}
+		o.stored = append(o.stored, storedRows{key: bytes.Clone(k), deadline: deadline})
+		return nil
+	})
+}
+
+// decode calls f with each batch of the Arrow IPC bytes v (borrowed).
+func (o *joinOp) decode(v []byte, f func(arrow.RecordBatch) error) error {
+	recs, _, err := messages.DecodeIPC(o.mem, v)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if err == nil {
+			err = f(rec)
+		}
+		rec.Release()
+	}
+	return err
+}
+
+// deadline is the last watermark at which a row of rec (side w) may still
+// be buffered: its rows are all dropped once the watermark is above it
+// (math.MaxInt64: never, math.MinInt64: no row with a time).
+func (o *joinOp) deadline(w join.Which, rec arrow.RecordBatch) int64 {
+	t := o.times[w]
+	if t < 0 {
+		return math.MaxInt64
+	}
+	col := rec.Column(t)
+	var hi int64
+	var ok bool
+	switch c := col.(type) {
+	case *array.Int64:
+		hi, ok = maxTime(c.Int64Values(), col)
+	case *array.Timestamp:
+		hi, ok = maxTime(c.TimestampValues(), col)
+	}
+	if !ok {
+		return math.MinInt64
+	}
+	switch {
+	case o.k.window != nil:
+		spec := o.jn.w.spec
+		return satAdd(spec.LastStart(hi), spec.Size-1)
+	case o.jn.kind == regularJoin:
+		return satAdd(hi, o.jn.on.retention.Milliseconds())
+	case w == join.Left:
+		return satAdd(hi, o.jn.upper.Milliseconds())
+	default:
+		return satAdd(hi, -o.jn.lower.Milliseconds())
+	}
+}
+
+// maxTime is the greatest non-null time of col (values ts), and whether
+// there is one.
+func maxTime[T ~int64](ts []T, col arrow.Array) (int64, bool) {
+	hi, ok := int64(math.MinInt64), false
+	nulls := col.NullN() > 0
+	for i, v := range ts {
+		if (!nulls || col.IsValid(i)) && int64(v) >= hi {
+			hi, ok = int64(v), true
 		}
 	}
-	return nil
+	return hi, ok
+}
+
+// satAdd is a+b, clamped to the int64 range.
+func satAdd(a, b int64) int64 {
+	s := a + b
+	if (s > a) != (b > 0) {
+		if b > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return s
 }
 
 func (o *joinOp) side(ctx context.Context) (join.Which, error) {
@@ -512,7 +613,10 @@ func (o *joinOp) Process(ctx context.Context, in arrow.RecordBatch, out actors.E
 		}
 		defer rec.Release()
 	}
-	o.dirty = true
+	if d := o.deadline(w, rec); d >= o.last { // some row may be buffered
+		rec.Retain()
+		o.pending = append(o.pending, pendingRows{w: w, rec: rec, deadline: d})
+	}
 	if o.k.window != nil {
 		return o.k.window.Add(w, rec)
 	}
@@ -616,10 +720,8 @@ func (o *joinOp) OnWatermark(_ context.Context, wm messages.Watermark, out actor
 	case o.k.interval != nil:
 		if o.jn.kind == intervalJoin || o.jn.on.retention > 0 {
 			o.k.interval.Expire(ms)
-			o.dirty = true
 		}
 	case o.k.window != nil:
-		o.dirty = true
 		rec, err := o.k.window.Fire(o.mem, ms)
 		if err != nil {
 			return err
@@ -631,8 +733,11 @@ func (o *joinOp) OnWatermark(_ context.Context, wm messages.Watermark, out actor
 	return nil
 }
 
-// PrepareCheckpoint writes the whole buffered state — each side's rows
-// and the watermark — when it changed since the last checkpoint.
+// PrepareCheckpoint writes, in one batch, what changed since the last
+// checkpoint: for interval and window joins the input batches buffered
+// since (each whole, as Arrow IPC, once) and the deletion of the batches
+// all of whose rows the watermark has dropped since, and the watermark;
+// for a lookup join the whole table, when it changed.
 func (o *joinOp) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	err := o.checkpoint(ctx)
 	if err == nil && o.dl != nil && o.dl.Transactional() {
@@ -645,43 +750,71 @@ func (o *joinOp) PrepareCheckpoint(ctx context.Context, id uint64) error {
 }
 
 func (o *joinOp) checkpoint(ctx context.Context) error {
-	if !o.dirty {
-		return nil
-	}
 	var b persistence.Batch
-	for w := range 2 {
-		var rec arrow.RecordBatch
-		var err error
-		switch {
-		case o.k.interval != nil:
-			rec, err = o.k.interval.Buffered(o.mem, join.Which(w))
-		case o.k.window != nil:
-			rec, err = o.k.window.Buffered(o.mem, join.Which(w))
-		case w == int(join.Right):
-			rec, err = o.k.lookup.Buffered(o.mem)
+	if o.k.lookup != nil {
+		if !o.dirty {
+			return nil
 		}
+		rec, err := o.k.lookup.Buffered(o.mem)
 		if err != nil {
 			return err
 		}
 		if rec == nil {
-			b.Delete(joinSideKeys[w])
+			b.Delete(joinTableKey)
+		} else {
+			v, err := messages.EncodeIPC(rec)
+			rec.Release()
+			if err != nil {
+				return err
+			}
+			b.Put(joinTableKey, v)
+		}
+		if err := o.state.Apply(ctx, &b); err != nil {
+			return err
+		}
+		o.dirty = false
+		return nil
+	}
+	// Delete the batches written before all of whose rows the watermark
+	// has dropped since; write those buffered since the last checkpoint.
+	kept := o.stored[:0]
+	for _, s := range o.stored {
+		if s.deadline < o.last {
+			b.Delete(s.key)
+		} else {
+			kept = append(kept, s)
+		}
+	}
+	o.stored = kept
+	for _, p := range o.pending {
+		if p.deadline < o.last {
 			continue
 		}
-		v, err := messages.EncodeIPC(rec)
-		rec.Release()
+		v, err := messages.EncodeIPC(p.rec)
 		if err != nil {
 			return err
 		}
-		b.Put(joinSideKeys[w], v)
+		key := append(binary.BigEndian.AppendUint64(append([]byte(nil), joinRowsPrefix...), o.seq), byte(p.w))
+		o.seq++
+		b.Put(key, v)
+		o.stored = append(o.stored, storedRows{key: key, deadline: p.deadline})
 	}
+	o.releasePending()
 	if o.last != int64(messages.MinWatermark) {
 		b.Put(joinWatermarkKey, binary.BigEndian.AppendUint64(nil, uint64(o.last)))
 	}
-	if err := o.state.Apply(ctx, &b); err != nil {
-		return err
+	if b.Len() == 0 {
+		return nil
 	}
-	o.dirty = false
-	return nil
+	return o.state.Apply(ctx, &b)
+}
+
+func (o *joinOp) releasePending() {
+	for i, p := range o.pending {
+		p.rec.Release()
+		o.pending[i] = pendingRows{}
+	}
+	o.pending = o.pending[:0]
 }
 
 func (o *joinOp) CheckpointComplete(ctx context.Context, id uint64) error {
@@ -692,6 +825,7 @@ func (o *joinOp) CheckpointComplete(ctx context.Context, id uint64) error {
 }
 
 func (o *joinOp) Close(ctx context.Context) error {
+	o.releasePending()
 	if o.k != nil {
 		o.k.close()
 	}

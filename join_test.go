@@ -304,7 +304,11 @@ func testJoin(t *testing.T, build func(l, r *meshflow.Stream) *meshflow.Stream, 
 		g := newGate()
 		lsrc, rsrc = gated(joinLeft, lrecs, g), gated(joinRight, rrecs, g)
 		failures.Store(3)
-		opts = ckptOptions(t, nc, mem, testStore(t))
+		// Checkpoints every 25 ms: a row is buffered across several.
+		opts = ckptOptions(t, nc, mem, testStore(t), meshflow.WithCheckpoints(meshflow.CheckpointConfig{
+			Interval: 25 * time.Millisecond,
+			Recovery: meshflow.RecoveryPolicy{MaxRecoveries: 100, Window: time.Minute, InitialBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond},
+		}))
 		go func() {
 			for i := range batches {
 				g.release(i + 1)
