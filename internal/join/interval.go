@@ -264,15 +264,19 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	if len(mine) == 0 {
 		return nil, nil
 	}
-	// Group by the other side's batch: one Take per buffered batch.
-	ord := make([]int, len(mine))
-	for i := range ord {
-		ord[i] = i
-	}
-	slices.SortStableFunc(ord, func(a, b int) int { return cmp.Compare(oseg[a], oseg[b]) })
-	ms, os, or := make([]int32, len(ord)), make([]int32, len(ord)), make([]int32, len(ord))
-	for k, p := range ord {
-		ms[k], os[k], or[k] = mine[p], oseg[p], orow[p]
+	// Group by the other side's batch: one Take per buffered batch (no
+	// sort when the pairs are grouped already, as with one batch).
+	ms, os, or := mine, oseg, orow
+	if !slices.IsSorted(oseg) {
+		ord := make([]int, len(mine))
+		for i := range ord {
+			ord[i] = i
+		}
+		slices.SortStableFunc(ord, func(a, b int) int { return cmp.Compare(oseg[a], oseg[b]) })
+		ms, os, or = make([]int32, len(ord)), make([]int32, len(ord)), make([]int32, len(ord))
+		for k, p := range ord {
+			ms[k], os[k], or[k] = mine[p], oseg[p], orow[p]
+		}
 	}
 	mcols, err := takeCols(mem, rec, ms)
 	if err != nil {
