@@ -90,3 +90,37 @@ func ExampleJoin() {
 	// {"name":"ann","right_id":100}
 	// {"name":"ann","right_id":102}
 }
+
+// Auctions opened within 10 s after their seller registered: each pair is
+// emitted when its second row arrives.
+func ExampleIntervalJoin() {
+	dir, _ := os.MkdirTemp("", "meshflow-example")
+	defer os.RemoveAll(dir)
+
+	p := meshflow.NewPipeline("quick-sellers")
+	persons := p.Source("persons", meshflow.FromJSON(examplePersons,
+		`{"id":1,"name":"ann","date_time":"2026-01-01T00:00:01Z"}`,
+		`{"id":2,"name":"bob","date_time":"2026-01-01T00:00:09Z"}`,
+	), meshflow.EventTime("date_time", time.Minute))
+	auctions := p.Source("auctions", meshflow.FromJSON(exampleAuctions,
+		`{"id":100,"seller":1,"date_time":"2026-01-01T00:00:04Z"}`,
+		`{"id":101,"seller":2,"date_time":"2026-01-01T00:00:30Z"}`,
+		`{"id":102,"seller":1,"date_time":"2026-01-01T00:00:11Z"}`,
+	), meshflow.EventTime("date_time", time.Minute))
+	var buf bytes.Buffer
+	meshflow.IntervalJoin("quick", persons, auctions,
+		meshflow.On("id", "seller").Times("date_time", "date_time").Prefixes("person_", "auction_"),
+		0, 10*time.Second).
+		Project("shape", "name", "auction_id").
+		To("out", meshflow.Print(&buf, meshflow.JSONLines))
+
+	if err := meshflow.Run(context.Background(), p, meshflow.WithDataDir(dir)); err != nil {
+		fmt.Println(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	slices.Sort(lines) // the order of the pairs depends on the arrivals
+	fmt.Println(strings.Join(lines, "\n"))
+	// Output:
+	// {"name":"ann","auction_id":100}
+	// {"name":"ann","auction_id":102}
+}

@@ -63,9 +63,9 @@ func (j JoinOn) Times(left, right string) JoinOn {
 }
 
 // Prefixes sets what is put in front of an output column name both
-// inputs have (default "left_" and "right_"): both clashing columns are
-// renamed, the others keep their names. A name that still clashes is a
-// Validate error.
+// inputs have (default, and for an empty prefix, "left_" and "right_"):
+// both clashing columns are renamed, the others keep their names. A name
+// that still clashes is a Validate error.
 func (j JoinOn) Prefixes(left, right string) JoinOn {
 	j.leftPrefix, j.rightPref = left, right
 	return j
