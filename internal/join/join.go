@@ -6,7 +6,8 @@
 // has a left-outer mode). Keys are one or more int64 or string columns;
 // a row with a null in any key column never joins. Times are int64
 // milliseconds since the Unix epoch, read from an int64 or millisecond
-// timestamp column; a row with a null time never joins. A watermark W
+// timestamp column; a row with a null time never joins (but in an
+// unbounded interval join without time columns, the regular join). A watermark W
 // promises that no row with a time below W will arrive any more.
 //
 // Output rows are the left (or probe) columns followed by the right (or
