@@ -471,6 +471,9 @@ func TestJoinValidate(t *testing.T) {
 		{"key types differ", func(l, _, o *meshflow.Stream) *meshflow.Stream {
 			return meshflow.Join("j", l, o, meshflow.On("k", "k"))
 		}, "want the same type"},
+		{"second key types differ", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
+			return meshflow.Join("j", l, r, meshflow.On("k", "k").And("lv", "k"))
+		}, "key 1: left int64, right utf8: want the same type"},
 		{"unsupported key type", func(l, r, _ *meshflow.Stream) *meshflow.Stream {
 			return meshflow.Join("j", l, r, meshflow.On("ts", "ts"))
 		}, "not supported (int64, string)"},
