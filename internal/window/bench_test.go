@@ -21,7 +21,7 @@ func BenchmarkTable(b *testing.B) {
 	mem := memory.NewGoAllocator()
 	recs := benchBids(b, mem)
 	tab, err := NewTable(Config{Spec: Tumbling(10_000), Schema: nexmark.BidSchema, Keys: []int{nexmark.ColAuction},
-		Time: nexmark.ColDateTime, Aggs: []Agg{{Count, -1, "n"}, {Sum, nexmark.ColPrice, "sum"}, {Max, nexmark.ColPrice, "max"}}})
+		Time: nexmark.ColDateTime, Aggs: []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: nexmark.ColPrice, Name: "sum"}, {Kind: Max, Column: nexmark.ColPrice, Name: "max"}}})
 	if err != nil {
 		b.Fatal(err)
 	}

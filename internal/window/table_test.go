@@ -74,9 +74,9 @@ func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 func TestTableRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed(t), 1))
 	aggs := []Agg{
-		{Count, -1, "n"}, {Count, 2, "nv"}, {Sum, 2, "sum"}, {Min, 2, "min"}, {Max, 2, "max"},
-		{Avg, 2, "avg"}, {CountDistinct, 2, "dv"}, {CountDistinct, 0, "dk"}, {First, 2, "first"},
-		{Last, 2, "last"}, {Sum, 3, "fsum"}, {Min, 3, "fmin"}, {Max, 3, "fmax"}, {First, 0, "kfirst"},
+		{Kind: Count, Column: -1, Name: "n"}, {Kind: Count, Column: 2, Name: "nv"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Min, Column: 2, Name: "min"}, {Kind: Max, Column: 2, Name: "max"},
+		{Kind: Avg, Column: 2, Name: "avg"}, {Kind: CountDistinct, Column: 2, Name: "dv"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: First, Column: 2, Name: "first"},
+		{Kind: Last, Column: 2, Name: "last"}, {Kind: Sum, Column: 3, Name: "fsum"}, {Kind: Min, Column: 3, Name: "fmin"}, {Kind: Max, Column: 3, Name: "fmax"}, {Kind: First, Column: 0, Name: "kfirst"},
 	}
 	type tcase struct {
 		spec     Spec
@@ -439,7 +439,7 @@ func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) 
 // a panic, and a group restored from them encodes to bytes that read back
 // to the same group.
 func FuzzRestore(f *testing.F) {
-	aggs := []Agg{{Count, -1, "n"}, {Sum, 2, "sum"}, {Avg, 3, "avg"}, {CountDistinct, 0, "dk"}, {Last, 0, "kl"}, {Min, 3, "fmin"}}
+	aggs := []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Avg, Column: 3, Name: "avg"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: Last, Column: 0, Name: "kl"}, {Kind: Min, Column: 3, Name: "fmin"}}
 	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs}
 	mem := memory.NewGoAllocator()
 	seedTab, err := NewTable(cfg)
