@@ -75,6 +75,9 @@ type Config struct {
 	// of whose windows are past that is late: Add leaves it out and Late
 	// lists it.
 	AllowedLateness int64
+	// Gap (ms) is the gap of session windows (NewSessions; Spec is then
+	// not used).
+	Gap int64
 }
 
 // Table holds the aggregates of every (key, window) with rows and not yet

@@ -363,76 +363,81 @@ func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) 
 	}
 	out := map[string]string{}
 	for _, name := range order {
-		g := groups[name].rows
-		var nv, sum int64
-		var mn, mx *int64
-		var fsum float64
-		var fmn, fmx *float64
-		dv, dk := map[int64]bool{}, map[string]bool{}
-		var first, last, kfirst *testRow
-		for i := range g {
-			r := &g[i]
-			if r.v != nil {
-				nv++
-				sum += *r.v
-				if mn == nil || *r.v < *mn {
-					mn = r.v
-				}
-				if mx == nil || *r.v > *mx {
-					mx = r.v
-				}
-				dv[*r.v] = true
-				if first == nil || *r.ts < *first.ts {
-					first = r
-				}
-				if last == nil || *r.ts >= *last.ts {
-					last = r
-				}
-			}
-			if r.f != nil {
-				fsum += *r.f
-				if fmn == nil || *r.f < *fmn {
-					fmn = r.f
-				}
-				if fmx == nil || *r.f > *fmx {
-					fmx = r.f
-				}
-			}
-			if r.key != nil {
-				dk[*r.key] = true
-				if kfirst == nil || *r.ts < *kfirst.ts {
-					kfirst = r
-				}
-			}
-		}
-		i64 := func(p *int64) string {
-			if p == nil {
-				return "null"
-			}
-			return strconv.FormatInt(*p, 10)
-		}
-		f64 := func(p *float64) string {
-			if p == nil {
-				return "null"
-			}
-			return strconv.FormatFloat(*p, 'g', -1, 64)
-		}
-		var sumP, avgS, firstS, lastS, fsumP, kfirstS = i64(nil), "null", "null", "null", f64(nil), "null"
-		if nv > 0 {
-			sumP = strconv.FormatInt(sum, 10)
-			avgS = strconv.FormatFloat(float64(sum)/float64(nv), 'g', -1, 64)
-			firstS, lastS = strconv.FormatInt(*first.v, 10), strconv.FormatInt(*last.v, 10)
-		}
-		if fmn != nil {
-			fsumP = f64(&fsum)
-		}
-		if kfirst != nil {
-			kfirstS = *kfirst.key
-		}
-		out[name] = fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
-			len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
+		out[name] = aggString(groups[name].rows)
 	}
 	return out, late
+}
+
+// aggString renders the aggregates of TestTableRandom over the rows g,
+// computed row by row.
+func aggString(g []testRow) string {
+	var nv, sum int64
+	var mn, mx *int64
+	var fsum float64
+	var fmn, fmx *float64
+	dv, dk := map[int64]bool{}, map[string]bool{}
+	var first, last, kfirst *testRow
+	for i := range g {
+		r := &g[i]
+		if r.v != nil {
+			nv++
+			sum += *r.v
+			if mn == nil || *r.v < *mn {
+				mn = r.v
+			}
+			if mx == nil || *r.v > *mx {
+				mx = r.v
+			}
+			dv[*r.v] = true
+			if first == nil || *r.ts < *first.ts {
+				first = r
+			}
+			if last == nil || *r.ts >= *last.ts {
+				last = r
+			}
+		}
+		if r.f != nil {
+			fsum += *r.f
+			if fmn == nil || *r.f < *fmn {
+				fmn = r.f
+			}
+			if fmx == nil || *r.f > *fmx {
+				fmx = r.f
+			}
+		}
+		if r.key != nil {
+			dk[*r.key] = true
+			if kfirst == nil || *r.ts < *kfirst.ts {
+				kfirst = r
+			}
+		}
+	}
+	i64 := func(p *int64) string {
+		if p == nil {
+			return "null"
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	f64 := func(p *float64) string {
+		if p == nil {
+			return "null"
+		}
+		return strconv.FormatFloat(*p, 'g', -1, 64)
+	}
+	var sumP, avgS, firstS, lastS, fsumP, kfirstS = i64(nil), "null", "null", "null", f64(nil), "null"
+	if nv > 0 {
+		sumP = strconv.FormatInt(sum, 10)
+		avgS = strconv.FormatFloat(float64(sum)/float64(nv), 'g', -1, 64)
+		firstS, lastS = strconv.FormatInt(*first.v, 10), strconv.FormatInt(*last.v, 10)
+	}
+	if fmn != nil {
+		fsumP = f64(&fsum)
+	}
+	if kfirst != nil {
+		kfirstS = *kfirst.key
+	}
+	return fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
+		len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
 }
 
 // FuzzRestore: a group's bytes from a damaged store give an error, never
