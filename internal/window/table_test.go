@@ -68,7 +68,8 @@ func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 // TestTableRandom: shuffled, out-of-order rows over many keys (nulls
 // included) in random batches, fired at random watermarks (never past a
 // row still to come), for tumbling,
-// sliding and gapped windows and every aggregate: every fired row equals
+// sliding and gapped windows and every aggregate (a user-defined one
+// too): every fired row equals
 // a brute-force reference, each (key, window) fires once, at the first
 // watermark at or past its end.
 func TestTableRandom(t *testing.T) {
@@ -77,6 +78,7 @@ func TestTableRandom(t *testing.T) {
 		{Kind: Count, Column: -1, Name: "n"}, {Kind: Count, Column: 2, Name: "nv"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Min, Column: 2, Name: "min"}, {Kind: Max, Column: 2, Name: "max"},
 		{Kind: Avg, Column: 2, Name: "avg"}, {Kind: CountDistinct, Column: 2, Name: "dv"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: First, Column: 2, Name: "first"},
 		{Kind: Last, Column: 2, Name: "last"}, {Kind: Sum, Column: 3, Name: "fsum"}, {Kind: Min, Column: 3, Name: "fmin"}, {Kind: Max, Column: 3, Name: "fmax"}, {Kind: First, Column: 0, Name: "kfirst"},
+		{Kind: User, Column: -1, Columns: []int{2}, Name: "sq", User: newSquares},
 	}
 	type tcase struct {
 		spec     Spec
@@ -363,7 +365,7 @@ func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) 
 	}
 	out := map[string]string{}
 	for _, name := range order {
-		out[name] = aggString(groups[name].rows)
+		out[name] = refAggs(groups[name].rows)
 	}
 	return out, late
 }
