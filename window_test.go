@@ -65,6 +65,8 @@ func (c *winCollector) commit(lines []string) {
 // staged). While fail is positive, a completion fails (and counts down).
 type winTxSink struct {
 	out  *winCollector
+	// ends names windows key@start-end (for sessions), not key@start.
+	ends bool
 	fail *atomic.Int64
 	st   persistence.Store
 	buf  []string
@@ -84,9 +86,17 @@ func (s *winTxSink) Close(context.Context) error { return nil }
 func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
 	var lines []string
 	for i := range int(in.NumRows()) {
-		l := fmt.Sprintf("%s@%d|", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		l := fmt.Sprintf("%s@%d", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		if s.ends {
+			l += fmt.Sprintf("-%d", int64(in.Column(2).(*array.Timestamp).Value(i)))
+		}
+		l += "|"
 		for c := 3; c < int(in.NumCols()); c++ {
-			l += in.ColumnName(c) + "=" + in.Column(c).ValueStr(i) + " "
+			v := "null"
+			if in.Column(c).IsValid(i) {
+				v = in.Column(c).ValueStr(i)
+			}
+			l += in.ColumnName(c) + "=" + v + " "
 		}
 		lines = append(lines, l)
 	}
