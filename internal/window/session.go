@@ -64,6 +64,10 @@ type Sessions struct {
 	// Scratch.
 	kids    []int32
 	newKeys []int32 // made since the last dropEmptyKeys
+	slot    []int32 // per key: its place among the keys of the batch, or -1
+	touched []int32 // the keys of the batch
+	cnt     []int32
+	rslot   []int32
 	order   []sessRow
 	rows    []int32
 	gids    []int32
@@ -118,34 +122,18 @@ func plus(a, b int64) int64 {
 
 // Add folds the rows of rec into the sessions of their keys. Rows with a
 // null time are skipped. rec is borrowed. The batch's rows are sorted by
-// key and time (one pass resolving the key of each row, one sort), cut
+// key and time (one pass resolving the key of each row, a counting sort
+// by key, a sort by time only where a key's rows are out of order), cut
 // into runs closer than the gap, each run placed once among its key's
 // sessions, and the aggregates updated once per batch.
 func (s *Sessions) Add(rec arrow.RecordBatch) error {
 	if !rec.Schema().Equal(s.cfg.Schema) {
 		return fmt.Errorf("window: batch schema %s, want %s", rec.Schema(), s.cfg.Schema)
 	}
-	n := int(rec.NumRows())
 	tcol := rec.Column(s.cfg.Time)
 	ts := timeValues(tcol)
 	s.resolveKeys(rec)
-	s.order = s.order[:0]
-	nulls := tcol.NullN() > 0
-	for i, k := range s.kids[:n] {
-		if nulls && tcol.IsNull(i) {
-			continue
-		}
-		s.order = append(s.order, sessRow{key: k, row: int32(i), t: ts[i]})
-	}
-	slices.SortFunc(s.order, func(a, b sessRow) int {
-		if c := cmp.Compare(a.key, b.key); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.t, b.t); c != 0 {
-			return c
-		}
-		return cmp.Compare(a.row, b.row)
-	})
+	s.groupRows(ts, tcol)
 	s.late = s.late[:0]
 	if s.wm != math.MinInt64 {
 		// Late: its own session closed, and in no session held.
@@ -180,6 +168,58 @@ func (s *Sessions) Add(rec arrow.RecordBatch) error {
 	s.newKeys = s.newKeys[:0]
 	updateAccs(&s.cfg, s.accs, rec, s.rows, s.gids, ts)
 	return nil
+}
+
+// groupRows fills s.order with the rows of valid time, grouped by key (a
+// counting sort over the keys of the batch, in the order they first
+// come) and sorted by time within a key (rows of a key come mostly in
+// time order: a check, and a sort only where they do not).
+func (s *Sessions) groupRows(ts []int64, tcol arrow.Array) {
+	nulls := tcol.NullN() > 0
+	s.touched, s.cnt = s.touched[:0], s.cnt[:0]
+	s.rslot = slices.Grow(s.rslot[:0], len(s.kids))[:len(s.kids)]
+	n := 0
+	for i, k := range s.kids {
+		if nulls && tcol.IsNull(i) {
+			s.rslot[i] = -1
+			continue
+		}
+		sl := s.slot[k]
+		if sl < 0 {
+			sl = int32(len(s.touched))
+			s.slot[k] = sl
+			s.touched = append(s.touched, k)
+			s.cnt = append(s.cnt, 0)
+		}
+		s.cnt[sl]++
+		s.rslot[i] = sl
+		n++
+	}
+	off := int32(0)
+	for i, c := range s.cnt {
+		s.cnt[i] = off
+		off += c
+	}
+	s.order = slices.Grow(s.order[:0], n)[:n]
+	for i, sl := range s.rslot {
+		if sl < 0 {
+			continue
+		}
+		s.order[s.cnt[sl]] = sessRow{key: s.touched[sl], row: int32(i), t: ts[i]}
+		s.cnt[sl]++
+	}
+	lo := int32(0)
+	for sl, k := range s.touched {
+		s.slot[k] = -1
+		seg := s.order[lo:s.cnt[sl]]
+		lo = s.cnt[sl]
+		for j := 1; j < len(seg); j++ {
+			if seg[j].t < seg[j-1].t {
+				slices.SortStableFunc(seg, func(a, b sessRow) int { return cmp.Compare(a.t, b.t) })
+				break
+			}
+		}
+	}
 }
 
 // resolveKeys sets s.kids[i] to the key id of row i, making keys new to
@@ -248,6 +288,7 @@ func (s *Sessions) keyID(b []byte) int32 {
 		k = int32(len(s.keyBytes))
 		s.keyBytes = append(s.keyBytes, string(b))
 		s.sess = append(s.sess, nil)
+		s.slot = append(s.slot, -1)
 	}
 	if fast {
 		s.intIdx[int64(binary.LittleEndian.Uint64(b[1:]))] = k
