@@ -64,7 +64,7 @@ func (c *winCollector) commit(lines []string) {
 // when it completes (or at restore, for what the restored checkpoint
 // staged). While fail is positive, a completion fails (and counts down).
 type winTxSink struct {
-	out  *winCollector
+	out *winCollector
 	// ends names windows key@start-end (for sessions), not key@start.
 	ends bool
 	fail *atomic.Int64
