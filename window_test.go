@@ -383,6 +383,15 @@ func TestWindowValidate(t *testing.T) {
 		{"bad size", func(p *meshflow.Pipeline) *meshflow.Stream {
 			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.TumblingWindows(time.Microsecond, "ts"), count)
 		}, "want positive whole milliseconds"},
+		{"bad gap", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.SessionWindows(0, "ts"), count)
+		}, "session gap 0s: want positive whole milliseconds"},
+		{"user aggregate refuses its columns", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, []meshflow.Aggregate{WeightedAvg("wa", "key", "v")})
+		}, "want two int64 columns"},
+		{"user aggregate without its column", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, []meshflow.Aggregate{WeightedAvg("wa", "v", "weight")})
+		}, `no column "weight"`},
 		{"negative lateness", func(p *meshflow.Pipeline) *meshflow.Stream {
 			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling.AllowedLateness(-time.Second), count)
 		}, "must not be negative"},
@@ -407,10 +416,12 @@ func TestWindowValidate(t *testing.T) {
 			}
 		})
 	}
-	// The schema of a valid window: keys, window bounds, aggregates.
+	// The schema of a valid window (sessions, a user-defined aggregate):
+	// keys, window bounds, aggregates.
 	p := meshflow.NewPipeline("windows")
 	w := p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").
-		Window("w", tumbling, []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"), meshflow.CountDistinct("key")})
+		Window("w", meshflow.SessionWindows(time.Second, "ts"), []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"),
+			meshflow.CountDistinct("key"), WeightedAvg("wavg", "v", "v")})
 	w.To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
@@ -422,6 +433,7 @@ func TestWindowValidate(t *testing.T) {
 		{Name: "count", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
 		{Name: "mean", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		{Name: "count_distinct_key", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "wavg", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 	}, nil)); got != want {
 		t.Fatalf("schema\n%s\nwant\n%s", got, want)
 	}
