@@ -454,7 +454,10 @@ func TestSessionsMerge(t *testing.T) {
 			"1@0-10:1 1@15-25:1 1@0-25:3", 0},
 		{"late", 0, []step{add([]int64{1}, []int64{0}), at(30), add([]int64{1, 1}, []int64{5, 40}), at(100)},
 			"1@0-10:1 1@40-50:1", 1},
-		{"late row in a held session", 100, []step{add([]int64{1}, []int64{0}), at(30), add([]int64{1}, []int64{5}), at(31)},
+		// 3+gap is past the watermark, but [0,19) is held: not late.
+		{"late row in a held session", 0, []step{add([]int64{1, 1}, []int64{0, 9}), at(15), add([]int64{1}, []int64{3}), at(30)},
+			"1@0-19:3", 0},
+		{"fired, updated within lateness", 100, []step{add([]int64{1}, []int64{0}), at(30), add([]int64{1}, []int64{5}), at(31)},
 			"1@0-10:1 1@0-15:2", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
