@@ -68,6 +68,7 @@ type Sessions struct {
 	touched []int32 // the keys of the batch
 	cnt     []int32
 	rslot   []int32
+	off     []int32
 	order   []sessRow
 	rows    []int32
 	gids    []int32
@@ -255,12 +256,9 @@ func (s *Sessions) resolveKeys(rec arrow.RecordBatch) {
 	for i, k := range s.cfg.Keys {
 		keys[i] = rec.Column(k)
 	}
+	s.buf, s.off = encodeKeys(keys, n, s.buf, s.off)
 	for i := range n {
-		b := s.buf[:0]
-		for j, enc := range s.keyEnc {
-			b = enc.append(b, keys[j], i)
-		}
-		s.buf = b
+		b := s.buf[s.off[i]:s.off[i+1]]
 		k, ok := s.keyIdx[string(b)]
 		if !ok {
 			k = s.keyID(b)
