@@ -395,7 +395,9 @@ func testWindowRandom(t *testing.T, w meshflow.Windows, size, gap int64, starts 
 		if c := m.Headers().Get(natsio.HeaderErrorClass); c != meshflow.ClassLate {
 			t.Errorf("late row id=%d: class %q", row.ID, c)
 		}
-		if reason := m.Headers().Get(natsio.HeaderError); !strings.Contains(reason, "late: event time") {
+		reason := m.Headers().Get(natsio.HeaderError)
+		if !strings.Contains(reason, "late: event time") || !strings.Contains(reason, "allowed lateness 500ms") ||
+			starts == nil && !strings.Contains(reason, "its session (gap 20ms) would be closed") {
 			t.Errorf("late row id=%d: reason %q", row.ID, reason)
 		}
 	}
