@@ -32,7 +32,6 @@ import (
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/actors/operators"
 	"github.com/meshflow/meshflow/internal/expr"
-	"github.com/meshflow/meshflow/internal/window"
 	"github.com/meshflow/meshflow/messages"
 )
 
@@ -385,7 +384,7 @@ func (p *Pipeline) Validate() error {
 				break
 			}
 			cfg, _ := n.window.config(in)
-			if t, err := window.NewTable(cfg); err == nil {
+			if t, err := newWindowTable(cfg); err == nil {
 				n.schema = t.Schema()
 			}
 		case n.join != nil:

@@ -24,6 +24,7 @@ import (
 // and size, the time column, the allowed lateness and where late rows go.
 type Windows struct {
 	spec     window.Spec
+	gap      int64 // session windows: the gap (ms)
 	time     string
 	lateness time.Duration
 	late     string
@@ -41,6 +42,21 @@ func TumblingWindows(size time.Duration, timeColumn string) Windows {
 // column: a row is in about size/slide of them.
 func SlidingWindows(size, slide time.Duration, timeColumn string) Windows {
 	return Windows{spec: window.Sliding(size.Milliseconds(), slide.Milliseconds()), time: timeColumn}.check(size, slide)
+}
+
+// SessionWindows are windows of activity per key, over the time column:
+// rows of a key less than gap apart are in one session, [first row,
+// last row + gap); a row within gap of two sessions merges them into
+// one. A session is emitted when the watermark passes its end; a
+// session extended or merged by rows within the allowed lateness is
+// emitted again, whole (the sessions a merge replaced are not emitted
+// again, nor retracted: the merged session covers them).
+func SessionWindows(gap time.Duration, timeColumn string) Windows {
+	w := Windows{gap: gap.Milliseconds(), time: timeColumn}
+	if gap%time.Millisecond != 0 || gap <= 0 {
+		w.err = fmt.Errorf("session gap %v: want positive whole milliseconds", gap)
+	}
+	return w
 }
 
 func (w Windows) check(size, slide time.Duration) Windows {
@@ -70,9 +86,11 @@ func (w Windows) LateRowsTo(subject string) Windows {
 // Aggregate is one aggregate of [Stream.Window], named with As (default:
 // "<function>_<column>", or "count").
 type Aggregate struct {
-	kind   window.AggKind
-	column string
-	name   string
+	kind    window.AggKind
+	column  string
+	name    string
+	columns []string
+	user    func(in []arrow.DataType) (AggregateFunc, error)
 }
 
 // Count counts the rows of a window.
@@ -106,6 +124,42 @@ func First(column string) Aggregate { return agg(window.First, column) }
 
 // Last: see [First].
 func Last(column string) Aggregate { return agg(window.Last, column) }
+
+// AggregateFunc is a user-defined aggregate, columnar like the built-in
+// ones: one instance per window operator instance keeps an accumulator
+// per group (a dense group index, handed out and reused by the window),
+// and is called once per batch, never once per row:
+//
+//   - Grow(n) makes room for n groups, the new ones empty; Reset(g)
+//     empties group g for reuse.
+//   - Update(cols, rows, groups) folds row rows[p] of cols (the
+//     aggregate's input columns, borrowed for the call) into group
+//     groups[p], for every p: a typed loop over the column buffers.
+//   - Merge(dst, src) folds group src into dst: session windows merge
+//     sessions a row bridges.
+//   - Result(mem, groups) returns the results of groups, in order, as
+//     an array of DataType() (handed over to the caller).
+//   - AppendState and ReadState write and read one group's state, for
+//     checkpoints: the codec is the aggregate's own; ReadState must
+//     return an error, never panic, on damaged bytes.
+type AggregateFunc interface {
+	DataType() arrow.DataType
+	Grow(n int)
+	Reset(g int32)
+	Update(cols []arrow.Array, rows, groups []int32)
+	Merge(dst, src int32)
+	Result(mem memory.Allocator, groups []int32) arrow.Array
+	AppendState(dst []byte, g int32) []byte
+	ReadState(src []byte, g int32) ([]byte, error)
+}
+
+// UserAggregate is a user-defined aggregate named name over the input
+// columns columns: newFunc is given their types (once per operator
+// instance, and by Validate) and returns a fresh AggregateFunc, or an
+// error for types it cannot aggregate.
+func UserAggregate(name string, columns []string, newFunc func(in []arrow.DataType) (AggregateFunc, error)) Aggregate {
+	return Aggregate{kind: window.User, name: name, columns: columns, user: newFunc}
+}
 
 func agg(k window.AggKind, column string) Aggregate {
 	return Aggregate{kind: k, column: column, name: k.String() + "_" + column}
@@ -152,7 +206,7 @@ func (wn *windowNode) config(in *arrow.Schema) (window.Config, error) {
 		}
 		return idx[0], nil
 	}
-	cfg := window.Config{Spec: wn.w.spec, Schema: in, AllowedLateness: wn.w.lateness.Milliseconds()}
+	cfg := window.Config{Spec: wn.w.spec, Gap: wn.w.gap, Schema: in, AllowedLateness: wn.w.lateness.Milliseconds()}
 	var err error
 	if cfg.Time, err = col(wn.w.time); err != nil {
 		return cfg, fmt.Errorf("time column: %w", err)
@@ -168,6 +222,28 @@ func (wn *windowNode) config(in *arrow.Schema) (window.Config, error) {
 		return cfg, fmt.Errorf("a window needs at least one aggregate")
 	}
 	for _, a := range wn.aggs {
+		if a.kind == window.User {
+			ua := window.Agg{Kind: window.User, Column: -1, Name: a.name}
+			for _, name := range a.columns {
+				c, err := col(name)
+				if err != nil {
+					return cfg, fmt.Errorf("aggregate %s: %w", a.name, err)
+				}
+				ua.Columns = append(ua.Columns, c)
+			}
+			user := a.user
+			if user != nil {
+				ua.User = func(in []arrow.DataType) (window.UDAF, error) {
+					f, err := user(in)
+					if f == nil || err != nil {
+						return nil, err
+					}
+					return f, nil
+				}
+			}
+			cfg.Aggs = append(cfg.Aggs, ua)
+			continue
+		}
 		c := -1
 		if a.column != "" {
 			if c, err = col(a.column); err != nil {
@@ -191,8 +267,27 @@ func (wn *windowNode) validate(in *arrow.Schema, parallelism int) error {
 	if err != nil {
 		return err
 	}
-	_, err = window.NewTable(cfg)
+	_, err = newWindowTable(cfg)
 	return err
+}
+
+// windowTable is a window.Table or window.Sessions.
+type windowTable interface {
+	Add(arrow.RecordBatch) error
+	Late() []int32
+	Fire(memory.Allocator, int64) (arrow.RecordBatch, error)
+	Checkpoint(put func(key, value []byte) error, del func(key []byte) error) error
+	Restore(key, value []byte) error
+	SetWatermark(int64)
+	Watermark() int64
+	Schema() *arrow.Schema
+}
+
+func newWindowTable(cfg window.Config) (windowTable, error) {
+	if cfg.Gap > 0 {
+		return window.NewSessions(cfg)
+	}
+	return window.NewTable(cfg)
 }
 
 // build returns the factory of the window operator's instances.
@@ -213,7 +308,7 @@ type windowOp struct {
 	mem    memory.Allocator
 	state  persistence.Store // the windows, by group
 	meta   persistence.Store // the watermark
-	tab    *window.Table
+	tab    windowTable
 	dl     *natsio.DeadLetters
 	enc    *messages.JSONRowEncoder
 	prefix string
@@ -235,7 +330,7 @@ func (o *windowOp) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return err
 	}
-	if o.tab, err = window.NewTable(cfg); err != nil {
+	if o.tab, err = newWindowTable(cfg); err != nil {
 		return err
 	}
 	o.mem, o.state, o.meta = oc.Allocator(), oc.State().Namespace("window"), oc.State().Namespace("window.meta")
@@ -305,8 +400,12 @@ func (o *windowOp) Process(ctx context.Context, in arrow.RecordBatch, _ actors.E
 		}
 		next++
 		o.buf = o.enc.AppendRow(o.buf[:0], in, row)
-		reason := fmt.Sprintf("late: event time %s is more than the allowed lateness %v behind the watermark %s: every window holding it is closed",
-			tcol.ValueStr(row), o.wn.w.lateness, time.UnixMilli(o.last).UTC().Format(time.RFC3339Nano))
+		what := "every window holding it is closed"
+		if o.wn.w.gap > 0 {
+			what = fmt.Sprintf("its session (gap %v) would be closed, and it falls in no session held", time.Duration(o.wn.w.gap)*time.Millisecond)
+		}
+		reason := fmt.Sprintf("late: event time %s is more than the allowed lateness %v behind the watermark %s: %s",
+			tcol.ValueStr(row), o.wn.w.lateness, time.UnixMilli(o.last).UTC().Format(time.RFC3339Nano), what)
 		return o.dl.Add(ctx, natsio.DeadLetter{ID: string(id), Payload: o.buf, Reason: reason, Class: ClassLate})
 	})
 	if err == nil && !o.dl.Transactional() {

@@ -64,7 +64,9 @@ func (c *winCollector) commit(lines []string) {
 // when it completes (or at restore, for what the restored checkpoint
 // staged). While fail is positive, a completion fails (and counts down).
 type winTxSink struct {
-	out  *winCollector
+	out *winCollector
+	// ends names windows key@start-end (for sessions), not key@start.
+	ends bool
 	fail *atomic.Int64
 	st   persistence.Store
 	buf  []string
@@ -84,9 +86,17 @@ func (s *winTxSink) Close(context.Context) error { return nil }
 func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
 	var lines []string
 	for i := range int(in.NumRows()) {
-		l := fmt.Sprintf("%s@%d|", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		l := fmt.Sprintf("%s@%d", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		if s.ends {
+			l += fmt.Sprintf("-%d", int64(in.Column(2).(*array.Timestamp).Value(i)))
+		}
+		l += "|"
 		for c := 3; c < int(in.NumCols()); c++ {
-			l += in.ColumnName(c) + "=" + in.Column(c).ValueStr(i) + " "
+			v := "null"
+			if in.Column(c).IsValid(i) {
+				v = in.Column(c).ValueStr(i)
+			}
+			l += in.ColumnName(c) + "=" + v + " "
 		}
 		lines = append(lines, l)
 	}
@@ -373,6 +383,15 @@ func TestWindowValidate(t *testing.T) {
 		{"bad size", func(p *meshflow.Pipeline) *meshflow.Stream {
 			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.TumblingWindows(time.Microsecond, "ts"), count)
 		}, "want positive whole milliseconds"},
+		{"bad gap", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", meshflow.SessionWindows(0, "ts"), count)
+		}, "session gap 0s: want positive whole milliseconds"},
+		{"user aggregate refuses its columns", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, []meshflow.Aggregate{WeightedAvg("wa", "key", "v")})
+		}, "want two int64 columns"},
+		{"user aggregate without its column", func(p *meshflow.Pipeline) *meshflow.Stream {
+			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling, []meshflow.Aggregate{WeightedAvg("wa", "v", "weight")})
+		}, `no column "weight"`},
 		{"negative lateness", func(p *meshflow.Pipeline) *meshflow.Stream {
 			return p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").Window("w", tumbling.AllowedLateness(-time.Second), count)
 		}, "must not be negative"},
@@ -397,10 +416,12 @@ func TestWindowValidate(t *testing.T) {
 			}
 		})
 	}
-	// The schema of a valid window: keys, window bounds, aggregates.
+	// The schema of a valid window (sessions, a user-defined aggregate):
+	// keys, window bounds, aggregates.
 	p := meshflow.NewPipeline("windows")
 	w := p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").
-		Window("w", tumbling, []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"), meshflow.CountDistinct("key")})
+		Window("w", meshflow.SessionWindows(time.Second, "ts"), []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"),
+			meshflow.CountDistinct("key"), WeightedAvg("wavg", "v", "v")})
 	w.To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
@@ -412,6 +433,7 @@ func TestWindowValidate(t *testing.T) {
 		{Name: "count", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
 		{Name: "mean", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 		{Name: "count_distinct_key", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "wavg", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
 	}, nil)); got != want {
 		t.Fatalf("schema\n%s\nwant\n%s", got, want)
 	}

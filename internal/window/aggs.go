@@ -19,6 +19,8 @@ type accumulator interface {
 	// reset empties group g for reuse.
 	reset(g int32)
 	update(col arrow.Array, rows, gids []int32, ts []int64)
+	// merge folds group src into group dst (src is left as it was).
+	merge(dst, src int32)
 	appendTo(b array.Builder, g int32)
 	// encode appends group g's state; decode reads it into group g (made
 	// room for) and returns the rest of src.
@@ -93,6 +95,7 @@ func (a *countAcc) update(col arrow.Array, rows, gids []int32, _ []int64) {
 		}
 	}
 }
+func (a *countAcc) merge(dst, src int32)              { a.n[dst] += a.n[src] }
 func (a *countAcc) appendTo(b array.Builder, g int32) { b.(*array.Int64Builder).Append(a.n[g]) }
 
 // numAcc is Sum, Min or Max of int64 or float64 values. Sums of int64
@@ -146,6 +149,23 @@ func (a *numAcc[T]) update(col arrow.Array, rows, gids []int32, _ []int64) {
 		}
 	}
 }
+func (a *numAcc[T]) merge(dst, src int32) {
+	if !a.seen[src] {
+		return
+	}
+	x := a.v[src]
+	switch {
+	case !a.seen[dst]:
+		a.v[dst] = x
+	case a.kind == Sum:
+		a.v[dst] += x
+	case a.kind == Min && (x < a.v[dst] || x != x), a.kind == Max && (x > a.v[dst] || x != x):
+		if a.v[dst] == a.v[dst] { // a NaN stays, as in update
+			a.v[dst] = x
+		}
+	}
+	a.seen[dst] = true
+}
 func (a *numAcc[T]) appendTo(b array.Builder, g int32) {
 	if !a.seen[g] {
 		b.AppendNull()
@@ -183,6 +203,10 @@ func (a *avgAcc[T]) update(col arrow.Array, rows, gids []int32, _ []int64) {
 		a.n[g]++
 	}
 }
+func (a *avgAcc[T]) merge(dst, src int32) {
+	a.sum[dst] += a.sum[src]
+	a.n[dst] += a.n[src]
+}
 func (a *avgAcc[T]) appendTo(b array.Builder, g int32) {
 	if a.n[g] == 0 {
 		b.AppendNull()
@@ -217,6 +241,20 @@ func (a *distinctAcc[T]) update(col arrow.Array, rows, gids []int32, _ []int64) 
 			a.sets[g] = s
 		}
 		s[a.value(col, r)] = struct{}{}
+	}
+}
+func (a *distinctAcc[T]) merge(dst, src int32) {
+	s := a.sets[src]
+	if len(s) == 0 {
+		return
+	}
+	d := a.sets[dst]
+	if d == nil {
+		d = make(map[T]struct{}, len(s))
+		a.sets[dst] = d
+	}
+	for v := range s {
+		d[v] = struct{}{}
 	}
 }
 func (a *distinctAcc[T]) appendTo(b array.Builder, g int32) {
@@ -257,6 +295,15 @@ func (a *edgeAcc[T]) update(col arrow.Array, rows, gids []int32, ts []int64) {
 		if !a.seen[g] || (!a.last && t < a.at[g]) || (a.last && t >= a.at[g]) {
 			a.v[g], a.at[g], a.seen[g] = a.value(col, r), t, true
 		}
+	}
+}
+func (a *edgeAcc[T]) merge(dst, src int32) {
+	if !a.seen[src] {
+		return
+	}
+	t := a.at[src]
+	if !a.seen[dst] || (!a.last && t < a.at[dst]) || (a.last && t > a.at[dst]) {
+		a.v[dst], a.at[dst], a.seen[dst] = a.v[src], t, true
 	}
 }
 func (a *edgeAcc[T]) appendTo(b array.Builder, g int32) {

@@ -33,9 +33,11 @@ const (
 	// are skipped.
 	First
 	Last
+	// User is a user-defined aggregate, made by Agg.User.
+	User
 )
 
-var aggNames = [...]string{"count", "sum", "min", "max", "avg", "count_distinct", "first", "last"}
+var aggNames = [...]string{"count", "sum", "min", "max", "avg", "count_distinct", "first", "last", "user"}
 
 func (k AggKind) String() string {
 	if int(k) < len(aggNames) {
@@ -45,11 +47,15 @@ func (k AggKind) String() string {
 }
 
 // Agg is one aggregate of a Table: Kind over the input column Column
-// (-1: none, for Count of rows), output as a column named Name.
+// (-1: none, for Count of rows), output as a column named Name. A User
+// aggregate reads the columns Columns and is made by User, given their
+// types, once per table.
 type Agg struct {
-	Kind   AggKind
-	Column int
-	Name   string
+	Kind    AggKind
+	Column  int
+	Name    string
+	Columns []int
+	User    func(in []arrow.DataType) (UDAF, error)
 }
 
 // Config configures a Table.
@@ -69,6 +75,9 @@ type Config struct {
 	// of whose windows are past that is late: Add leaves it out and Late
 	// lists it.
 	AllowedLateness int64
+	// Gap (ms) is the gap of session windows (NewSessions; Spec is then
+	// not used).
+	Gap int64
 }
 
 // Table holds the aggregates of every (key, window) with rows and not yet
@@ -112,47 +121,11 @@ func NewTable(cfg Config) (*Table, error) {
 	if err := cfg.Spec.Validate(); err != nil {
 		return nil, err
 	}
-	s := cfg.Schema
-	if cfg.Time < 0 || cfg.Time >= s.NumFields() || !isTime(s.Field(cfg.Time).Type) {
-		return nil, fmt.Errorf("window: time column %d: want an int64 or millisecond timestamp column", cfg.Time)
+	encs, accs, out, err := outputs(&cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.AllowedLateness < 0 {
-		return nil, fmt.Errorf("window: allowed lateness %d ms: must not be negative", cfg.AllowedLateness)
-	}
-	t := &Table{cfg: cfg, index: map[string]int32{}, wm: math.MinInt64}
-	var fields []arrow.Field
-	for _, k := range cfg.Keys {
-		if k < 0 || k >= s.NumFields() {
-			return nil, fmt.Errorf("window: key column %d of %d", k, s.NumFields())
-		}
-		enc, err := newKeyEncoder(s.Field(k).Type)
-		if err != nil {
-			return nil, fmt.Errorf("window: key %s: %w", s.Field(k).Name, err)
-		}
-		t.keyEnc = append(t.keyEnc, enc)
-		fields = append(fields, arrow.Field{Name: s.Field(k).Name, Type: s.Field(k).Type, Nullable: true})
-	}
-	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
-	fields = append(fields, arrow.Field{Name: "window_start", Type: ts}, arrow.Field{Name: "window_end", Type: ts})
-	for _, a := range cfg.Aggs {
-		var in arrow.DataType
-		if a.Column >= 0 {
-			if a.Column >= s.NumFields() {
-				return nil, fmt.Errorf("window: %s: column %d of %d", a.Name, a.Column, s.NumFields())
-			}
-			in = s.Field(a.Column).Type
-		} else if a.Kind != Count {
-			return nil, fmt.Errorf("window: %s: %s needs a column", a.Name, a.Kind)
-		}
-		acc, err := newAccumulator(a.Kind, in)
-		if err != nil {
-			return nil, fmt.Errorf("window: %s: %w", a.Name, err)
-		}
-		t.accs = append(t.accs, acc)
-		fields = append(fields, arrow.Field{Name: a.Name, Type: acc.dataType(), Nullable: true})
-	}
-	t.out = arrow.NewSchema(fields, nil)
-	return t, nil
+	return &Table{cfg: cfg, index: map[string]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}, nil
 }
 
 func isTime(dt arrow.DataType) bool {
@@ -207,13 +180,7 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 		t.gids[p] = g
 		t.dirty[g], t.changed[g] = true, true
 	}
-	for i, acc := range t.accs {
-		var col arrow.Array
-		if c := t.cfg.Aggs[i].Column; c >= 0 {
-			col = rec.Column(c)
-		}
-		acc.update(col, t.rows, t.gids, ts)
-	}
+	updateAccs(&t.cfg, t.accs, rec, t.rows, t.gids, ts)
 	return nil
 }
 
@@ -311,25 +278,15 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 			}
 			return cmp.Compare(t.gkey[a], t.gkey[b])
 		})
-		bld := array.NewRecordBuilder(mem, t.out)
-		defer bld.Release()
-		nk := len(t.keyEnc)
+		var err error
+		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return []byte(t.gkey[g]) },
+			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size })
+		if err != nil {
+			return nil, err
+		}
 		for _, g := range due {
-			b := []byte(t.gkey[g])
-			for i, enc := range t.keyEnc {
-				var err error
-				if b, err = enc.appendValue(bld.Field(i), b); err != nil {
-					return nil, fmt.Errorf("window: group key: %w", err)
-				}
-			}
-			bld.Field(nk).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g]))
-			bld.Field(nk + 1).(*array.TimestampBuilder).Append(arrow.Timestamp(t.start[g] + size))
-			for i, acc := range t.accs {
-				acc.appendTo(bld.Field(nk+2+i), g)
-			}
 			t.dirty[g], t.changed[g] = false, true
 		}
-		out = bld.NewRecordBatch()
 	}
 	for _, g := range gone {
 		delete(t.index, t.gkey[g])

@@ -68,15 +68,17 @@ func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 // TestTableRandom: shuffled, out-of-order rows over many keys (nulls
 // included) in random batches, fired at random watermarks (never past a
 // row still to come), for tumbling,
-// sliding and gapped windows and every aggregate: every fired row equals
+// sliding and gapped windows and every aggregate (a user-defined one
+// too): every fired row equals
 // a brute-force reference, each (key, window) fires once, at the first
 // watermark at or past its end.
 func TestTableRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed(t), 1))
 	aggs := []Agg{
-		{Count, -1, "n"}, {Count, 2, "nv"}, {Sum, 2, "sum"}, {Min, 2, "min"}, {Max, 2, "max"},
-		{Avg, 2, "avg"}, {CountDistinct, 2, "dv"}, {CountDistinct, 0, "dk"}, {First, 2, "first"},
-		{Last, 2, "last"}, {Sum, 3, "fsum"}, {Min, 3, "fmin"}, {Max, 3, "fmax"}, {First, 0, "kfirst"},
+		{Kind: Count, Column: -1, Name: "n"}, {Kind: Count, Column: 2, Name: "nv"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Min, Column: 2, Name: "min"}, {Kind: Max, Column: 2, Name: "max"},
+		{Kind: Avg, Column: 2, Name: "avg"}, {Kind: CountDistinct, Column: 2, Name: "dv"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: First, Column: 2, Name: "first"},
+		{Kind: Last, Column: 2, Name: "last"}, {Kind: Sum, Column: 3, Name: "fsum"}, {Kind: Min, Column: 3, Name: "fmin"}, {Kind: Max, Column: 3, Name: "fmax"}, {Kind: First, Column: 0, Name: "kfirst"},
+		{Kind: User, Column: -1, Columns: []int{2}, Name: "sq", User: newSquares},
 	}
 	type tcase struct {
 		spec     Spec
@@ -363,83 +365,88 @@ func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) 
 	}
 	out := map[string]string{}
 	for _, name := range order {
-		g := groups[name].rows
-		var nv, sum int64
-		var mn, mx *int64
-		var fsum float64
-		var fmn, fmx *float64
-		dv, dk := map[int64]bool{}, map[string]bool{}
-		var first, last, kfirst *testRow
-		for i := range g {
-			r := &g[i]
-			if r.v != nil {
-				nv++
-				sum += *r.v
-				if mn == nil || *r.v < *mn {
-					mn = r.v
-				}
-				if mx == nil || *r.v > *mx {
-					mx = r.v
-				}
-				dv[*r.v] = true
-				if first == nil || *r.ts < *first.ts {
-					first = r
-				}
-				if last == nil || *r.ts >= *last.ts {
-					last = r
-				}
-			}
-			if r.f != nil {
-				fsum += *r.f
-				if fmn == nil || *r.f < *fmn {
-					fmn = r.f
-				}
-				if fmx == nil || *r.f > *fmx {
-					fmx = r.f
-				}
-			}
-			if r.key != nil {
-				dk[*r.key] = true
-				if kfirst == nil || *r.ts < *kfirst.ts {
-					kfirst = r
-				}
-			}
-		}
-		i64 := func(p *int64) string {
-			if p == nil {
-				return "null"
-			}
-			return strconv.FormatInt(*p, 10)
-		}
-		f64 := func(p *float64) string {
-			if p == nil {
-				return "null"
-			}
-			return strconv.FormatFloat(*p, 'g', -1, 64)
-		}
-		var sumP, avgS, firstS, lastS, fsumP, kfirstS = i64(nil), "null", "null", "null", f64(nil), "null"
-		if nv > 0 {
-			sumP = strconv.FormatInt(sum, 10)
-			avgS = strconv.FormatFloat(float64(sum)/float64(nv), 'g', -1, 64)
-			firstS, lastS = strconv.FormatInt(*first.v, 10), strconv.FormatInt(*last.v, 10)
-		}
-		if fmn != nil {
-			fsumP = f64(&fsum)
-		}
-		if kfirst != nil {
-			kfirstS = *kfirst.key
-		}
-		out[name] = fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
-			len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
+		out[name] = refAggs(groups[name].rows)
 	}
 	return out, late
+}
+
+// aggString renders the aggregates of TestTableRandom over the rows g,
+// computed row by row.
+func aggString(g []testRow) string {
+	var nv, sum int64
+	var mn, mx *int64
+	var fsum float64
+	var fmn, fmx *float64
+	dv, dk := map[int64]bool{}, map[string]bool{}
+	var first, last, kfirst *testRow
+	for i := range g {
+		r := &g[i]
+		if r.v != nil {
+			nv++
+			sum += *r.v
+			if mn == nil || *r.v < *mn {
+				mn = r.v
+			}
+			if mx == nil || *r.v > *mx {
+				mx = r.v
+			}
+			dv[*r.v] = true
+			if first == nil || *r.ts < *first.ts {
+				first = r
+			}
+			if last == nil || *r.ts >= *last.ts {
+				last = r
+			}
+		}
+		if r.f != nil {
+			fsum += *r.f
+			if fmn == nil || *r.f < *fmn {
+				fmn = r.f
+			}
+			if fmx == nil || *r.f > *fmx {
+				fmx = r.f
+			}
+		}
+		if r.key != nil {
+			dk[*r.key] = true
+			if kfirst == nil || *r.ts < *kfirst.ts {
+				kfirst = r
+			}
+		}
+	}
+	i64 := func(p *int64) string {
+		if p == nil {
+			return "null"
+		}
+		return strconv.FormatInt(*p, 10)
+	}
+	f64 := func(p *float64) string {
+		if p == nil {
+			return "null"
+		}
+		return strconv.FormatFloat(*p, 'g', -1, 64)
+	}
+	var sumP, avgS, firstS, lastS, fsumP, kfirstS = i64(nil), "null", "null", "null", f64(nil), "null"
+	if nv > 0 {
+		sumP = strconv.FormatInt(sum, 10)
+		avgS = strconv.FormatFloat(float64(sum)/float64(nv), 'g', -1, 64)
+		firstS, lastS = strconv.FormatInt(*first.v, 10), strconv.FormatInt(*last.v, 10)
+	}
+	if fmn != nil {
+		fsumP = f64(&fsum)
+	}
+	if kfirst != nil {
+		kfirstS = *kfirst.key
+	}
+	return fmt.Sprintf("n=%d nv=%d sum=%s min=%s max=%s avg=%s dv=%d dk=%d first=%s last=%s fsum=%s fmin=%s fmax=%s kfirst=%s ",
+		len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
 }
 
 // FuzzRestore: a group's bytes from a damaged store give an error, never
 // a panic, and a group restored from them encodes to bytes that read back
 // to the same group.
 func FuzzRestore(f *testing.F) {
-	aggs := []Agg{{Count, -1, "n"}, {Sum, 2, "sum"}, {Avg, 3, "avg"}, {CountDistinct, 0, "dk"}, {Last, 0, "kl"}, {Min, 3, "fmin"}}
+	aggs := []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Avg, Column: 3, Name: "avg"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: Last, Column: 0, Name: "kl"}, {Kind: Min, Column: 3, Name: "fmin"}}
 	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs}
 	mem := memory.NewGoAllocator()
 	seedTab, err := NewTable(cfg)
