@@ -182,6 +182,19 @@ func TestPoisonEvents(t *testing.T) {
 	if len(seen) != id {
 		t.Errorf("%d distinct ids in the data product, want the %d good ones", len(seen), id)
 	}
+	// Dead letters are published when the checkpoint covering them
+	// completes, in the background like the data product's rows: wait for
+	// them as for the rows.
+	testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
+		info, err := js.Stream(ctx, domains.StreamName(domains.DeadLetterSubject("poison")))
+		if err != nil {
+			return err
+		}
+		if n := info.CachedInfo().State.Msgs; n < uint64(len(bad)) {
+			return fmt.Errorf("%d dead letters in their stream, want %d", n, len(bad))
+		}
+		return nil
+	})
 	dlq := readAll(t, ctx, js, domains.DeadLetterSubject("poison"))
 	if len(dlq) != len(bad) {
 		t.Errorf("%d dead letters, want %d", len(dlq), len(bad))
