@@ -86,9 +86,9 @@ func (s *instance) partitionsIdleCheck(c actor.Context) {
 // only hold it lower for longer.
 //
 // Idleness restarts fresh: after a restore every partition is active, its
-// idle timer starting at the restore, and goes idle again only when it
-// reads nothing for the idle timeout. The restored source may well have
-// data for it now.
+// idle timer starting when the source starts reading, and goes idle again
+// only when it reads nothing for the idle timeout. The restored source may
+// well have data for it now.
 
 // partitionsMeta returns the partition watermarks to snapshot.
 func (s *instance) partitionsMeta() []int64 {
@@ -108,8 +108,8 @@ func (s *instance) partitionsMeta() []int64 {
 // (partitionWatermark).
 func (s *instance) restorePartitions(wms []int64) {
 	s.idl.parts = s.idl.parts[:0]
-	now := s.timers.now()
 	for _, wm := range wms {
-		s.idl.parts = append(s.idl.parts, srcPartition{wmInput: wmInput{wm: messages.Watermark(wm)}, lastData: now})
+		// lastData is set when the source starts reading.
+		s.idl.parts = append(s.idl.parts, srcPartition{wmInput: wmInput{wm: messages.Watermark(wm)}})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type partCkSource struct {
 	recs  []arrow.RecordBatch
 	parts []int
 	g     *ckGate
+	clock *rndClock // when set, the instance's clock (for its idle timers)
 	st    persistence.Store
 	next  int
 	last  int
@@ -34,6 +36,9 @@ func (s *partCkSource) Partition() int  { return s.last }
 
 func (s *partCkSource) Open(ctx context.Context, oc OperatorContext) error {
 	s.st = oc.State()
+	if s.clock != nil {
+		oc.(*instance).timers.now = s.clock.now
+	}
 	if oc.RestoredCheckpoint() == 0 {
 		return nil
 	}
@@ -181,4 +186,198 @@ func TestPartitionWatermarksRestored(t *testing.T) {
 	}
 	runSteps(0, before, messages.MinWatermark)
 	runSteps(len(before), after, before[len(before)-1].want)
+}
+
+// TestPartitionIdleAfterRestore: idleness is not restored. Before the
+// stop, partition 1 (never read) is idle and the watermark follows
+// partition 0. After the restart it counts as active again, with its
+// restored watermark, and holds the watermark back; its idle timer starts
+// when the source starts reading, and when it runs out the watermark
+// follows partition 0 again. The source's clock moves only when the test
+// says.
+func TestPartitionIdleAfterRestore(t *testing.T) {
+	mem, nc, st := ckEnv(t)
+	const timeout = 40 * time.Millisecond
+	type step struct {
+		advance time.Duration // move the clock first
+		ts      int64         // then read this on partition 0 (0: nothing)
+		want    messages.Watermark
+		idle    bool
+	}
+	before := []step{
+		{ts: 100_000, want: messages.MinWatermark}, // partition 1 not read yet
+		{advance: timeout / 2, ts: 110_000, want: messages.MinWatermark},
+		{advance: timeout / 2, want: 109_999}, // partition 1 idle
+	}
+	after := []step{
+		{ts: 120_000, want: 109_999}, // partition 1 active again, holds it
+		{advance: timeout / 2, ts: 121_000, want: 109_999},
+		{advance: timeout / 2, want: 120_999}, // partition 1 idle again
+	}
+	var recs []arrow.RecordBatch
+	for _, s := range append(append([]step(nil), before...), after...) {
+		if s.ts == 0 {
+			continue
+		}
+		b := array.NewRecordBuilder(mem, wmSchema)
+		b.Field(0).(*array.Int64Builder).Append(s.ts)
+		b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(s.ts))
+		recs = append(recs, b.NewRecordBatch())
+		b.Release()
+	}
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	g := &ckGate{changed: make(chan struct{})}
+	clock := &rndClock{t: time.Unix(1_700_000_000, 0)}
+	graph := &JobGraph{
+		Name: "wm-idle-restore",
+		Vertices: []*Vertex{
+			{Name: "src", Parallelism: 1, EventTime: &EventTime{Column: "ts"}, IdleTimeout: timeout,
+				NewSource: func() Source {
+					return &partCkSource{recs: recs, parts: make([]int, len(recs)), g: g, clock: clock}
+				}},
+			{Name: "sink", Parallelism: 1, NewOperator: func() Operator { return dropOp{} }},
+		},
+		Edges:      []Edge{{From: "src", To: "sink", Partitioning: Forward}},
+		Checkpoint: &CheckpointConfig{Interval: time.Hour}, // the final one only
+	}
+	pl := Placement{{"src", 0}: "local", {"sink", 0}: "local"}
+	read := 0
+	runSteps := func(steps []step) {
+		n, err := NewNode(NodeConfig{ID: "local", NATS: nc, Allocator: mem, State: st, Logger: testutil.TestLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer n.Close()
+		ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- n.Run(ctx, graph, pl) }()
+		rows := int64(0)
+		for i, s := range steps {
+			clock.advance(s.advance)
+			if s.ts != 0 {
+				read++
+				rows++
+				g.release(read)
+			}
+			testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+				select {
+				case err := <-done:
+					t.Fatalf("the job ended: %v", err)
+				default:
+				}
+				for _, is := range n.Stats(graph.Name) {
+					if is.ID.Operator != "src" {
+						continue
+					}
+					if is.RowsIn != rows || is.Watermark != s.want || is.Idle != s.idle {
+						return fmt.Errorf("step %d: %d rows read, watermark %d, idle %v; want %d rows, watermark %d", i, is.RowsIn, is.Watermark, is.Idle, rows, s.want)
+					}
+					return nil
+				}
+				return errors.New("the job is not running yet")
+			})
+		}
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("stop: %v, want a stop after the final checkpoint", err)
+		}
+	}
+	runSteps(before)
+	runSteps(after)
+}
+
+// countingSource counts the checkpoints a ckSource takes, and runs its
+// instance's idle timers on clock.
+type countingSource struct {
+	*ckSource
+	n     *atomic.Int64
+	clock *rndClock
+}
+
+func (s countingSource) Open(ctx context.Context, oc OperatorContext) error {
+	oc.(*instance).timers.now = s.clock.now
+	return s.ckSource.Open(ctx, oc)
+}
+
+func (s countingSource) PrepareCheckpoint(ctx context.Context, id uint64) error {
+	s.n.Add(1)
+	return s.ckSource.PrepareCheckpoint(ctx, id)
+}
+
+// TestIdleWithCheckpoints: a quiet source goes idle once its idle timeout
+// has passed since its last batch, even when checkpoints, taken between
+// two of its reads, come more often than that: they do not restart its
+// idle timer. The source's clock moves a quarter of the timeout at a time,
+// each followed by a checkpoint.
+func TestIdleWithCheckpoints(t *testing.T) {
+	mem, nc, st := ckEnv(t)
+	recs := ckBatches(t, mem, 2, 1)
+	g := &ckGate{changed: make(chan struct{})}
+	g.release(1) // one batch, then quiet
+	var taken atomic.Int64
+	const timeout = 40 * time.Millisecond
+	clock := &rndClock{t: time.Unix(1_700_000_000, 0)}
+	graph := &JobGraph{
+		Name: "wm-idle-ckpt",
+		Vertices: []*Vertex{
+			{Name: "src", Parallelism: 1, IdleTimeout: timeout,
+				NewSource: func() Source { return countingSource{&ckSource{recs: recs, g: g}, &taken, clock} }},
+			{Name: "sink", Parallelism: 1, NewOperator: func() Operator { return dropOp{} }},
+		},
+		Edges:      []Edge{{From: "src", To: "sink", Partitioning: Forward}},
+		Checkpoint: &CheckpointConfig{Interval: 10 * time.Millisecond},
+	}
+	n, err := NewNode(NodeConfig{ID: "local", NATS: nc, Allocator: mem, State: st, Logger: testutil.TestLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	ctx, cancel := context.WithCancel(testutil.Context(t, time.Minute))
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.Run(ctx, graph, Placement{{"src", 0}: "local", {"sink", 0}: "local"}) }()
+	src := func() (InstanceStats, error) {
+		for _, is := range n.Stats(graph.Name) {
+			if is.ID.Operator == "src" {
+				return is, nil
+			}
+		}
+		return InstanceStats{}, errors.New("the job is not running yet")
+	}
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		is, err := src()
+		if err == nil && is.RowsIn != 1 {
+			err = errors.New("the batch is not read yet")
+		}
+		return err
+	})
+	for k := 1; k <= 4; k++ {
+		clock.advance(timeout / 4)
+		before := taken.Load()
+		testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+			if taken.Load() <= before {
+				return errors.New("no checkpoint since the clock moved")
+			}
+			return nil
+		})
+		if is, err := src(); k < 4 && (err != nil || is.Idle) {
+			t.Fatalf("%v after the last batch: idle %v (%v), want active", time.Duration(k)*timeout/4, is.Idle, err)
+		}
+	}
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		is, err := src()
+		if err == nil && !is.Idle {
+			err = fmt.Errorf("the source is not idle %v after its last batch", timeout)
+		}
+		return err
+	})
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("stop: %v", err)
+	}
 }
