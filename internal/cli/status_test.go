@@ -61,7 +61,8 @@ func (passOp) Process(_ context.Context, in arrow.RecordBatch, out actors.Emitte
 // rows and batches in and out, the watermark in RFC 3339 to the
 // millisecond ("-" before any), and idle; -o json has the same as one object
 // per line, with the watermark null before any; a domain name stands for
-// its pipeline; an unknown job and a malformed name are one-line errors.
+// its pipeline; an unknown job and a malformed name are one-line errors; a
+// job whose instances do not all answer prints those that did and fails.
 func TestStatusCommand(t *testing.T) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
@@ -155,6 +156,38 @@ end       0         n1    4        4         2           2            0         
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d and one line with %q", tc.args, code, out.String(), errOut.String(), wantCode, tc.stderr)
 		}
 	}
+
+	// A job on nodes n1 and n2 of which only n1 runs: the command prints
+	// n1's instances and fails.
+	half, err := actors.NewNode(actors.NodeConfig{ID: "n1", NATS: natstest.Connect(t, srv), Allocator: mem, Logger: testutil.TestLogger(t), DrainTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	hg := &actors.JobGraph{
+		Name: "half",
+		Vertices: []*actors.Vertex{
+			{Name: "src", Parallelism: 1, NewSource: func() actors.Source { return &chanSource{in: make(chan arrow.RecordBatch)} }},
+			{Name: "end", Parallelism: 1, NewOperator: func() actors.Operator { return passOp{} }},
+		},
+		Edges: []actors.Edge{{From: "src", To: "end", Partitioning: actors.Forward}},
+	}
+	hctx, hcancel := context.WithCancel(ctx)
+	hdone := make(chan error, 1)
+	go func() { hdone <- half.Run(hctx, hg, actors.Placement{{Operator: "src"}: "n1", {Operator: "end"}: "n2"}) }()
+	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
+		var out, errOut bytes.Buffer
+		code := Main(ctx, []string{"status", "half", "--timeout", "300ms", "-s", url}, strings.NewReader(""), &out, &errOut)
+		wantErr := "meshflow: status: job half: 1 of 2 instances answered within --timeout 300ms\n"
+		if code != ExitError || errOut.String() != wantErr || !strings.HasPrefix(out.String(), "Job half\nOPERATOR") ||
+			!strings.Contains(out.String(), "\nsrc ") || strings.Count(out.String(), "\n") != 3 {
+			return fmt.Errorf("status of a half-running job: exit %d, stdout %q, stderr %q", code, out.String(), errOut.String())
+		}
+		return nil
+	})
+	hcancel()
+	<-hdone
+
 	close(in)
 	wg.Wait()
 	if runErr != nil {
