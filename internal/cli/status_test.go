@@ -174,7 +174,9 @@ end       0         n1    4        4         2           2            0         
 	}
 	hctx, hcancel := context.WithCancel(ctx)
 	hdone := make(chan error, 1)
-	go func() { hdone <- half.Run(hctx, hg, actors.Placement{{Operator: "src"}: "n1", {Operator: "end"}: "n2"}) }()
+	go func() {
+		hdone <- half.Run(hctx, hg, actors.Placement{{Operator: "src"}: "n1", {Operator: "end"}: "n2"})
+	}()
 	testutil.CheckFor(t, 10*time.Second, 20*time.Millisecond, func() error {
 		var out, errOut bytes.Buffer
 		code := Main(ctx, []string{"status", "half", "--timeout", "300ms", "-s", url}, strings.NewReader(""), &out, &errOut)
