@@ -59,10 +59,13 @@ type runtimeMeta struct {
 	OutWatermark int64   `json:"out_wm"`
 	Inputs       []int64 `json:"inputs,omitempty"`
 	Timers       []byte  `json:"timers,omitempty"`
+	// Partitions: a Partitioned source's watermark per partition
+	// (partitions.go).
+	Partitions []int64 `json:"parts,omitempty"`
 }
 
 func (s *instance) encodeRuntimeMeta() ([]byte, error) {
-	m := runtimeMeta{Watermark: int64(s.wm), OutWatermark: int64(s.outWM), Timers: s.timers.snapshot()}
+	m := runtimeMeta{Watermark: int64(s.wm), OutWatermark: int64(s.outWM), Timers: s.timers.snapshot(), Partitions: s.partitionsMeta()}
 	for _, ch := range s.ins {
 		m.Inputs = append(m.Inputs, int64(ch.wm))
 	}
@@ -84,6 +87,7 @@ func (s *instance) applyRuntimeMeta(b []byte) error {
 	for i, wm := range m.Inputs {
 		s.ins[i].wm = messages.Watermark(wm)
 	}
+	s.restorePartitions(m.Partitions)
 	if err := s.timers.restore(m.Timers); err != nil {
 		return fmt.Errorf("runtime state: %w", err)
 	}

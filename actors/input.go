@@ -49,8 +49,14 @@ func (s *instance) runAligner(c actor.Context) {
 func (s *instance) deliver(c actor.Context, ch *inChan, m *dataMsg) {
 	switch m.env.Kind {
 	case messages.KindBatch:
+		rejoin := ch.idle
 		ch.onData()
 		s.processBatch(c, ch, m)
+		if rejoin {
+			// The input counts again, with its own watermark: with every
+			// other input idle, the watermark moves to it (wmtrack.go).
+			s.advanceWatermark(c)
+		}
 	case messages.KindWatermark:
 		if m.env.IsIdle() {
 			ch.onIdle()

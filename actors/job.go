@@ -458,6 +458,9 @@ func (p *jobPart) subscribe() error {
 			return err
 		}
 	}
+	if err := p.subscribeStatus(); err != nil {
+		return err
+	}
 	if p.multiNode {
 		self := p.node.cfg.ID
 		err := add(FailureSubject(p.g.SubjectName()), func(m *nats.Msg) {

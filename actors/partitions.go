@@ -72,3 +72,44 @@ func (s *instance) partitionsIdleCheck(c actor.Context) {
 		s.setWatermark(c, wm)
 	}
 }
+
+// Partition watermarks in checkpoints
+//
+// A Partitioned source's per-partition watermarks are part of its
+// snapshot (runtimeMeta.Partitions), so that after a restore its watermark
+// is the one an uninterrupted run would have: a partition that lagged
+// still holds it back, and a partition that had gone further is not
+// pulled back by rows it reads again (its rows after the restored position
+// may be older than its watermark by up to the out-of-orderness bound).
+// Restarting them from the start instead would never raise the watermark
+// above what it was (the instance's own is restored and never goes back),
+// only hold it lower for longer.
+//
+// Idleness restarts fresh: after a restore every partition is active, its
+// idle timer starting when the source starts reading, and goes idle again
+// only when it reads nothing for the idle timeout. The restored source may
+// well have data for it now.
+
+// partitionsMeta returns the partition watermarks to snapshot.
+func (s *instance) partitionsMeta() []int64 {
+	if len(s.idl.parts) == 0 {
+		return nil
+	}
+	out := make([]int64, len(s.idl.parts))
+	for i, p := range s.idl.parts {
+		out[i] = int64(p.wm)
+	}
+	return out
+}
+
+// restorePartitions restores the partition watermarks of a snapshot, each
+// partition active. A source that reads more partitions after the restore
+// starts the new ones at MinWatermark, one that reads fewer drops the rest
+// (partitionWatermark).
+func (s *instance) restorePartitions(wms []int64) {
+	s.idl.parts = s.idl.parts[:0]
+	for _, wm := range wms {
+		// lastData is set when the source starts reading.
+		s.idl.parts = append(s.idl.parts, srcPartition{wmInput: wmInput{wm: messages.Watermark(wm)}})
+	}
+}

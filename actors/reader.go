@@ -28,7 +28,7 @@ func (s *instance) startReader() {
 	s.reader = r
 	s.reading = false
 	gen, src, pid, root := s.gen, s.src, s.self, s.part.node.system.Root
-	s.idl.lastData = s.timers.now()
+	s.startIdleTimers()
 	if d := s.v.IdleTimeout; d > 0 {
 		r.wg.Add(1)
 		go func() {

@@ -12,6 +12,8 @@ import "fmt"
 //	mf.<job>.credit.<from>.<to>.<i>.<j>  flow-control credits, from receiver j back
 //	                                     to sender i
 //	mf.<job>.ctl.failure                 a node reports the job failed
+//	mf.<job>.ctl.status                  status request; every node of the job
+//	                                     answers for its instances (status.go)
 //
 // A job owned by a data-mesh domain has <domain>.<job> in place of <job>,
 // so all of a domain's internal edges live under mf.<domain>.>, a namespace

@@ -80,15 +80,35 @@ func (s *instance) setWatermark(c actor.Context, wm messages.Watermark) {
 	}
 }
 
+// startIdleTimers starts a source's idle timers, its own and its restored
+// partitions', when it first starts reading. Restarting the reader (after
+// a checkpoint taken between two reads, after a restart of the instance)
+// keeps them running: a quiet source goes idle whatever its checkpoint
+// interval.
+func (s *instance) startIdleTimers() {
+	now := s.timers.now()
+	if s.idl.lastData.IsZero() {
+		s.idl.lastData = now
+	}
+	for i := range s.idl.parts {
+		if s.idl.parts[i].lastData.IsZero() {
+			s.idl.parts[i].lastData = now
+		}
+	}
+}
+
 // idleCheckMsg asks a source instance whether it has been idle for its
 // vertex's IdleTimeout.
 type idleCheckMsg struct{ gen uint64 }
 
-// watchIdle calls check every quarter of the idle timeout d until ctx ends,
-// so an idle source is noticed at most d/4 after the timeout.
+// watchIdle calls check at once and then every quarter of the idle timeout
+// d until ctx ends, so an idle source is noticed at most d/4 after the
+// timeout. The reader, which owns it, restarts at every checkpoint: the
+// check at once keeps checkpoints more frequent than d/4 from starving it.
 func watchIdle(ctx context.Context, d time.Duration, check func()) {
 	t := time.NewTicker(max(d/4, time.Millisecond))
 	defer t.Stop()
+	check()
 	for {
 		select {
 		case <-ctx.Done():

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/natsembed"
@@ -294,7 +295,8 @@ func (d *Domain) User(password string) natsembed.User {
 //   - receive replies under its own InboxPrefix(name) only;
 //   - list the domains' checkpoints (read the checkpoint bucket) and ask
 //     their jobs, and pipelines (jobs of one-token names), for a checkpoint
-//     or a savepoint (meshflow checkpoints, meshflow savepoint).
+//     or a savepoint (meshflow checkpoints, meshflow savepoint), and for
+//     their status (meshflow status).
 //
 // It can neither create, update, delete nor purge any stream, nor touch a
 // consumer of an input port, nor read another user's inbox or
@@ -303,7 +305,7 @@ func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
 	pub := []string{CatalogSubject, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
 	pub = append(pub, contractsRead...)
 	pub = append(pub, StreamReaderSubjects("KV_"+checkpoint.Bucket)...)
-	pub = append(pub, checkpoint.TriggerSubject("*"))
+	pub = append(pub, checkpoint.TriggerSubject("*"), actors.StatusSubject("*"))
 	sub := []string{InboxPrefix(name) + ".>"}
 	var deny []string
 	for _, d := range mesh {
@@ -315,7 +317,7 @@ func ProducerUser(name, password string, mesh []*Domain) natsembed.User {
 			sub = append(sub, s)
 			pub = append(pub, StreamReaderSubjects(StreamName(s))...)
 		}
-		pub = append(pub, checkpoint.TriggerSubject(d.Name+"."+JobName))
+		pub = append(pub, checkpoint.TriggerSubject(d.Name+"."+JobName), actors.StatusSubject(d.Name+"."+JobName))
 		for _, in := range d.Inputs {
 			if in.From == "" {
 				pub = append(pub, InputSubject(d.Name, in.Name))

@@ -14,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/meshflow/meshflow"
+	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/domains"
 	"github.com/meshflow/meshflow/internal/natsembed"
 	"github.com/meshflow/meshflow/internal/nexmark"
@@ -116,7 +117,8 @@ func Pipeline(cfg Config) *meshflow.Pipeline {
 //
 // The producers' user, producer, may publish bids to cfg.Input; read the
 // results and the dead letters (their subjects, and consumers of its own on
-// their streams); and receive replies under domains.InboxPrefix(producer).
+// their streams); ask the pipeline for its status (actors.StatusSubject,
+// meshflow status); and receive replies under domains.InboxPrefix(producer).
 // It cannot publish results, touch the pipeline's consumer, or delete,
 // purge or change any stream.
 func Users(cfg Config, password, producer, producerPassword string) (pipeline, producers natsembed.User) {
@@ -130,9 +132,9 @@ func Users(cfg Config, password, producer, producerPassword string) (pipeline, p
 	pub = append(pub, domains.DurableConsumerSubjects(in, consumer)...)
 	pub = append(pub, domains.CheckpointStoreSubjects()...)
 	pipeline = natsembed.User{Name: Name, Password: password, Publish: pub,
-		Subscribe: []string{private, domains.InboxPrefix(Name) + ".>"}}
+		Subscribe: []string{private, domains.InboxPrefix(Name) + ".>"}, AllowResponses: true}
 
-	ppub := []string{cfg.Input, "$JS.API.INFO", "$JS.API.STREAM.NAMES"}
+	ppub := []string{cfg.Input, "$JS.API.INFO", "$JS.API.STREAM.NAMES", actors.StatusSubject(Name)}
 	ppub = append(ppub, domains.StreamReaderSubjects(out)...)
 	ppub = append(ppub, domains.StreamReaderSubjects(dlq)...)
 	producers = natsembed.User{Name: producer, Password: producerPassword, Publish: ppub,

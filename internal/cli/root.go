@@ -108,6 +108,7 @@ feeding a pipeline and watching what it produces.`,
 		newTailCmd,
 		newDomainsCmd,
 		newSavepointCmd, newCheckpointsCmd,
+		newStatusCmd,
 		newVersionCmd,
 	} {
 		root.AddCommand(newCmd(env))

@@ -27,6 +27,10 @@ type User struct {
 	Name, Password             string
 	Publish, Subscribe         []string
 	DenyPublish, DenySubscribe []string
+	// AllowResponses lets the user answer the requests it receives: publish
+	// one message to a request's reply subject, within two minutes, whether
+	// or not Publish allows it.
+	AllowResponses bool
 }
 
 // Config configures the embedded server.
@@ -101,14 +105,14 @@ func Start(ctx context.Context, cfg Config) (*Server, error) {
 		DisableJetStreamBanner: true,
 	}
 	for _, u := range cfg.Users {
-		opts.Users = append(opts.Users, &server.User{
-			Username: u.Name,
-			Password: u.Password,
-			Permissions: &server.Permissions{
-				Publish:   &server.SubjectPermission{Allow: u.Publish, Deny: u.DenyPublish},
-				Subscribe: &server.SubjectPermission{Allow: u.Subscribe, Deny: u.DenySubscribe},
-			},
-		})
+		perms := &server.Permissions{
+			Publish:   &server.SubjectPermission{Allow: u.Publish, Deny: u.DenyPublish},
+			Subscribe: &server.SubjectPermission{Allow: u.Subscribe, Deny: u.DenySubscribe},
+		}
+		if u.AllowResponses {
+			perms.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: 2 * time.Minute}
+		}
+		opts.Users = append(opts.Users, &server.User{Username: u.Name, Password: u.Password, Permissions: perms})
 	}
 	opts.NoAuthUser = cfg.NoAuthUser
 	ns, err := server.NewServer(opts)
