@@ -565,10 +565,10 @@ func (s *ListState[T]) Clear(ctx context.Context, key StateKey) error {
 // MapState is a map from K to V per key. Every entry is its own store
 // entry, so a key's map may be larger than memory.
 type MapState[K, V any] struct {
-	d     *stateDesc
-	kc    Codec[K]
-	vc    Codec[V]
-	kbuf  []byte
+	d    *stateDesc
+	kc   Codec[K]
+	vc   Codec[V]
+	kbuf []byte
 }
 
 // NewMapState registers the map state name of ks. Its map keys are
