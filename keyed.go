@@ -152,11 +152,11 @@ func (ks *KeyedState) CachedBytes() int { return ks.bytes }
 func (ks *KeyedState) Spills() int { return ks.spills }
 
 // FlushState writes every changed entry to the store; the runtime calls it
-// at every checkpoint barrier (actors.StateFlusher). It also deletes the
-// expired entries of the states with a TTL in one of the instance's key
-// groups from the store, the next group at the next flush, so entries that
-// are never read again are cleaned up too: within (key groups of the
-// instance) checkpoints after they expire.
+// at every checkpoint barrier (actors.StateFlusher). It also deletes
+// expired entries of the states with a TTL from the store, so entries that
+// are never read again are cleaned up too: each flush looks at about 4096
+// of them, a key group at a time, going on at the next flush where it
+// stopped.
 func (ks *KeyedState) FlushState(ctx context.Context) error {
 	if err := ks.flush(ctx); err != nil {
 		return err
@@ -372,37 +372,45 @@ func (d *stateDesc) del(ctx context.Context, k []byte) error {
 	return d.ks.set(ctx, k, nil, false)
 }
 
-// cleanupExpired deletes the expired entries of the states with a TTL in
-// one key group from the store, the next group at the next call, cycling
-// through the instance's groups.
+// cleanupBudget is about how many entries of states with a TTL one flush
+// looks at for expired ones.
+const cleanupBudget = 4096
+
+// cleanupExpired deletes the expired entries of the states with a TTL
+// from the store, a key group at a time from where the last call stopped,
+// until it has looked at about cleanupBudget entries or at every group.
 func (ks *KeyedState) cleanupExpired(ctx context.Context) error {
 	if len(ks.ttlStates) == 0 {
 		return nil
 	}
-	g := ks.ttlCursor
-	if ks.ttlCursor++; ks.ttlCursor >= ks.hi {
-		ks.ttlCursor = ks.lo
-	}
 	now := ks.now().UnixMicro()
 	var b persistence.Batch
-	for _, d := range ks.ttlStates {
-		prefix := append(actors.KeyGroupKey(nil, g), d.prefix...)
-		err := ks.store.Scan(ctx, prefix, func(k, v []byte) error {
-			if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) > now {
-				return nil
-			}
-			if e, ok := ks.cache[string(k)]; ok {
-				if e.dirty {
-					return nil // a newer value waits in the cache
+	seen := 0
+	for n := 0; n < ks.hi-ks.lo && seen < cleanupBudget; n++ {
+		g := ks.ttlCursor
+		if ks.ttlCursor++; ks.ttlCursor >= ks.hi {
+			ks.ttlCursor = ks.lo
+		}
+		for _, d := range ks.ttlStates {
+			prefix := append(actors.KeyGroupKey(nil, g), d.prefix...)
+			err := ks.store.Scan(ctx, prefix, func(k, v []byte) error {
+				seen++
+				if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) > now {
+					return nil
 				}
-				ks.bytes -= len(k) + len(e.val) + entryOverhead
-				delete(ks.cache, string(k))
+				if e, ok := ks.cache[string(k)]; ok {
+					if e.dirty {
+						return nil // a newer value waits in the cache
+					}
+					ks.bytes -= len(k) + len(e.val) + entryOverhead
+					delete(ks.cache, string(k))
+				}
+				b.Delete(k)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("meshflow: keyed state: TTL cleanup: %w", err)
 			}
-			b.Delete(k)
-			return nil
-		})
-		if err != nil {
-			return fmt.Errorf("meshflow: keyed state: TTL cleanup: %w", err)
 		}
 	}
 	if b.Len() == 0 {

@@ -2,8 +2,12 @@ package meshflow_test
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -267,4 +271,303 @@ func TestKeyedRestartSameDataDir(t *testing.T) {
 		t.Fatalf("restart: %v", err)
 	}
 	out.check(t, want)
+}
+
+// scriptOp runs a test's steps on keyed state inside the runtime: setup in
+// Open, step per input batch (numbered from 0), and passes timers to the
+// keyed state.
+type scriptOp struct {
+	opts  meshflow.KeyedOptions
+	setup func(ks *meshflow.KeyedState) error
+	step  func(ctx context.Context, oc meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error
+
+	oc   meshflow.OperatorContext
+	ks   *meshflow.KeyedState
+	keys meshflow.KeyRows
+	n    int
+}
+
+func (o *scriptOp) Open(ctx context.Context, oc meshflow.OperatorContext) error {
+	o.oc = oc
+	var err error
+	if o.ks, err = meshflow.NewKeyedState(ctx, oc, o.opts); err != nil {
+		return err
+	}
+	return o.setup(o.ks)
+}
+
+func (o *scriptOp) Close(context.Context) error { return nil }
+
+func (o *scriptOp) Process(ctx context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
+	if err := o.keys.Compute(o.ks, in, "k"); err != nil {
+		return err
+	}
+	n := o.n
+	o.n++
+	return o.step(ctx, o.oc, o.ks, &o.keys, in, n)
+}
+
+func (o *scriptOp) OnTimer(ctx context.Context, t meshflow.Timer, out meshflow.Emitter) error {
+	if ok, err := o.ks.HandleTimer(ctx, t, out); ok || err != nil {
+		return err
+	}
+	return fmt.Errorf("unexpected timer %+v", t)
+}
+
+// runScript runs scriptOp over recs at parallelism 1 with 4 key groups,
+// checkpoints off, and returns the step errors.
+func runScript(t *testing.T, mem memory.Allocator, src meshflow.Source, op func() meshflow.Operator, opts ...meshflow.Option) {
+	t.Helper()
+	p := meshflow.NewPipeline("keyed-script")
+	p.SetMaxParallelism(4)
+	p.Source("numbers", src, opts...).KeyBy("k").
+		To("script", meshflow.ToOperator(op))
+	if err := meshflow.Run(testutil.Context(t, time.Minute), p, meshflow.WithAllocator(mem),
+		meshflow.WithState(testStore(t)), meshflow.WithLogger(testutil.TestLogger(t)), meshflow.WithoutCheckpoints()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// stateEntries counts the store entries of each state of a keyed store
+// (keys: group | uvarint(len(name)) | name | ...).
+func stateEntries(ctx context.Context, oc meshflow.OperatorContext) (map[string]int, error) {
+	out := map[string]int{}
+	err := oc.KeyedState().Scan(ctx, nil, func(k, _ []byte) error {
+		l, w := binary.Uvarint(k[2:])
+		out[string(k[2+w:2+w+int(l)])]++
+		return nil
+	})
+	return out, err
+}
+
+// TestKeyedTTL: values, map entries and lists with a TTL read as absent
+// once their TTL passed since their last write (processing time, the
+// test's clock), a write renews it, states without a TTL keep their
+// entries, and FlushState removes the expired entries from the store.
+func TestKeyedTTL(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	// Every batch has keys 0..9.
+	b := array.NewRecordBuilder(mem, kvSchema)
+	defer b.Release()
+	var batches []arrow.RecordBatch
+	for range 4 {
+		for k := range int64(10) {
+			b.Field(0).(*array.Int64Builder).Append(k)
+			b.Field(1).(*array.Int64Builder).Append(k)
+		}
+		batches = append(batches, b.NewRecordBatch())
+	}
+	defer release(batches)
+
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
+	advance := func(d time.Duration) { now.Add(d.Microseconds()) }
+	var (
+		vals  *meshflow.ValueState[string]
+		maps  *meshflow.MapState[string, int64]
+		lists *meshflow.ListState[int64]
+		keep  *meshflow.ValueState[int64]
+	)
+	var errs []error
+	check := func(cond bool, format string, args ...any) {
+		if !cond {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	op := &scriptOp{
+		opts: meshflow.KeyedOptions{Now: func() time.Time { return time.UnixMicro(now.Load()) }},
+		setup: func(ks *meshflow.KeyedState) (err error) {
+			ttl := time.Hour
+			if vals, err = meshflow.NewValueState[string](ks, "vals", meshflow.StateOptions[string]{TTL: ttl}); err != nil {
+				return err
+			}
+			if maps, err = meshflow.NewMapState[string, int64](ks, "maps", nil, meshflow.StateOptions[int64]{TTL: ttl}); err != nil {
+				return err
+			}
+			if lists, err = meshflow.NewListState[int64](ks, "lists", meshflow.StateOptions[int64]{TTL: ttl}); err != nil {
+				return err
+			}
+			keep, err = meshflow.NewValueState[int64](ks, "keep", meshflow.StateOptions[int64]{})
+			return err
+		},
+		step: func(ctx context.Context, oc meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error {
+			for i := range keys.Len() {
+				key := keys.Key(i)
+				switch n {
+				case 0:
+					if err := errors.Join(vals.Set(ctx, key, "v"), maps.Put(ctx, key, "a", int64(i)),
+						lists.Add(ctx, key, int64(i)), keep.Set(ctx, key, int64(i))); err != nil {
+						return err
+					}
+				case 1:
+					if i == 0 {
+						advance(30 * time.Minute)
+					}
+					if i < 5 { // renewed: expires at 1h30
+						if err := vals.Set(ctx, key, "renewed"); err != nil {
+							return err
+						}
+					}
+				case 2:
+					if i == 0 {
+						advance(31 * time.Minute) // 1h01
+					}
+					v, ok, err := vals.Get(ctx, key)
+					if err != nil {
+						return err
+					}
+					if i < 5 {
+						check(ok && v == "renewed", "row %d: renewed value = %q, %v", i, v, ok)
+					} else {
+						check(!ok, "row %d: expired value = %q, %v", i, v, ok)
+					}
+					_, ok, err = maps.Get(ctx, key, "a")
+					check(err == nil && !ok, "row %d: expired map entry visible (%v)", i, err)
+					n := 0
+					err = maps.Range(ctx, key, func(string, int64) error { n++; return nil })
+					check(err == nil && n == 0, "row %d: Range visits %d expired entries (%v)", i, n, err)
+					l, err := lists.Get(ctx, key)
+					check(err == nil && l == nil, "row %d: expired list %v (%v)", i, l, err)
+					k, ok, err := keep.Get(ctx, key)
+					check(err == nil && ok && k == int64(i), "row %d: value without TTL = %d, %v (%v)", i, k, ok, err)
+				}
+			}
+			switch n {
+			case 2:
+				return ks.FlushState(ctx)
+			case 3:
+				got, err := stateEntries(ctx, oc)
+				if err != nil {
+					return err
+				}
+				want := map[string]int{"vals": 5, "keep": 10}
+				check(fmt.Sprint(got) == fmt.Sprint(want), "store entries per state after cleanup = %v, want %v", got, want)
+			}
+			return nil
+		},
+	}
+	runScript(t, mem, meshflow.FromBatches(batches...), func() meshflow.Operator { return op })
+	if op.n != 4 {
+		t.Fatalf("%d batches processed, want 4", op.n)
+	}
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
+
+var keyedTSSchema = arrow.NewSchema([]arrow.Field{
+	{Name: "k", Type: arrow.PrimitiveTypes.Int64},
+	{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Microsecond}},
+}, nil)
+
+// TestKeyedTimers: event-time timers registered per key fire once each,
+// with their key and tag, in time order, when the watermark passes them
+// (the last at the end of the input); a processing-time timer fires when
+// the clock reaches it. Timers live in keyed state, in their key's group.
+func TestKeyedTimers(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	rng := rand.New(rand.NewPCG(9, 10))
+	b := array.NewRecordBuilder(mem, keyedTSSchema)
+	defer b.Release()
+	var recs []arrow.RecordBatch
+	type fired struct {
+		k   int64
+		at  int64
+		tag string
+	}
+	want := map[fired]bool{}
+	ts := int64(1_000_000)
+	for range 20 {
+		for range 10 {
+			k := int64(rng.IntN(8))
+			ts += int64(rng.IntN(100))
+			b.Field(0).(*array.Int64Builder).Append(k)
+			b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(ts))
+			want[fired{k, ts + 50, fmt.Sprint("e", k)}] = true
+		}
+		recs = append(recs, b.NewRecordBatch())
+	}
+	defer release(recs)
+
+	var (
+		mu        sync.Mutex
+		got       []fired
+		procFired atomic.Bool
+		stored    atomic.Int64
+	)
+	g := newGate()
+	op := &scriptOp{
+		opts: meshflow.KeyedOptions{OnTimer: func(_ context.Context, key meshflow.StateKey, tm meshflow.Timer, _ meshflow.Emitter) error {
+			k := int64(binary.LittleEndian.Uint64(key.Bytes()[1:])) // valid byte, then the int64
+			if tm.Kind == actors.ProcessingTimeTimer {
+				if tm.Tag != "p" || k != 3 {
+					return fmt.Errorf("processing timer %+v of key %d", tm, k)
+				}
+				procFired.Store(true)
+				return nil
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, fired{k, tm.Time, tm.Tag})
+			return nil
+		}},
+		setup: func(*meshflow.KeyedState) error { return nil },
+		step: func(ctx context.Context, oc meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error {
+			kc, tc := in.Column(0).(*array.Int64), in.Column(1).(*array.Timestamp)
+			for i := range keys.Len() {
+				at := time.UnixMicro(int64(tc.Value(i)) + 50)
+				if err := ks.RegisterEventTimer(ctx, keys.Key(i), at, fmt.Sprint("e", kc.Value(i))); err != nil {
+					return err
+				}
+				if n == 0 && kc.Value(i) == 3 && !procFired.Load() {
+					if err := ks.RegisterProcessingTimer(ctx, keys.Key(i), time.Now().Add(20*time.Millisecond), "p"); err != nil {
+						return err
+					}
+				}
+			}
+			m, err := stateEntries(ctx, oc)
+			stored.Store(int64(m["\x00timers"]))
+			return err
+		},
+	}
+	// Key 3 in the first batch, for the processing timer.
+	if kc := recs[0].Column(0).(*array.Int64); !slices.Contains(kc.Int64Values(), 3) {
+		t.Fatal("no key 3 in the first batch")
+	}
+	g.release(1)
+	p := meshflow.NewPipeline("keyed-timers")
+	p.SetMaxParallelism(4)
+	p.Source("numbers", gated(keyedTSSchema, recs, g), meshflow.EventTime("ts", 0)).KeyBy("k").
+		To("script", meshflow.ToOperator(func() meshflow.Operator { return op }))
+	wait := runAsync(t, testutil.Context(t, time.Minute), p, meshflow.WithAllocator(mem),
+		meshflow.WithState(testStore(t)), meshflow.WithLogger(testutil.TestLogger(t)), meshflow.WithoutCheckpoints())
+	testutil.CheckFor(t, 10*time.Second, time.Millisecond, func() error {
+		if !procFired.Load() {
+			return errors.New("processing timer not fired")
+		}
+		return nil
+	})
+	g.release(len(recs))
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if stored.Load() == 0 {
+		t.Error("no timers in keyed state")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != len(want) {
+		t.Fatalf("%d event timers fired, want %d", len(got), len(want))
+	}
+	for i, f := range got {
+		if !want[f] {
+			t.Fatalf("fired %+v, not registered", f)
+		}
+		if i > 0 && f.at < got[i-1].at {
+			t.Fatalf("timer %+v fired after %+v", f, got[i-1])
+		}
+		delete(want, f)
+	}
 }
