@@ -83,6 +83,10 @@ type KeyedState struct {
 	now    func() time.Time
 
 	cache   map[string]*cacheEntry
+	// last is the entry of lastKey, the key used last: a read-modify-write
+	// looks the map up once. Reset when entries leave the cache.
+	last    *cacheEntry
+	lastKey []byte
 	bytes   int // cached bytes, as MemoryBound counts them
 	dirty   int // dirty entries
 	names   map[string]bool
@@ -207,6 +211,7 @@ func (ks *KeyedState) spill(ctx context.Context) error {
 		return err
 	}
 	ks.spills++
+	ks.last = nil
 	target := ks.opts.MemoryBound / 2
 	for pass := 0; pass < 2 && ks.bytes > target; pass++ {
 		for k, e := range ks.cache {
@@ -227,8 +232,13 @@ func (ks *KeyedState) spill(ctx context.Context) error {
 
 // lookup returns the cache entry of key, reading the store on a miss.
 func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, error) {
+	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
+		ks.last.used = true
+		return ks.last, nil
+	}
 	if e, ok := ks.cache[string(key)]; ok {
 		e.used = true
+		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 		return e, nil
 	}
 	v, err := ks.store.Get(ctx, key)
@@ -254,11 +264,17 @@ func (ks *KeyedState) checkBound(ctx context.Context) error {
 
 // set caches a write of key (val nil and present false: a deletion).
 func (ks *KeyedState) set(ctx context.Context, key, val []byte, present bool) error {
-	e, ok := ks.cache[string(key)]
-	if !ok {
-		e = &cacheEntry{}
-		ks.cache[string(key)] = e
-		ks.bytes += len(key) + entryOverhead
+	var e *cacheEntry
+	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
+		e = ks.last
+	} else {
+		var ok bool
+		if e, ok = ks.cache[string(key)]; !ok {
+			e = &cacheEntry{}
+			ks.cache[string(key)] = e
+			ks.bytes += len(key) + entryOverhead
+		}
+		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 	}
 	ks.bytes += len(val) - len(e.val)
 	if !e.dirty {
