@@ -82,7 +82,7 @@ type KeyedState struct {
 	opts   KeyedOptions
 	now    func() time.Time
 
-	cache   map[string]*cacheEntry
+	cache map[string]*cacheEntry
 	// last is the entry of lastKey, the key used last: a read-modify-write
 	// looks the map up once. Reset when entries leave the cache.
 	last    *cacheEntry
