@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/meshflow/meshflow"
 	"github.com/meshflow/meshflow/actors"
+	"github.com/meshflow/meshflow/internal/kernels"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
 	"github.com/meshflow/meshflow/persistence/badgerstore"
@@ -281,6 +284,8 @@ type scriptOp struct {
 	setup func(ks *meshflow.KeyedState) error
 	step  func(ctx context.Context, oc meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error
 
+	cols []string // key columns; "k" when empty
+
 	oc   meshflow.OperatorContext
 	ks   *meshflow.KeyedState
 	keys meshflow.KeyRows
@@ -299,7 +304,11 @@ func (o *scriptOp) Open(ctx context.Context, oc meshflow.OperatorContext) error 
 func (o *scriptOp) Close(context.Context) error { return nil }
 
 func (o *scriptOp) Process(ctx context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
-	if err := o.keys.Compute(o.ks, in, "k"); err != nil {
+	cols := o.cols
+	if len(cols) == 0 {
+		cols = []string{"k"}
+	}
+	if err := o.keys.Compute(o.ks, in, cols...); err != nil {
 		return err
 	}
 	n := o.n
@@ -672,4 +681,235 @@ func BenchmarkKeyedValueState(b *testing.B) {
 	if perUpdate[false] > 0 && perUpdate[true] > 0 {
 		b.Logf("ValueState / Go map: %.1f× (%.1f vs %.1f ns/update)", perUpdate[true]/perUpdate[false], perUpdate[true], perUpdate[false])
 	}
+}
+
+// TestKeyRows: KeyRows gives every row of a batch keyed by several columns
+// (with nulls, -0 and NaN) a key in a key group of the instance the keyed
+// edge routed it to, the group of the edge's hash; equal key values get
+// equal key bytes and different ones different bytes. Computed on a column
+// the input is not keyed by, it fails with ErrKeyGroupNotOwned.
+func TestKeyRows(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	schema := arrow.NewSchema([]arrow.Field{
+		{Name: "k", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "s", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "f", Type: arrow.PrimitiveTypes.Float64},
+		{Name: "v", Type: arrow.PrimitiveTypes.Int64},
+	}, nil)
+	rng := rand.New(rand.NewPCG(11, 12))
+	b := array.NewRecordBuilder(mem, schema)
+	defer b.Release()
+	floats := []float64{0, math.Copysign(0, -1), math.NaN(), 1.5, -2}
+	strs := []string{"", "a", "ab", "b"}
+	var recs []arrow.RecordBatch
+	for range 10 {
+		for range 50 {
+			if k := rng.IntN(6); k == 0 {
+				b.Field(0).AppendNull()
+			} else {
+				b.Field(0).(*array.Int64Builder).Append(int64(k))
+			}
+			if s := rng.IntN(5); s == 4 {
+				b.Field(1).AppendNull()
+			} else {
+				b.Field(1).(*array.StringBuilder).Append(strs[s])
+			}
+			b.Field(2).(*array.Float64Builder).Append(floats[rng.IntN(len(floats))])
+			b.Field(3).(*array.Int64Builder).Append(rng.Int64N(1000))
+		}
+		recs = append(recs, b.NewRecordBatch())
+	}
+	defer release(recs)
+	tuple := func(in arrow.RecordBatch, i int) string {
+		k, s, f := in.Column(0).(*array.Int64), in.Column(1).(*array.String), in.Column(2).(*array.Float64).Value(i)
+		out := "null"
+		if k.IsValid(i) {
+			out = fmt.Sprint(k.Value(i))
+		}
+		if s.IsValid(i) {
+			out += fmt.Sprintf("|%q", s.Value(i))
+		} else {
+			out += "|null"
+		}
+		if f == 0 {
+			f = 0
+		}
+		return out + fmt.Sprintf("|%v", f)
+	}
+	var (
+		mu     sync.Mutex
+		byTup  = map[string]string{}
+		byKey  = map[string]string{}
+		rows   atomic.Int64
+		errs   []error
+		wrongs atomic.Int64
+	)
+	op := func() meshflow.Operator {
+		return &scriptOp{
+			cols:  []string{"k", "s", "f"},
+			setup: func(*meshflow.KeyedState) error { return nil },
+			step: func(ctx context.Context, oc meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error {
+				hashes := make([]uint64, in.NumRows())
+				if err := kernels.HashColumns([]arrow.Array{in.Column(0), in.Column(1), in.Column(2)}, hashes); err != nil {
+					return err
+				}
+				lo, hi := oc.KeyGroups()
+				mu.Lock()
+				defer mu.Unlock()
+				for i := range keys.Len() {
+					key := keys.Key(i)
+					g := key.Group()
+					if g < lo || g >= hi || g != kernels.KeyGroup(hashes[i], oc.MaxParallelism()) {
+						errs = append(errs, fmt.Errorf("row %d: group %d, hash group %d, instance owns [%d, %d)", i, g, kernels.KeyGroup(hashes[i], oc.MaxParallelism()), lo, hi))
+					}
+					tup := tuple(in, i)
+					if old, ok := byTup[tup]; ok && old != string(key) {
+						errs = append(errs, fmt.Errorf("%s: keys %x and %x", tup, old, []byte(key)))
+					}
+					if old, ok := byKey[string(key)]; ok && old != tup {
+						errs = append(errs, fmt.Errorf("key %x for %s and %s", []byte(key), old, tup))
+					}
+					byTup[tup], byKey[string(key)] = string(key), tup
+				}
+				rows.Add(int64(keys.Len()))
+				// Not the key the input is partitioned by.
+				var other meshflow.KeyRows
+				if err := other.Compute(ks, in, "v"); errors.Is(err, actors.ErrKeyGroupNotOwned) {
+					wrongs.Add(1)
+				} else if err != nil {
+					return err
+				}
+				return nil
+			},
+		}
+	}
+	p := meshflow.NewPipeline("keyed-rows")
+	p.SetMaxParallelism(16)
+	p.Source("rows", meshflow.FromBatches(recs...)).KeyBy("k", "s", "f").
+		To("script", meshflow.ToOperator(op), meshflow.Parallelism(3))
+	if err := meshflow.Run(testutil.Context(t, time.Minute), p, meshflow.WithAllocator(mem),
+		meshflow.WithState(testStore(t)), meshflow.WithLogger(testutil.TestLogger(t)), meshflow.WithoutCheckpoints()); err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if rows.Load() != 500 {
+		t.Fatalf("%d rows, want 500", rows.Load())
+	}
+	if len(byTup) < 50 {
+		t.Fatalf("only %d distinct keys", len(byTup))
+	}
+	if wrongs.Load() == 0 {
+		t.Error("keys of a column the input is not keyed by never failed")
+	}
+}
+
+// TestKeyedMapAndListState runs random map and list operations, with a
+// memory bound that makes the cache spill all the time, against a
+// brute-force reference of Go maps and slices: every Get, Range (in key
+// order) and list read agrees. The seed is printed; MESHFLOW_SEED replays.
+func TestKeyedMapAndListState(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	seed := testSeed(t)
+	rng := rand.New(rand.NewPCG(seed, 77))
+	recs := kvBatches(mem, rng, 30, 40, 12)
+	defer release(recs)
+	refMap := map[int64]map[string]int64{}
+	refList := map[int64][]int64{}
+	var (
+		ms     *meshflow.MapState[string, int64]
+		ls     *meshflow.ListState[int64]
+		errs   []error
+		spills int
+	)
+	check := func(cond bool, format string, args ...any) {
+		if !cond && len(errs) < 20 {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	op := &scriptOp{
+		opts: meshflow.KeyedOptions{MemoryBound: 1 << 10},
+		setup: func(ks *meshflow.KeyedState) (err error) {
+			if ms, err = meshflow.NewMapState[string, int64](ks, "m", nil, meshflow.StateOptions[int64]{}); err != nil {
+				return err
+			}
+			ls, err = meshflow.NewListState[int64](ks, "l", meshflow.StateOptions[int64]{})
+			return err
+		},
+		step: func(ctx context.Context, _ meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, n int) error {
+			kc, vc := in.Column(0).(*array.Int64), in.Column(1).(*array.Int64)
+			for i := range keys.Len() {
+				key, k, v := keys.Key(i), kc.Value(i), vc.Value(i)
+				mk := fmt.Sprintf("m%02d", v%17)
+				if refMap[k] == nil {
+					refMap[k] = map[string]int64{}
+				}
+				switch v % 5 {
+				case 0, 1:
+					if err := ms.Put(ctx, key, mk, v); err != nil {
+						return err
+					}
+					refMap[k][mk] = v
+					if err := ls.Add(ctx, key, v); err != nil {
+						return err
+					}
+					refList[k] = append(refList[k], v)
+				case 2:
+					if err := ms.Delete(ctx, key, mk); err != nil {
+						return err
+					}
+					delete(refMap[k], mk)
+				case 3:
+					got, ok, err := ms.Get(ctx, key, mk)
+					if err != nil {
+						return err
+					}
+					want, wok := refMap[k][mk]
+					check(ok == wok && got == want, "key %d: %s = %d, %v; want %d, %v", k, mk, got, ok, want, wok)
+					l, err := ls.Get(ctx, key)
+					if err != nil {
+						return err
+					}
+					check(slices.Equal(l, refList[k]), "key %d: list %v, want %v", k, l, refList[k])
+				case 4:
+					if v%3 == 0 {
+						if err := ls.Clear(ctx, key); err != nil {
+							return err
+						}
+						refList[k] = nil
+					} else {
+						var got []string
+						err := ms.Range(ctx, key, func(mk string, mv int64) error {
+							got = append(got, fmt.Sprint(mk, "=", mv))
+							return nil
+						})
+						if err != nil {
+							return err
+						}
+						var want []string
+						for _, mk := range slices.Sorted(maps.Keys(refMap[k])) {
+							want = append(want, fmt.Sprint(mk, "=", refMap[k][mk]))
+						}
+						check(slices.Equal(got, want), "key %d: Range %v, want %v", k, got, want)
+					}
+				}
+			}
+			spills = ks.Spills()
+			return nil
+		},
+	}
+	runScript(t, mem, meshflow.FromBatches(recs...), func() meshflow.Operator { return op })
+	for _, err := range errs {
+		t.Error(err)
+	}
+	if op.n != len(recs) {
+		t.Fatalf("%d batches, want %d", op.n, len(recs))
+	}
+	if spills == 0 {
+		t.Error("never spilled")
+	}
+	t.Logf("%d spills", spills)
 }
