@@ -913,3 +913,103 @@ func TestKeyedMapAndListState(t *testing.T) {
 	}
 	t.Logf("%d spills", spills)
 }
+
+// TestKeyedTimersSurviveRestart: event-time timers registered before a
+// stop (final checkpoint) are in the checkpointed key groups and fire once
+// each in the next run, with their keys, when its input ends.
+func TestKeyedTimersSurviveRestart(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	b := array.NewRecordBuilder(mem, keyedTSSchema)
+	defer b.Release()
+	var recs []arrow.RecordBatch
+	for i := range 10 {
+		for k := range int64(5) {
+			b.Field(0).(*array.Int64Builder).Append(k)
+			b.Field(1).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(i*10) + k))
+		}
+		recs = append(recs, b.NewRecordBatch())
+	}
+	defer release(recs)
+	const far = int64(1e12) // beyond every watermark until the input ends
+	type fired struct {
+		k, at int64
+		run   int
+	}
+	var (
+		mu        sync.Mutex
+		got       []fired
+		run       atomic.Int64
+		processed atomic.Int64
+	)
+	g0 := newGate()
+	build := func() *meshflow.Pipeline {
+		op := func() meshflow.Operator {
+			return &scriptOp{
+				opts: meshflow.KeyedOptions{OnTimer: func(_ context.Context, key meshflow.StateKey, tm meshflow.Timer, _ meshflow.Emitter) error {
+					mu.Lock()
+					defer mu.Unlock()
+					got = append(got, fired{int64(binary.LittleEndian.Uint64(key.Bytes()[1:])), tm.Time, int(run.Load())})
+					return nil
+				}},
+				setup: func(*meshflow.KeyedState) error { return nil },
+				step: func(ctx context.Context, _ meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, in arrow.RecordBatch, _ int) error {
+					tc := in.Column(1).(*array.Timestamp)
+					for i := range keys.Len() {
+						if err := ks.RegisterEventTimer(ctx, keys.Key(i), time.UnixMicro(far+int64(tc.Value(i))), "t"); err != nil {
+							return err
+						}
+					}
+					processed.Add(int64(keys.Len()))
+					return nil
+				},
+			}
+		}
+		p := meshflow.NewPipeline("keyed-timers-restart")
+		p.SetMaxParallelism(8)
+		p.Source("numbers", gated(keyedTSSchema, recs, g0), meshflow.EventTime("ts", 0)).KeyBy("k").
+			To("script", meshflow.ToOperator(op), meshflow.Parallelism(2))
+		return p
+	}
+	st := testStore(t)
+	g0.release(4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	run.Store(1)
+	wait := runAsync(t, ctx, build(), ckptOptions(t, nc, mem, st)...)
+	testutil.CheckFor(t, 30*time.Second, time.Millisecond, atLeast(&processed, 20, "rows processed"))
+	cancel()
+	if err := wait(); err != context.Canceled {
+		t.Fatalf("Run returned %v, want context.Canceled", err)
+	}
+	mu.Lock()
+	if len(got) != 0 {
+		t.Fatalf("timers fired in the first run: %v", got)
+	}
+	mu.Unlock()
+	run.Store(2)
+	g0.release(len(recs))
+	if err := meshflow.Run(testutil.Context(t, time.Minute), build(), ckptOptions(t, nc, mem, st)...); err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[fired]bool{}
+	for _, r := range recs {
+		kc, tc := r.Column(0).(*array.Int64), r.Column(1).(*array.Timestamp)
+		for i := range kc.Len() {
+			want[fired{kc.Value(i), far + int64(tc.Value(i)), 2}] = true
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d timers fired, want %d", len(got), len(want))
+	}
+	for _, f := range got {
+		if !want[f] {
+			t.Fatalf("fired %+v: not registered, or twice", f)
+		}
+		delete(want, f)
+	}
+}
