@@ -879,7 +879,9 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 		ks.nextProc = math.MaxInt64
 		now = max(now, ks.now().UnixMicro())
 	} else {
+		// Every timer the watermark passed, not only the one woken for.
 		ks.nextEvent = math.MaxInt64
+		now = max(now, int64(ks.oc.Timers().Watermark()))
 	}
 	type due struct {
 		key StateKey

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"math/rand/v2"
@@ -1011,5 +1012,33 @@ func TestKeyedTimersSurviveRestart(t *testing.T) {
 			t.Fatalf("fired %+v: not registered, or twice", f)
 		}
 		delete(want, f)
+	}
+}
+
+// TestKeyedFailureWithoutCheckpoints: with checkpoints off, an instance
+// with keyed state that fails is not restarted alone (its cache would be
+// lost silently): the job fails.
+func TestKeyedFailureWithoutCheckpoints(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	recs := kvBatches(mem, rand.New(rand.NewPCG(13, 14)), 5, 10, 3)
+	defer release(recs)
+	var tries attempts
+	var opens atomic.Int64
+	p := meshflow.NewPipeline("keyed-nockpt")
+	p.Source("numbers", meshflow.FromBatches(recs...)).KeyBy("k").
+		Process("sum", func() meshflow.Operator {
+			opens.Add(1)
+			return &keyedSumOp{tries: &tries, fail: func(first, attempt int64) bool { return first == 20 && attempt == 1 }}
+		}, meshflow.OutputSchema(sumSchema)).
+		To("sink", meshflow.Print(io.Discard, meshflow.JSONLines))
+	err := meshflow.Run(testutil.Context(t, time.Minute), p, meshflow.WithAllocator(mem),
+		meshflow.WithState(testStore(t)), meshflow.WithLogger(testutil.TestLogger(t)), meshflow.WithoutCheckpoints(), fastRestarts(1000))
+	var oe *actors.OperatorError
+	if !errors.As(err, &oe) || oe.Operator != "sum" {
+		t.Fatalf("Run = %v, want the operator's failure", err)
+	}
+	if n := opens.Load(); n != 1 {
+		t.Fatalf("the operator was built %d times, want 1 (no restart)", n)
 	}
 }
