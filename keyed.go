@@ -88,11 +88,13 @@ type KeyedState struct {
 	last    *cacheEntry
 	lastKey []byte
 	bytes   int // cached bytes, as MemoryBound counts them
-	dirty   int // dirty entries
-	names   map[string]bool
-	batch   persistence.Batch
-	spills  int
-	evicted int
+	// dirtyList holds the dirty entries, in the order they became dirty;
+	// they stay in the cache until flushed (eviction flushes first).
+	dirtyList []*cacheEntry
+	names     map[string]bool
+	batch     persistence.Batch
+	spills    int
+	evicted   int
 
 	// timers
 	nextEvent, nextProc int64 // earliest registered, math.MaxInt64: none
@@ -103,6 +105,7 @@ type KeyedState struct {
 // cacheEntry is a cached store entry: a value (present) or the knowledge
 // that the key has none.
 type cacheEntry struct {
+	key     string // its key in the cache map
 	val     []byte
 	present bool
 	dirty   bool
@@ -171,19 +174,17 @@ func (ks *KeyedState) FlushState(ctx context.Context) error {
 // flush writes the dirty entries in batches of at most 4096 writes or
 // 1 MiB, below Badger's transaction limit.
 func (ks *KeyedState) flush(ctx context.Context) error {
-	if ks.dirty == 0 {
+	if len(ks.dirtyList) == 0 {
 		return nil
 	}
 	b := &ks.batch
 	b.Reset()
-	for k, e := range ks.cache {
-		if !e.dirty {
-			continue
-		}
+	for i, e := range ks.dirtyList {
+		ks.dirtyList[i] = nil
 		if e.present {
-			b.Put([]byte(k), e.val)
+			b.Put([]byte(e.key), e.val)
 		} else {
-			b.Delete([]byte(k))
+			b.Delete([]byte(e.key))
 		}
 		e.dirty = false
 		if b.Len() >= 4096 || b.Size() >= 1<<20 {
@@ -193,7 +194,7 @@ func (ks *KeyedState) flush(ctx context.Context) error {
 			b.Reset()
 		}
 	}
-	ks.dirty = 0
+	ks.dirtyList = ks.dirtyList[:0]
 	if b.Len() > 0 {
 		if err := ks.store.Apply(ctx, b); err != nil {
 			return fmt.Errorf("meshflow: keyed state: flush: %w", err)
@@ -242,7 +243,7 @@ func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, erro
 		return e, nil
 	}
 	v, err := ks.store.Get(ctx, key)
-	e := &cacheEntry{used: true}
+	e := &cacheEntry{key: string(key), used: true}
 	switch {
 	case err == nil:
 		e.val, e.present = v, true
@@ -250,8 +251,9 @@ func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, erro
 	default:
 		return nil, fmt.Errorf("meshflow: keyed state: read: %w", err)
 	}
-	ks.cache[string(key)] = e
+	ks.cache[e.key] = e
 	ks.bytes += len(key) + len(e.val) + entryOverhead
+	ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 	return e, ks.checkBound(ctx)
 }
 
@@ -270,15 +272,15 @@ func (ks *KeyedState) set(ctx context.Context, key, val []byte, present bool) er
 	} else {
 		var ok bool
 		if e, ok = ks.cache[string(key)]; !ok {
-			e = &cacheEntry{}
-			ks.cache[string(key)] = e
+			e = &cacheEntry{key: string(key)}
+			ks.cache[e.key] = e
 			ks.bytes += len(key) + entryOverhead
 		}
 		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 	}
 	ks.bytes += len(val) - len(e.val)
 	if !e.dirty {
-		ks.dirty++
+		ks.dirtyList = append(ks.dirtyList, e)
 	}
 	// Copied into the entry's buffer: callers pass scratch buffers.
 	e.val = append(e.val[:0], val...)
@@ -948,6 +950,7 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 type KeyRows struct {
 	hashes []uint64
 	offs   []int32
+	cur    []int32
 	buf    []byte
 	cols   []arrow.Array
 }
@@ -1009,7 +1012,8 @@ func (r *KeyRows) Compute(ks *KeyedState, rec arrow.RecordBatch, columns ...stri
 		binary.BigEndian.PutUint16(r.buf[r.offs[i]:], uint16(g))
 	}
 	// Fill, a column at a time; cur[i] is where row i's next column goes.
-	cur := make([]int32, n)
+	r.cur = slices.Grow(r.cur[:0], n)[:n]
+	cur := r.cur
 	for i := range cur {
 		cur[i] = r.offs[i] + 2
 	}
