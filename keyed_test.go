@@ -1042,3 +1042,55 @@ func TestKeyedFailureWithoutCheckpoints(t *testing.T) {
 		t.Fatalf("the operator was built %d times, want 1 (no restart)", n)
 	}
 }
+
+// TestKeyedSavepointRestore: a job restored from a savepoint goes on from
+// the keyed state of the savepoint, not from the state reached since.
+func TestKeyedSavepointRestore(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	srv := natstest.RunJetStream(t)
+	nc := natstest.Connect(t, srv)
+	const size = 20
+	recs := kvBatches(mem, rand.New(rand.NewPCG(15, 16)), 30, size, 40)
+	defer release(recs)
+	want := runningSums(recs)
+	st := testStore(t)
+	g := newGate()
+	const job = "keyed-savepoint"
+	build := func(out *committed, processed *atomic.Int64) *meshflow.Pipeline {
+		p := meshflow.NewPipeline(job)
+		p.Source("numbers", gated(kvSchema, recs, g)).
+			KeyBy("k").Process("sum", func() meshflow.Operator { return &keyedSumOp{bound: 2 << 10} }, meshflow.Parallelism(2), meshflow.OutputSchema(sumSchema)).
+			To("sink", meshflow.ToOperator(newTxSink(out, processed)))
+		return p
+	}
+	opts := func(extra ...meshflow.RunOption) []meshflow.RunOption {
+		return ckptOptions(t, nc, mem, st, append([]meshflow.RunOption{meshflow.WithCheckpoints(meshflow.CheckpointConfig{
+			Interval: time.Second,
+		})}, extra...)...)
+	}
+	out := newCommitted()
+	var processed atomic.Int64
+	g.release(10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	wait := runAsync(t, ctx, build(out, &processed), opts()...)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 10*size, "rows at the sink"))
+	sp, err := requestCheckpoint(testutil.Context(t, time.Minute), nc, job, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.release(20)
+	testutil.CheckFor(t, 30*time.Second, 5*time.Millisecond, atLeast(&processed, 20*size, "rows at the sink"))
+	cancel()
+	if err := wait(); err != context.Canceled {
+		t.Fatalf("stop: %v", err)
+	}
+	// From the savepoint: batches 10-29 again, on the state of 0-9.
+	g.release(len(recs))
+	out2 := newCommitted()
+	if err := meshflow.Run(testutil.Context(t, time.Minute), build(out2, nil), opts(meshflow.WithRestore(job, sp.Id))...); err != nil {
+		t.Fatalf("run from savepoint %d: %v", sp.Id, err)
+	}
+	out2.checkWith(t, want, checkOpts{below: 10 * size})
+}
