@@ -277,11 +277,11 @@ func (a *instanceActor) Receive(c actor.Context) {
 // either: with checkpoints on the job recovers, with checkpoints off it
 // fails, since a restart would silently lose the state in memory.
 func (s *instance) fail(err error) {
-	recover := s.part.checkpointing && s.volatile()
+	whole := s.part.checkpointing && s.volatile()
 	if len(s.flushers) > 0 {
-		recover = true
+		whole = true
 	}
-	panic(&instanceFailure{id: s.id, err: err, recover: recover})
+	panic(&instanceFailure{id: s.id, err: err, recover: whole})
 }
 
 // callState runs operator code that may write state. Its writes reach the
