@@ -34,6 +34,17 @@ import (
 // cold entries are evicted, and read back on their next use. State larger
 // than memory therefore works, within the bound (see docs/state.md).
 
+// Kinds of timers (Timer.Kind).
+const (
+	EventTimeTimer      = actors.EventTimeTimer
+	ProcessingTimeTimer = actors.ProcessingTimeTimer
+)
+
+// ErrKeyGroupNotOwned is wrapped by the errors of keyed state used with a
+// key of a key group the instance does not own: an input not keyed by the
+// key columns given to KeyRows.Compute.
+var ErrKeyGroupNotOwned = actors.ErrKeyGroupNotOwned
+
 // DefaultKeyedMemoryBound is the default of KeyedOptions.MemoryBound.
 const DefaultKeyedMemoryBound = 64 << 20
 

@@ -511,7 +511,7 @@ func TestKeyedTimers(t *testing.T) {
 	op := &scriptOp{
 		opts: meshflow.KeyedOptions{OnTimer: func(_ context.Context, key meshflow.StateKey, tm meshflow.Timer, _ meshflow.Emitter) error {
 			k := int64(binary.LittleEndian.Uint64(key.Bytes()[1:])) // valid byte, then the int64
-			if tm.Kind == actors.ProcessingTimeTimer {
+			if tm.Kind == meshflow.ProcessingTimeTimer {
 				if tm.Tag != "p" || k != 3 {
 					return fmt.Errorf("processing timer %+v of key %d", tm, k)
 				}
@@ -776,7 +776,7 @@ func TestKeyRows(t *testing.T) {
 				rows.Add(int64(keys.Len()))
 				// Not the key the input is partitioned by.
 				var other meshflow.KeyRows
-				if err := other.Compute(ks, in, "v"); errors.Is(err, actors.ErrKeyGroupNotOwned) {
+				if err := other.Compute(ks, in, "v"); errors.Is(err, meshflow.ErrKeyGroupNotOwned) {
 					wrongs.Add(1)
 				} else if err != nil {
 					return err
