@@ -113,7 +113,7 @@ func (s *instance) volatile() bool {
 		return true
 	}
 	h, l := s.hooks()
-	return h != nil || l != nil
+	return h != nil || l != nil || len(s.flushers) > 0
 }
 
 func (s *instance) onTrigger(c actor.Context, m *triggerMsg) {
@@ -173,8 +173,15 @@ func (s *instance) takeCheckpoint(c actor.Context, b messages.Barrier, alignment
 		s.ck.pending = 0
 	}
 	start := time.Now()
-	if h, _ := s.hooks(); h != nil && s.opened {
-		err := s.callState(func() error { return h.PrepareCheckpoint(s.part.ctx, b.ID) })
+	if h, _ := s.hooks(); (h != nil || len(s.flushers) > 0) && s.opened {
+		err := s.callState(func() error {
+			if h != nil {
+				if err := h.PrepareCheckpoint(s.part.ctx, b.ID); err != nil {
+					return err
+				}
+			}
+			return s.flushState(s.part.ctx)
+		})
 		if err != nil {
 			s.releaseEmitted()
 			s.part.decline(b.ID, s.id, err)
@@ -185,7 +192,7 @@ func (s *instance) takeCheckpoint(c actor.Context, b messages.Barrier, alignment
 	meta, err := s.encodeRuntimeMeta()
 	var snap persistence.Snapshot
 	if err == nil {
-		snap, err = persistence.OpenSnapshot(s.state)
+		snap, err = s.openSnapshot()
 	}
 	if err != nil {
 		s.part.decline(b.ID, s.id, err)

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -118,7 +119,7 @@ func (c *jobCheckpoints) restore(ctx context.Context, first bool) error {
 	if meta == nil {
 		p.restored = 0
 		for _, s := range p.shells {
-			if err := persistence.ReplaceNamespace(ctx, s.state, func(func(k, v []byte) error) error { return nil }); err != nil {
+			if err := s.restoreState(ctx, nil); err != nil {
 				return fmt.Errorf("clear the state of %s: %w", s.id, err)
 			}
 		}
@@ -144,11 +145,14 @@ func (c *jobCheckpoints) restore(ctx context.Context, first bool) error {
 	}
 	for _, s := range p.shells {
 		t := tasks[s.id]
-		rm, err := snaps.Restore(ctx, t.Object, s.state)
+		r, err := snaps.Read(ctx, t.Object)
+		if err == nil {
+			err = s.restoreState(ctx, r.Entries)
+		}
 		if err != nil {
 			return fmt.Errorf("restore %s from checkpoint %d: %w", s.id, meta.Id, err)
 		}
-		s.ck.restoreMeta = rm
+		s.ck.restoreMeta = bytes.Clone(r.Meta())
 		s.ck.taken = meta.Id
 		s.ck.completed = meta.Id
 	}

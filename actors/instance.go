@@ -71,7 +71,16 @@ type instance struct {
 	log    *slog.Logger
 	mem    memory.Allocator
 	window uint64
-	state  persistence.Store
+	state  persistence.Store // the instance's namespace
+	keyed  persistence.Store // the operator's keyed state namespace
+	// What the operator sees: views of state and keyed through the
+	// overlay (when there is one); keyedView rejects writes to key groups
+	// the instance does not own.
+	stateView persistence.Store
+	keyedView persistence.Store
+	// flushers hold state in memory in front of the stores (see
+	// StateFlusher); registered by the operator's Open.
+	flushers []StateFlusher
 
 	ins             []*inChan
 	inByKey         map[chanKey]*inChan
@@ -138,14 +147,21 @@ func newInstance(p *jobPart, v *Vertex, idx int) *instance {
 		outWM:    messages.MinWatermark,
 	}
 	ns := fmt.Sprintf("%s/%s/%d", p.g.SubjectName(), v.Name, idx)
-	if p.node.cfg.State != nil {
-		s.state = p.node.cfg.State.Namespace(ns)
-	} else {
-		s.state = memstore.New()
+	keyedNS := KeyedNamespace(p.g.SubjectName(), v.Name)
+	root := p.node.cfg.State
+	if root == nil {
+		root = memstore.New()
 	}
+	s.state, s.keyed = root.Namespace(ns), root.Namespace(keyedNS)
+	s.stateView, s.keyedView = s.state, s.keyed
 	if v.NewSource == nil {
-		s.overlay = persistence.NewOverlay(s.state)
+		// One overlay over both namespaces: a call's writes to its state
+		// and to keyed state are committed together.
+		s.overlay = persistence.NewOverlay(root)
+		s.stateView, s.keyedView = s.overlay.Namespace(ns), s.overlay.Namespace(keyedNS)
 	}
+	lo, hi := s.keyGroups()
+	s.keyedView = &keyedStore{s: s.keyedView, lo: lo, hi: hi}
 	s.timers = newTimerService(s)
 	s.stats.wm.Store(int64(messages.MinWatermark))
 	var r [8]byte
@@ -256,8 +272,16 @@ func (a *instanceActor) Receive(c actor.Context) {
 // With checkpoints on, an instance that keeps state a restart of it alone
 // would lose (see [CheckpointHandler]) is not restarted: the job recovers
 // from its last checkpoint.
+//
+// An instance that registered a [StateFlusher] is not restarted alone
+// either: with checkpoints on the job recovers, with checkpoints off it
+// fails, since a restart would silently lose the state in memory.
 func (s *instance) fail(err error) {
-	panic(&instanceFailure{id: s.id, err: err, recover: s.part.checkpointing && s.volatile()})
+	whole := s.part.checkpointing && s.volatile()
+	if len(s.flushers) > 0 {
+		whole = true
+	}
+	panic(&instanceFailure{id: s.id, err: err, recover: whole})
 }
 
 // callState runs operator code that may write state. Its writes reach the
@@ -334,6 +358,7 @@ func (s *instance) open() error {
 		}
 	} else {
 		s.op = s.v.NewOperator()
+		s.flushers = nil
 		if err := s.callState(func() error { return s.op.Open(s.part.ctx, s) }); err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
@@ -395,12 +420,7 @@ func (s *instance) Instance() int               { return s.id.Index }
 func (s *instance) Parallelism() int            { return s.v.Parallelism }
 func (s *instance) Logger() *slog.Logger        { return s.log }
 func (s *instance) Allocator() memory.Allocator { return s.mem }
-func (s *instance) State() persistence.Store {
-	if s.overlay != nil {
-		return s.overlay
-	}
-	return s.state
-}
-func (s *instance) Timers() TimerService       { return s.timers }
-func (s *instance) Checkpointing() bool        { return s.part.checkpointing }
-func (s *instance) RestoredCheckpoint() uint64 { return s.part.restored }
+func (s *instance) State() persistence.Store    { return s.stateView }
+func (s *instance) Timers() TimerService        { return s.timers }
+func (s *instance) Checkpointing() bool         { return s.part.checkpointing }
+func (s *instance) RestoredCheckpoint() uint64  { return s.part.restored }

@@ -103,6 +103,23 @@ type OperatorContext interface {
 	// run of the job was restored from, 0 when it started empty. The
 	// instance's Store holds that checkpoint's state when Open is called.
 	RestoredCheckpoint() uint64
+	// KeyGroups is the range [start, end) of key groups this instance
+	// owns: kernels.KeyGroupRange(Instance(), MaxParallelism(),
+	// Parallelism()), the groups its hash input routes to it.
+	KeyGroups() (start, end int)
+	// MaxParallelism is the job's number of key groups.
+	MaxParallelism() int
+	// KeyedState is the operator's keyed state, shared by its instances
+	// and laid out by key group: every key starts with its key group as a
+	// big-endian uint16 (see KeyGroupKey). Writes to key groups outside
+	// KeyGroups are rejected with an error wrapping ErrKeyGroupNotOwned;
+	// it has no namespaces. Checkpoints snapshot and restore the
+	// instance's key range with its State. Like State, the writes of a
+	// failed call are dropped.
+	KeyedState() persistence.Store
+	// RegisterFlusher registers state kept in memory in front of the
+	// stores; see [StateFlusher]. Call it from Open.
+	RegisterFlusher(f StateFlusher)
 }
 
 // TimerKind tells event-time timers from processing-time timers.

@@ -53,6 +53,12 @@ func (b *Batch) alloc(n int) []byte {
 	return b.arena[start : start+n : start+n]
 }
 
+// Ops returns the writes of the batch, in order. The slice, keys and
+// values belong to the batch: read them only, and not after Reset. A
+// Store that checks what it is asked to write (keyed state checks key
+// groups) reads them.
+func (b *Batch) Ops() []Op { return b.ops }
+
 // Len is the number of writes in the batch.
 func (b *Batch) Len() int { return len(b.ops) }
 

@@ -194,3 +194,155 @@ func viewOf(s Store) (*view, error) {
 	}
 	return nil, fmt.Errorf("persistence: %T: too many wrappers", s)
 }
+
+// RangeSnapshotBackend is a [SnapshotBackend] that can bound a snapshot to
+// a key range. [OpenRangeSnapshot] and [ReplaceRange] use it; over a
+// backend without it they fall back to a snapshot or scan of the prefix,
+// filtered.
+type RangeSnapshotBackend interface {
+	SnapshotBackend
+	// SnapshotRange is Snapshot(prefix) limited to the keys prefix|r with
+	// start <= r < end (bytewise; a nil end is no upper bound). Its Scan
+	// passes r. It must seek to prefix|start, not scan from prefix.
+	SnapshotRange(prefix, start, end []byte) (Snapshot, error)
+}
+
+// OpenRangeSnapshot returns a point-in-time view of the keys k of s itself
+// (not of its namespaces) with start <= k < end, bytewise; a nil end is no
+// upper bound. Its Scan passes the keys as they were written to s. Like
+// [OpenSnapshot] it is O(1) (over a [RangeSnapshotBackend]) and does not
+// block writers; the caller must close it.
+//
+// Keyed state lays its keys out by key group (a big-endian uint16 first),
+// so the state of a range of key groups is one key range: this is how an
+// instance snapshots the key groups it owns.
+func OpenRangeSnapshot(s Store, start, end []byte) (Snapshot, error) {
+	v, err := viewOf(s)
+	if err != nil {
+		return nil, err
+	}
+	if end != nil && bytes.Compare(start, end) > 0 {
+		return nil, fmt.Errorf("persistence: range snapshot: start %x after end %x", start, end)
+	}
+	var snap Snapshot
+	switch b := v.b.(type) {
+	case RangeSnapshotBackend:
+		snap, err = b.SnapshotRange(v.keyPrefix, start, end)
+	case SnapshotBackend:
+		snap, err = b.Snapshot(v.keyPrefix)
+		if err == nil {
+			snap = &filteredSnapshot{Snapshot: snap, start: bytes.Clone(start), end: bytes.Clone(end)}
+		}
+	default:
+		return nil, fmt.Errorf("persistence: backend %T cannot take snapshots", v.b)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("persistence: open range snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// filteredSnapshot bounds a snapshot of a prefix to a key range.
+type filteredSnapshot struct {
+	Snapshot
+	start, end []byte
+}
+
+func (f *filteredSnapshot) Scan(ctx context.Context, fn func(key, value []byte) error) error {
+	return f.Snapshot.Scan(ctx, func(k, v []byte) error {
+		if !InRange(k, f.start, f.end) {
+			return nil
+		}
+		return fn(k, v)
+	})
+}
+
+// InRange reports whether start <= k < end bytewise (a nil end is no upper
+// bound).
+func InRange(k, start, end []byte) bool {
+	return bytes.Compare(k, start) >= 0 && (end == nil || bytes.Compare(k, end) < 0)
+}
+
+// ReplaceRange makes the keys k of s itself (not of its namespaces) with
+// start <= k < end hold exactly the entries: it deletes every such key,
+// then writes each entry. Keys are as written to s (as the Scan of
+// [OpenRangeSnapshot] passes them) and must lie in the range; keys of s
+// outside it and its namespaces are untouched. Like [ReplaceNamespace] it
+// writes in bounded chunks and is not atomic: it is meant for restoring
+// state before anything reads it; on an error call it again.
+func ReplaceRange(ctx context.Context, s Store, start, end []byte, entries func(yield func(key, value []byte) error) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	v, err := viewOf(s)
+	if err != nil {
+		return err
+	}
+	w := &chunkWriter{b: v.b}
+	p := v.keyPrefix
+	del := func(key []byte) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		full := make([]byte, len(p)+len(key))
+		copy(full, p)
+		copy(full[len(p):], key)
+		return w.add(ctx, Op{Key: full, Delete: true})
+	}
+	if rb, ok := v.b.(RangeSnapshotBackend); ok {
+		// The snapshot seeks to the range: the cost is the range's, not
+		// the namespace's.
+		var snap Snapshot
+		snap, err = rb.SnapshotRange(p, start, end)
+		if err == nil {
+			err = snap.Scan(ctx, func(k, _ []byte) error { return del(k) })
+			if cerr := snap.Close(); err == nil {
+				err = cerr
+			}
+		}
+	} else {
+		err = v.b.Scan(ctx, p, func(k, _ []byte) error {
+			if rel := k[len(p):]; InRange(rel, start, end) {
+				return del(rel)
+			}
+			return nil
+		})
+	}
+	if err == nil {
+		err = w.flush(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("persistence: replace range: clear: %w", err)
+	}
+	var errFromYield error
+	err = entries(func(key, value []byte) error {
+		if err := ctx.Err(); err != nil {
+			errFromYield = err
+			return err
+		}
+		if !InRange(key, start, end) {
+			errFromYield = fmt.Errorf("persistence: replace range: key %x is outside [%x, %x)", key, start, end)
+			return errFromYield
+		}
+		full := make([]byte, len(p)+len(key)+len(value))
+		copy(full, p)
+		copy(full[len(p):], key)
+		copy(full[len(p)+len(key):], value)
+		k := full[: len(p)+len(key) : len(p)+len(key)]
+		if err := w.add(ctx, Op{Key: k, Value: full[len(k):]}); err != nil {
+			errFromYield = fmt.Errorf("persistence: replace range: write: %w", err)
+			return errFromYield
+		}
+		return nil
+	})
+	if errFromYield != nil {
+		return errFromYield
+	}
+	if err != nil {
+		return fmt.Errorf("persistence: replace range: entries: %w", err)
+	}
+	if err := w.flush(ctx); err != nil {
+		return fmt.Errorf("persistence: replace range: write: %w", err)
+	}
+	return nil
+}

@@ -45,14 +45,18 @@ func (c testOC) Operator() string {
 	}
 	return c.op
 }
-func (testOC) Instance() int                 { return 0 }
-func (c testOC) Parallelism() int            { return max(c.par, 1) }
-func (testOC) Logger() *slog.Logger          { return logging.Discard() }
-func (c testOC) Allocator() memory.Allocator { return c.mem }
-func (c testOC) State() persistence.Store    { return c.store }
-func (testOC) Timers() actors.TimerService   { return nil }
-func (c testOC) Checkpointing() bool         { return c.ckpt }
-func (c testOC) RestoredCheckpoint() uint64  { return c.restored }
+func (testOC) Instance() int                       { return 0 }
+func (c testOC) Parallelism() int                  { return max(c.par, 1) }
+func (testOC) Logger() *slog.Logger                { return logging.Discard() }
+func (c testOC) Allocator() memory.Allocator       { return c.mem }
+func (c testOC) State() persistence.Store          { return c.store }
+func (testOC) Timers() actors.TimerService         { return nil }
+func (c testOC) Checkpointing() bool               { return c.ckpt }
+func (c testOC) RestoredCheckpoint() uint64        { return c.restored }
+func (testOC) KeyGroups() (int, int)               { return 0, actors.DefaultMaxParallelism }
+func (testOC) MaxParallelism() int                 { return actors.DefaultMaxParallelism }
+func (testOC) KeyedState() persistence.Store       { return nil }
+func (testOC) RegisterFlusher(actors.StateFlusher) {}
 
 func checked(t *testing.T) *memory.CheckedAllocator {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())

@@ -18,12 +18,22 @@ import (
 // a snapshot should be closed as soon as it is uploaded. Closing the store
 // closes its open snapshots.
 func (s *kv) Snapshot(prefix []byte) (persistence.Snapshot, error) {
+	return s.SnapshotRange(prefix, nil, nil)
+}
+
+// SnapshotRange implements [persistence.RangeSnapshotBackend]: a snapshot
+// whose scans seek to prefix|start and stop before prefix|end.
+func (s *kv) SnapshotRange(prefix, start, end []byte) (persistence.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, persistence.ErrClosed
 	}
 	sn := &snapshot{kv: s, txn: s.db.NewTransaction(false), prefix: bytes.Clone(prefix)}
+	sn.seek = append(bytes.Clone(prefix), start...)
+	if end != nil {
+		sn.end = append(bytes.Clone(prefix), end...)
+	}
 	sn.idle.L = &sn.mu
 	s.snaps[sn] = struct{}{}
 	return sn, nil
@@ -35,6 +45,8 @@ type snapshot struct {
 	kv     *kv
 	txn    *badger.Txn
 	prefix []byte
+	seek   []byte      // prefix|start: where scans begin
+	end    []byte      // prefix|end: where they stop; nil for the whole prefix
 	stop   atomic.Bool // set by Close: a running scan stops
 
 	mu     sync.Mutex
@@ -65,9 +77,12 @@ func (sn *snapshot) Scan(ctx context.Context, fn func(key, value []byte) error) 
 	n := len(sn.prefix)
 	it := sn.txn.NewIterator(badger.IteratorOptions{Prefix: sn.prefix})
 	defer it.Close()
-	for it.Seek(sn.prefix); it.ValidForPrefix(sn.prefix); it.Next() {
+	for it.Seek(sn.seek); it.ValidForPrefix(sn.prefix); it.Next() {
 		if err := ctx.Err(); err != nil {
 			return err
+		}
+		if sn.end != nil && bytes.Compare(it.Item().Key(), sn.end) >= 0 {
+			return nil
 		}
 		if sn.stop.Load() {
 			return persistence.ErrClosed

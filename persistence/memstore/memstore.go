@@ -238,12 +238,22 @@ func (s *kv) Close() error {
 // Snapshot implements [persistence.SnapshotBackend], copy-on-write (see kv):
 // opening one takes the write lock for O(1) work.
 func (s *kv) Snapshot(prefix []byte) (persistence.Snapshot, error) {
+	return s.SnapshotRange(prefix, nil, nil)
+}
+
+// SnapshotRange implements [persistence.RangeSnapshotBackend]: a snapshot
+// whose scans start at prefix|start and stop before prefix|end.
+func (s *kv) SnapshotRange(prefix, start, end []byte) (persistence.Snapshot, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, persistence.ErrClosed
 	}
 	sn := &snapshot{kv: s, blocks: s.blocks, prefix: bytes.Clone(prefix)}
+	sn.seek = append(bytes.Clone(prefix), start...)
+	if end != nil {
+		sn.end = append(bytes.Clone(prefix), end...)
+	}
 	sn.idle.L = &sn.mu
 	s.gen++
 	s.snaps++
@@ -253,6 +263,8 @@ func (s *kv) Snapshot(prefix []byte) (persistence.Snapshot, error) {
 type snapshot struct {
 	kv     *kv
 	prefix []byte
+	seek   []byte      // prefix|start: where scans begin
+	end    []byte      // prefix|end: where they stop; nil for the whole prefix
 	stop   atomic.Bool // set by Close: a running scan stops
 
 	mu     sync.Mutex
@@ -283,10 +295,10 @@ func (sn *snapshot) Scan(ctx context.Context, fn func(key, value []byte) error) 
 		sn.mu.Unlock()
 	}()
 	n := len(sn.prefix)
-	bi, i, _ := search(blocks, sn.prefix)
+	bi, i, _ := search(blocks, sn.seek)
 	for ; bi < len(blocks); bi, i = bi+1, 0 {
 		for _, e := range blocks[bi].entries[i:] {
-			if !bytes.HasPrefix(e.key, sn.prefix) {
+			if !bytes.HasPrefix(e.key, sn.prefix) || (sn.end != nil && bytes.Compare(e.key, sn.end) >= 0) {
 				return nil
 			}
 			if err := ctx.Err(); err != nil {

@@ -33,6 +33,9 @@ var snapshotTests = []struct {
 	{"ReplaceNamespace", testReplaceNamespace},
 	{"ReplaceNamespaceLarge", testReplaceNamespaceLarge},
 	{"ReplaceNamespaceErrors", testReplaceNamespaceErrors},
+	{"RangeSnapshot", testRangeSnapshot},
+	{"RangeSnapshotIsolation", testRangeSnapshotIsolation},
+	{"ReplaceRange", testReplaceRange},
 }
 
 // rel returns the key of a snapshot entry for key written in the namespace
@@ -483,4 +486,104 @@ func testReplaceNamespaceErrors(t *testing.T, s persistence.Store) {
 		t.Fatalf("ReplaceNamespace(cancelled) = %v, want context.Canceled", err)
 	}
 	wantValue(t, ns, "keep", "v")
+}
+
+func openRangeSnapshot(t *testing.T, s persistence.Store, start, end []byte) persistence.Snapshot {
+	t.Helper()
+	snap, err := persistence.OpenRangeSnapshot(s, start, end)
+	if err != nil {
+		t.Fatalf("OpenRangeSnapshot: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := snap.Close(); err != nil {
+			t.Errorf("Snapshot.Close: %v", err)
+		}
+	})
+	return snap
+}
+
+// testRangeSnapshot: a range snapshot holds the view's own keys in
+// [start, end), passed as written; keys outside, nested namespaces and
+// siblings are not in it.
+func testRangeSnapshot(t *testing.T, s persistence.Store) {
+	ns := s.Namespace("job/op/keyed")
+	put(t, ns, kv{"", "empty"}, kv{"\x00\x01a", "g1 a"}, kv{"\x00\x01b", "g1 b"}, kv{"\x00\x02", "g2"},
+		kv{"\x00\x03z", "g3"}, kv{"\x00\x04", "g4"}, kv{"\xff\xff", "ff"})
+	put(t, ns.Namespace("sub"), kv{"\x00\x02", "nested"})
+	put(t, s.Namespace("job/op/keyed2"), kv{"\x00\x02", "sibling"})
+	put(t, s, kv{"\x00\x02", "root"})
+	for _, tc := range []struct {
+		name       string
+		start, end []byte
+		want       []kv
+	}{
+		{"groups 1-2", []byte{0, 1}, []byte{0, 3}, []kv{{"\x00\x01a", "g1 a"}, {"\x00\x01b", "g1 b"}, {"\x00\x02", "g2"}}},
+		{"group 3", []byte{0, 3}, []byte{0, 4}, []kv{{"\x00\x03z", "g3"}}},
+		{"empty range", []byte{0, 2}, []byte{0, 2}, nil},
+		{"no keys in range", []byte{1, 0}, []byte{2, 0}, nil},
+		{"no upper bound", []byte{0, 4}, nil, []kv{{"\x00\x04", "g4"}, {"\xff\xff", "ff"}}},
+		{"everything", nil, nil, []kv{{"", "empty"}, {"\x00\x01a", "g1 a"}, {"\x00\x01b", "g1 b"}, {"\x00\x02", "g2"},
+			{"\x00\x03z", "g3"}, {"\x00\x04", "g4"}, {"\xff\xff", "ff"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			wantSnap(t, openRangeSnapshot(t, ns, tc.start, tc.end), tc.want)
+		})
+	}
+	if _, err := persistence.OpenRangeSnapshot(ns, []byte{2}, []byte{1}); err == nil {
+		t.Fatal("OpenRangeSnapshot with start > end: no error")
+	}
+}
+
+// testRangeSnapshotIsolation: writes in the range after the snapshot was
+// opened are not seen by it.
+func testRangeSnapshotIsolation(t *testing.T, s persistence.Store) {
+	ns := s.Namespace("keyed")
+	put(t, ns, kv{"\x00\x01a", "1"}, kv{"\x00\x01b", "2"})
+	snap := openRangeSnapshot(t, ns, []byte{0, 1}, []byte{0, 2})
+	put(t, ns, kv{"\x00\x01a", "changed"}, kv{"\x00\x01c", "new"})
+	del(t, ns, "\x00\x01b")
+	wantSnap(t, snap, []kv{{"\x00\x01a", "1"}, {"\x00\x01b", "2"}})
+	wantSnap(t, openRangeSnapshot(t, ns, []byte{0, 1}, []byte{0, 2}), []kv{{"\x00\x01a", "changed"}, {"\x00\x01c", "new"}})
+}
+
+// testReplaceRange: the range ends with exactly the entries; keys of the
+// view outside it, its nested namespaces and siblings are untouched; an
+// entry outside the range is an error.
+func testReplaceRange(t *testing.T, s persistence.Store) {
+	ctx := context.Background()
+	ns := s.Namespace("keyed")
+	put(t, ns, kv{"\x00\x00x", "g0"}, kv{"\x00\x01a", "old a"}, kv{"\x00\x01stale", "old"}, kv{"\x00\x02b", "old b"}, kv{"\x00\x03", "g3"})
+	put(t, ns.Namespace("sub"), kv{"\x00\x01a", "nested"})
+	put(t, s.Namespace("keyed2"), kv{"\x00\x01a", "sibling"})
+	start, end := []byte{0, 1}, []byte{0, 3}
+	entries := []kv{{"\x00\x01a", "new a"}, {"\x00\x02c", "new c"}}
+	if err := persistence.ReplaceRange(ctx, ns, start, end, entriesOf(entries)); err != nil {
+		t.Fatal(err)
+	}
+	wantScan(t, ns, "", []kv{{"\x00\x00x", "g0"}, {"\x00\x01a", "new a"}, {"\x00\x02c", "new c"}, {"\x00\x03", "g3"}})
+	wantScan(t, ns.Namespace("sub"), "", []kv{{"\x00\x01a", "nested"}})
+	wantScan(t, s.Namespace("keyed2"), "", []kv{{"\x00\x01a", "sibling"}})
+
+	// A large replacement (more than one chunk) of a range.
+	var big []kv
+	for i := range 5000 {
+		big = append(big, kv{fmt.Sprintf("\x00\x01%06d", i), "v"})
+	}
+	if err := persistence.ReplaceRange(ctx, ns, start, end, entriesOf(big)); err != nil {
+		t.Fatal(err)
+	}
+	wantSnap(t, openRangeSnapshot(t, ns, start, end), slices.Clone(big))
+	// No entries: the range is cleared.
+	if err := persistence.ReplaceRange(ctx, ns, start, end, entriesOf(nil)); err != nil {
+		t.Fatal(err)
+	}
+	wantScan(t, ns, "", []kv{{"\x00\x00x", "g0"}, {"\x00\x03", "g3"}})
+
+	for _, k := range []string{"\x00\x03", "\x00\x00z", ""} {
+		err := persistence.ReplaceRange(ctx, ns, start, end, entriesOf([]kv{{k, "v"}}))
+		if err == nil || !strings.Contains(err.Error(), "outside") {
+			t.Fatalf("ReplaceRange with key %q = %v, want an error", k, err)
+		}
+	}
+	wantScan(t, ns, "", []kv{{"\x00\x00x", "g0"}, {"\x00\x03", "g3"}})
 }
