@@ -12,9 +12,17 @@
 //	q2  selection:           SELECT auction, price FROM bid WHERE MOD(auction, 123) = 0
 //	q3  local item suggestion: name, city, state of the sellers in OR, ID or CA
 //	    and the id of each of their auctions of category 10 (a regular Join)
+//	q4  average price per category: each time an auction closes (the
+//	    watermark passes its expires), its category and the average final
+//	    price (highest bid within the auction's time) of the category's
+//	    closed auctions (IntervalJoin of auctions and bids, then keyed state
+//	    and event-time timers per auction and per category)
 //	q5  hot items: per sliding window of 10 s every 2 s, the auctions with the
 //	    most bids, all ties (Window count per auction, Window max per
 //	    window, WindowJoin on the count)
+//	q6  average selling price by seller: each time an auction closes, its
+//	    seller and the average final price of the seller's last 10 closed
+//	    auctions (as q4, the last prices in keyed list state per seller)
 //	q7  highest bid: per tumbling 10 s window, the bids at the window's
 //	    highest price (Window max, WindowJoin on the price)
 //	q8  monitor new users: the persons who registered and opened an auction
@@ -28,9 +36,9 @@
 // it reaches (on the subject "nexmark-<q>.<operator>.late"), not part of
 // the results.
 //
-// q4 and q6 need keyed state across windows (an auction's final price,
-// running averages), which these operators do not express: [Build]
-// refuses them with [ErrNotSupported].
+// q4 and q6 close auctions in order of expires, then id: the averages
+// after each closing are those of that order. Auctions lasting longer
+// than [MaxAuctionDuration] lose the bids after it.
 package queries
 
 import (
@@ -43,7 +51,7 @@ import (
 )
 
 // ErrNotSupported is wrapped by the error of [Build] for the Nexmark
-// queries Meshflow cannot run yet.
+// queries Meshflow cannot run yet (none of q0 to q8 now).
 var ErrNotSupported = errors.New("nexmark query not supported")
 
 type notSupported struct{ q, what string }
@@ -55,7 +63,7 @@ func (e notSupported) Error() string {
 func (e notSupported) Is(target error) bool { return target == ErrNotSupported }
 
 // Supported lists the queries [Build] builds.
-var Supported = []string{"q0", "q1", "q2", "q3", "q5", "q7", "q8"}
+var Supported = []string{"q0", "q1", "q2", "q3", "q4", "q5", "q6", "q7", "q8"}
 
 func supportedList() string {
 	s := ""
@@ -68,15 +76,12 @@ func supportedList() string {
 	return s
 }
 
-// needs says what the queries Build refuses need.
-var needs = map[string]string{
-	"q4": "keyed state holding each auction's final price and running averages per category",
-	"q6": "keyed state holding each auction's final price and each seller's last 10 closed auctions",
-}
+// needs says what the queries Build refuses need (none now).
+var needs = map[string]string{}
 
 // MaxOutOfOrderness is how far behind the newest event time read an
-// event may come and still be on time for the windows and joins of q5,
-// q7 and q8.
+// event may come and still be on time for the windows, joins and timers
+// of q4 to q8.
 const MaxOutOfOrderness = 5 * time.Second
 
 // Name is the job name of query q: "nexmark-<q>".
@@ -84,8 +89,7 @@ func Name(q string) string { return "nexmark-" + q }
 
 // Build returns the pipeline of Nexmark query q (one of [Supported])
 // reading events from src (batches of nexmark.EventSchema) and writing
-// results to sink. q4 and q6 fail with an error wrapping
-// [ErrNotSupported].
+// results to sink.
 func Build(q string, src meshflow.Source, sink meshflow.Sink) (*meshflow.Pipeline, error) {
 	if what, ok := needs[q]; ok {
 		return nil, notSupported{q, what}
@@ -95,12 +99,12 @@ func Build(q string, src meshflow.Source, sink meshflow.Sink) (*meshflow.Pipelin
 	}
 	p := meshflow.NewPipeline(Name(q))
 	var opts []meshflow.Option
-	if q == "q5" || q == "q7" || q == "q8" {
+	if q != "q0" && q != "q1" && q != "q2" && q != "q3" {
 		opts = append(opts, meshflow.EventTime("date_time", MaxOutOfOrderness))
 	}
 	events := p.Source("events", src, opts...)
 	var bids *meshflow.Stream
-	if q != "q3" && q != "q8" {
+	if q != "q3" && q != "q4" && q != "q6" && q != "q8" {
 		bids = events.Filter("bids", meshflow.Col("type").Eq("bid"))
 	}
 	var out *meshflow.Stream
@@ -122,8 +126,12 @@ func Build(q string, src meshflow.Source, sink meshflow.Sink) (*meshflow.Pipelin
 			Project("shape", "auction", "price")
 	case "q3":
 		out = q3(events)
+	case "q4":
+		out = q4(events)
 	case "q5":
 		out = q5(bids)
+	case "q6":
+		out = q6(events)
 	case "q7":
 		out = q7(bids)
 	case "q8":

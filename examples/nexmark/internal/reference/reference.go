@@ -6,6 +6,7 @@ package reference
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -31,12 +32,15 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// Results computes query q (q3, q5, q7 or q8) over evs, in no
-// particular order.
+// Results computes query q (q3 to q8) over evs, in no particular order.
 func Results(q string, evs []nexmark.Event) []Row {
 	switch q {
 	case "q3":
 		return q3(evs)
+	case "q4":
+		return q4(evs)
+	case "q6":
+		return q6(evs)
 	case "q5":
 		return q5(evs)
 	case "q7":
@@ -61,6 +65,84 @@ func q3(evs []nexmark.Event) []Row {
 				out = append(out, Row{"name": p.Person.Name, "city": p.Person.City, "state": s, "id": itoa(a.Auction.ID)})
 			}
 		}
+	}
+	return out
+}
+
+// Closed is an auction with its final price.
+type Closed struct {
+	Auction nexmark.Auction
+	Price   int64
+}
+
+// Closings returns the auctions of evs that have a final price — the
+// highest price of the bids on them with auction.date_time <=
+// bid.date_time <= auction.expires — in closing order: expires, then id.
+func Closings(evs []nexmark.Event) []Closed {
+	final := map[int64]int64{}
+	auctions := map[int64]nexmark.Auction{}
+	for _, e := range evs {
+		if e.Type == nexmark.AuctionEvent {
+			auctions[e.Auction.ID] = e.Auction
+		}
+	}
+	for _, e := range evs {
+		if e.Type != nexmark.BidEvent {
+			continue
+		}
+		b := e.Bid
+		a, ok := auctions[b.Auction]
+		if !ok || b.DateTime.Before(a.DateTime) || b.DateTime.After(a.Expires) {
+			continue
+		}
+		if p, ok := final[a.ID]; !ok || b.Price > p {
+			final[a.ID] = b.Price
+		}
+	}
+	var out []Closed
+	for id, p := range final {
+		out = append(out, Closed{auctions[id], p})
+	}
+	slices.SortFunc(out, func(x, y Closed) int {
+		if c := x.Auction.Expires.Compare(y.Auction.Expires); c != 0 {
+			return c
+		}
+		return cmp.Compare(x.Auction.ID, y.Auction.ID)
+	})
+	return out
+}
+
+// ftoa writes an average as the JSON output does.
+func ftoa(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func q4(evs []nexmark.Event) []Row {
+	type sumCount struct{ sum, n int64 }
+	per := map[int64]sumCount{}
+	var out []Row
+	for _, c := range Closings(evs) {
+		s := per[c.Auction.Category]
+		s.sum += c.Price
+		s.n++
+		per[c.Auction.Category] = s
+		out = append(out, Row{"category": itoa(c.Auction.Category), "avg_price": ftoa(float64(s.sum) / float64(s.n))})
+	}
+	return out
+}
+
+func q6(evs []nexmark.Event) []Row {
+	last := map[int64][]int64{}
+	var out []Row
+	for _, c := range Closings(evs) {
+		ps := append(last[c.Auction.Seller], c.Price)
+		if len(ps) > 10 {
+			ps = ps[1:]
+		}
+		last[c.Auction.Seller] = ps
+		var sum int64
+		for _, p := range ps {
+			sum += p
+		}
+		out = append(out, Row{"seller": itoa(c.Auction.Seller), "avg_price": ftoa(float64(sum) / float64(len(ps)))})
 	}
 	return out
 }
