@@ -127,19 +127,19 @@ type runFlags struct {
 func newRun(stdout, stderr io.Writer) *cobra.Command {
 	f := &runFlags{}
 	cmd := &cobra.Command{
-		Use:   "run --query q0|q1|q2|q3|q5|q7|q8 (--input FILE | --subject SUBJ)",
+		Use:   "run --query q0|q1|q2|q3|q4|q5|q6|q7|q8 (--input FILE | --subject SUBJ)",
 		Short: "Run a Nexmark query on events from a file or a JetStream subject",
-		Long: `Run Nexmark query q0, q1, q2, q3, q5, q7 or q8 on the events of --input
+		Long: `Run Nexmark query q0 to q8 on the events of --input
 FILE (JSON lines as nexmark gen writes them; the run ends once the file is
 read, every window flushed) or of the JetStream subject --subject (until
 interrupted, or with --bounded until the stream is read). Results are JSON
 lines on stdout, or JSON messages on the JetStream subject
 --output-subject.
 
-q5, q7 and q8 use event-time windows over date_time: an event more than
-` + MaxOutOfOrderness.String() + ` behind the newest one read is late, and left out of the results. q4
-and q6 need keyed state Meshflow's operators do not express yet: they are
-refused.
+q4 to q8 use event time (date_time): an event more than
+` + MaxOutOfOrderness.String() + ` behind the newest one read is late, and left out of the results.
+q4 and q6 close an auction when the watermark passes its expires (in order
+of expires, then id) and see the bids up to ` + MaxAuctionDuration.String() + ` after its start.
 
 With --subject the job takes checkpoints on the NATS server, and a run
 starts from the last checkpoint of the previous run of the same query on
@@ -148,7 +148,7 @@ that server.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return f.run(cmd.Context(), stdout, stderr) },
 	}
 	fs := cmd.Flags()
-	fs.StringVarP(&f.query, "query", "q", "", "query: q0, q1, q2, q3, q5, q7 or q8 (required)")
+	fs.StringVarP(&f.query, "query", "q", "", "query: q0 to q8 (required)")
 	fs.StringVarP(&f.input, "input", "i", "", "file of events, one JSON line each")
 	fs.StringVar(&f.subject, "subject", "", "JetStream subject of the events")
 	fs.BoolVar(&f.bounded, "bounded", false, "with --subject: end once the stream's events are read")

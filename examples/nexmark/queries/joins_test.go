@@ -145,3 +145,24 @@ func TestClosingEdges(t *testing.T) {
 		})
 	}
 }
+
+// TestAuctionDurations: the generator's auctions last at most 2 × the
+// event time of 1,666 events (67 s at 50 events a second, 0.34 s at
+// 10,000), within MaxAuctionDuration, and come near that bound.
+func TestAuctionDurations(t *testing.T) {
+	for _, tc := range []struct {
+		rate  float64
+		bound time.Duration
+	}{{50, 67 * time.Second}, {10_000, 340 * time.Millisecond}} {
+		g := nexmark.NewGenerator(nexmark.Config{Seed: 3, EventsPerSecond: tc.rate})
+		var longest time.Duration
+		for range 100_000 {
+			if ev := g.NextEvent(); ev.Type == nexmark.AuctionEvent {
+				longest = max(longest, ev.Auction.Expires.Sub(ev.Auction.DateTime))
+			}
+		}
+		if longest > tc.bound || longest < tc.bound*9/10 || tc.bound > queries.MaxAuctionDuration {
+			t.Errorf("rate %v: the longest auction lasts %v; want at most %v, near it, and at most %v", tc.rate, longest, tc.bound, queries.MaxAuctionDuration)
+		}
+	}
+}

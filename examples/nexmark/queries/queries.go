@@ -51,7 +51,7 @@ import (
 )
 
 // ErrNotSupported is wrapped by the error of [Build] for the Nexmark
-// queries Meshflow cannot run yet (none of q0 to q8 now).
+// queries Meshflow cannot run yet: none of q0 to q8 now.
 var ErrNotSupported = errors.New("nexmark query not supported")
 
 type notSupported struct{ q, what string }
