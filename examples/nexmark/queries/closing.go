@@ -92,6 +92,7 @@ func (openAuctionCodec) Decode(b []byte) (openAuction, error) {
 type finalPrice struct {
 	group string
 
+	schema  *arrow.Schema
 	oc      meshflow.OperatorContext
 	ks      *meshflow.KeyedState
 	open    *meshflow.ValueState[openAuction]
@@ -100,7 +101,7 @@ type finalPrice struct {
 }
 
 func (f *finalPrice) Open(ctx context.Context, oc meshflow.OperatorContext) (err error) {
-	f.oc = oc
+	f.oc, f.schema = oc, closedSchema(f.group)
 	if f.ks, err = meshflow.NewKeyedState(ctx, oc, meshflow.KeyedOptions{OnTimer: f.onTimer}); err != nil {
 		return err
 	}
@@ -124,7 +125,10 @@ func (f *finalPrice) Process(ctx context.Context, in arrow.RecordBatch, _ meshfl
 	nulls := idc.NullN()+gc.NullN()+ec.NullN()+pc.NullN() > 0
 	for i := range f.keys.Len() {
 		if nulls && (idc.IsNull(i) || gc.IsNull(i) || ec.IsNull(i) || pc.IsNull(i)) {
-			continue // the join and the filter let no null id or time through; a null price is no bid
+			// The join and the filter let no null id or time through; a
+			// bid without a price (JetStream input) is no bid, an auction
+			// without a category or seller has no group to average in.
+			continue
 		}
 		key := f.keys.Key(i)
 		a, ok, err := f.open.Get(ctx, key)
@@ -186,7 +190,7 @@ func (f *finalPrice) OnTimer(ctx context.Context, t meshflow.Timer, out meshflow
 	eb.AppendValues(expires, nil)
 	pb.AppendValues(prices, nil)
 	cols := []arrow.Array{ib.NewArray(), gb.NewArray(), eb.NewArray(), pb.NewArray()}
-	out.Emit(array.NewRecordBatch(closedSchema(f.group), cols, int64(n)))
+	out.Emit(array.NewRecordBatch(f.schema, cols, int64(n)))
 	for _, c := range cols {
 		c.Release()
 	}
@@ -205,7 +209,8 @@ func avgSchema(group string) *arrow.Schema {
 // the group column: for each closed auction in order, it adds the final
 // price to its group's state and emits the group and its average.
 type averager struct {
-	group string
+	group  string
+	schema *arrow.Schema
 	// last, when positive, averages the last `last` prices of the group
 	// (a list in keyed state, q6); 0 averages all (a running sum and
 	// count, q4).
@@ -237,7 +242,7 @@ func (sumCountCodec) Decode(b []byte) (sumCount, error) {
 }
 
 func (a *averager) Open(ctx context.Context, oc meshflow.OperatorContext) (err error) {
-	a.oc = oc
+	a.oc, a.schema = oc, avgSchema(a.group)
 	if a.ks, err = meshflow.NewKeyedState(ctx, oc, meshflow.KeyedOptions{}); err != nil {
 		return err
 	}
@@ -302,7 +307,7 @@ func (a *averager) Process(ctx context.Context, in arrow.RecordBatch, out meshfl
 	avg.AppendValues(a.avgs, nil)
 	avgs := avg.NewArray()
 	defer avgs.Release()
-	out.Emit(array.NewRecordBatch(avgSchema(a.group), []arrow.Array{in.Column(1), avgs}, int64(n)))
+	out.Emit(array.NewRecordBatch(a.schema, []arrow.Array{in.Column(1), avgs}, int64(n)))
 	return nil
 }
 
