@@ -50,7 +50,7 @@ func TestClosingRecovery(t *testing.T) {
 			}
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
-			recs := eventBatches(t, mem, reference.Disorder(evs, 2*time.Second, 21), 100)
+			recs := decodeBatches(t, mem, reference.Disorder(evs, 2*time.Second, 21), 100)
 			defer func() {
 				for _, r := range recs {
 					r.Release()
@@ -116,9 +116,9 @@ func TestClosingRecovery(t *testing.T) {
 	}
 }
 
-// eventBatches decodes the events into batches of nexmark.EventSchema of
+// decodeBatches decodes the events into batches of nexmark.EventSchema of
 // n rows.
-func eventBatches(t *testing.T, mem memory.Allocator, evs []nexmark.Event, n int) []arrow.RecordBatch {
+func decodeBatches(t *testing.T, mem memory.Allocator, evs []nexmark.Event, n int) []arrow.RecordBatch {
 	t.Helper()
 	dec, err := messages.NewJSONDecoder(mem, nexmark.EventSchema)
 	if err != nil {
