@@ -312,3 +312,51 @@ func TestSelectionEmpty(t *testing.T) {
 	}
 	got.Release()
 }
+
+// TestFilterNullsFollowMask filters columns whose nulls are exactly the
+// rows the mask drops (the selected rows are all valid: no bitmap is
+// copied) or exactly the rows it keeps (all null: no values gathered),
+// with masks of long runs (gathered as spans) and of scattered rows.
+func TestFilterNullsFollowMask(t *testing.T) {
+	rng := newRand(t)
+	for _, mk := range []maskKind{{name: "runs", runs: 100}, {name: "sparse", truePct: 5}, {name: "half", truePct: 50}} {
+		for _, keptNull := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/kept-null=%v", mk.name, keptNull), func(t *testing.T) {
+				mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+				defer mem.AssertSize(t, 0)
+				for _, n := range []int{1, 63, 1000} {
+					mv := mk.values(rng, n)
+					if n == 1 {
+						mv[0] = true
+					}
+					maskArr := build(mem, arrow.FixedWidthTypes.Boolean, mv).(*array.Boolean)
+					for _, dt := range allTypes {
+						vals := valueGen{}.values(rng, dt, n)
+						for i := range vals {
+							if (mv[i] == true) == keptNull {
+								vals[i] = nil
+							}
+						}
+						col := build(mem, dt, vals)
+						what := fmt.Sprintf("n=%d %s", n, dt)
+						got, err := kernels.FilterArray(mem, col, maskArr)
+						if err != nil {
+							t.Fatalf("%s: %v", what, err)
+						}
+						want := refFilter(vals, mv)
+						checkValues(t, what, got, want)
+						if keptNull && got.NullN() != len(want) {
+							t.Errorf("%s: %d nulls, want %d", what, got.NullN(), len(want))
+						}
+						if !keptNull && got.NullN() != 0 {
+							t.Errorf("%s: %d nulls, want 0", what, got.NullN())
+						}
+						got.Release()
+						col.Release()
+					}
+					maskArr.Release()
+				}
+			})
+		}
+	}
+}
