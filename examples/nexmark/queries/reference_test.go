@@ -189,11 +189,20 @@ func (r *statelessRef) batch(rec arrow.RecordBatch) (arrow.RecordBatch, error) {
 		r.data = make([]byte, total, 2*total)
 	}
 	data, outOffs := r.data[:total], r.offs[:k+1]
+	// Runs of consecutive rows (bids come 46 in a row) are copied at once.
 	pos := int32(0)
 	outOffs[0] = 0
-	for j, i := range sel {
-		pos += int32(copy(data[pos:], xd[xo[i]:xo[i+1]]))
-		outOffs[j+1] = pos
+	for j := 0; j < k; {
+		e := j + 1
+		for e < k && sel[e] == sel[e-1]+1 {
+			e++
+		}
+		base := xo[sel[j]]
+		for t := j; t < e; t++ {
+			outOffs[t+1] = pos + xo[sel[t]+1] - base
+		}
+		pos += int32(copy(data[pos:], xd[base:xo[sel[e-1]+1]]))
+		j = e
 	}
 	cols = append(cols, stringArray(outOffs, data))
 	return array.NewRecordBatch(r.schema, cols, int64(k)), nil
