@@ -17,49 +17,63 @@ import (
 
 // TestReferences checks the references of reference_test.go against
 // naive nested loops over the decoded events, on streams slow enough (100
-// events a second) for many windows and closed auctions, with a checked
-// allocator. Every query must give rows, so no comparison is vacuous.
+// events a second) for many windows and closed auctions, and slower still
+// (5 a second: few bids a window, many of them on window boundaries), with
+// a checked allocator. Every query must give rows, so no comparison is
+// vacuous.
 func TestReferences(t *testing.T) {
-	for _, seed := range []int64{1, 2, int64(testutil.Seed(t) % (1 << 62))} {
-		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-			defer mem.AssertSize(t, 0)
-			recs, err := eventBatches(mem, nexmark.Config{Seed: seed, EventsPerSecond: 100}, 10_000, 300)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer releaseAll(recs)
-			var evs []nexmark.Event
-			for _, rec := range recs {
-				e, err := nexmark.DecodeEvents(rec)
-				if err != nil {
-					t.Fatal(err)
-				}
-				evs = append(evs, e...)
-			}
-			for _, tc := range []struct {
-				q         string
-				got, want any
-			}{
-				{"q0", stateless(t, "q0", recs), naiveStateless("q0", evs)},
-				{"q1", stateless(t, "q1", recs), naiveStateless("q1", evs)},
-				{"q2", stateless(t, "q2", recs), naiveStateless("q2", evs)},
-				{"q3", sorted(refQ3(recs), cmpQ3), sorted(naiveQ3(evs), cmpQ3)},
-				{"q4", refQ4(recs), naiveQ4(evs)},
-				{"q5", refQ5(recs), naiveQ5(evs)},
-				{"q6", refQ6(recs), naiveQ6(evs)},
-				{"q7", refQ7(recs), naiveQ7(evs)},
-				{"q8", refQ8(recs), naiveQ8(evs)},
-			} {
-				got, want := fmt.Sprint(tc.got), fmt.Sprint(tc.want)
-				if got != want {
-					t.Errorf("%s: reference\n%.2000s\nnaive\n%.2000s", tc.q, got, want)
-				}
-				if want == "[]" {
-					t.Errorf("%s: no rows", tc.q)
-				}
-			}
-		})
+	seeds := []int64{1, 2, int64(testutil.Seed(t) % (1 << 62))}
+	for _, c := range []struct {
+		rate   float64
+		events int
+	}{{100, 10_000}, {5, 3_000}} {
+		for _, seed := range seeds {
+			t.Run(fmt.Sprintf("rate=%v/seed=%d", c.rate, seed), func(t *testing.T) {
+				testReferences(t, nexmark.Config{Seed: seed, EventsPerSecond: c.rate}, c.events)
+			})
+		}
+	}
+}
+
+// testReferences compares the references with the naive loops on the
+// first n events of cfg.
+func testReferences(t *testing.T, cfg nexmark.Config, n int) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	recs, err := eventBatches(mem, cfg, n, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseAll(recs)
+	var evs []nexmark.Event
+	for _, rec := range recs {
+		e, err := nexmark.DecodeEvents(rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, e...)
+	}
+	for _, tc := range []struct {
+		q         string
+		got, want any
+	}{
+		{"q0", stateless(t, "q0", recs), naiveStateless("q0", evs)},
+		{"q1", stateless(t, "q1", recs), naiveStateless("q1", evs)},
+		{"q2", stateless(t, "q2", recs), naiveStateless("q2", evs)},
+		{"q3", sorted(refQ3(recs), cmpQ3), sorted(naiveQ3(evs), cmpQ3)},
+		{"q4", refQ4(recs), naiveQ4(evs)},
+		{"q5", refQ5(recs), naiveQ5(evs)},
+		{"q6", refQ6(recs), naiveQ6(evs)},
+		{"q7", refQ7(recs), naiveQ7(evs)},
+		{"q8", refQ8(recs), naiveQ8(evs)},
+	} {
+		got, want := fmt.Sprint(tc.got), fmt.Sprint(tc.want)
+		if got != want {
+			t.Errorf("%s: reference\n%.2000s\nnaive\n%.2000s", tc.q, got, want)
+		}
+		if want == "[]" {
+			t.Errorf("%s: no rows", tc.q)
+		}
 	}
 }
 
