@@ -338,3 +338,45 @@ func TestCompareTemporalUnits(t *testing.T) {
 		t.Fatalf("types modified: %s %s", ms, us)
 	}
 }
+
+// TestCompareShortScalar compares with scalars of 0 to 9 bytes (the
+// one-word comparison takes up to 8) values that are its prefixes, its
+// extensions and its variants differing in one byte, the last ones at the
+// end of the data where no word is left to read.
+func TestCompareShortScalar(t *testing.T) {
+	const alpha = "ab\x00\xffcdefghij"
+	for _, dt := range []arrow.DataType{arrow.BinaryTypes.String, arrow.BinaryTypes.LargeBinary} {
+		for l := range 10 {
+			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			sv := alpha[:l]
+			var vals []any
+			for k := range len(alpha) + 1 {
+				vals = append(vals, alpha[:k])
+			}
+			for p := range l {
+				b := []byte(sv)
+				b[p]++
+				vals = append(vals, string(b))
+			}
+			vals = append(vals, nil, sv, alpha[:max(l-1, 0)], sv)
+			arr := build(mem, dt, vals)
+			s := newScalar(mem, dt, sv)
+			for _, op := range []kernels.CmpOp{kernels.Eq, kernels.Ne} {
+				what := fmt.Sprintf("%s %s %q", dt, op, sv)
+				got, err := kernels.CompareScalar(mem, op, arr, s)
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				want := make([]any, len(vals))
+				for i, v := range vals {
+					want[i] = refCompare(op, v, sv)
+				}
+				checkValues(t, what, got, want)
+				got.Release()
+			}
+			releaseScalar(s)
+			arr.Release()
+			mem.AssertSize(t, 0)
+		}
+	}
+}
