@@ -50,7 +50,14 @@ func sizeClass(n int) int {
 }
 
 // Allocate implements memory.Allocator.
-func (a *Allocator) Allocate(size int) []byte {
+func (a *Allocator) Allocate(size int) []byte { return a.allocate(size, true) }
+
+// AllocateDirty is Allocate without clearing a recycled buffer: its
+// contents are undefined, for callers that write every byte they use
+// (the kernels' output buffers).
+func (a *Allocator) AllocateDirty(size int) []byte { return a.allocate(size, false) }
+
+func (a *Allocator) allocate(size int, zero bool) []byte {
 	a.live.Add(1)
 	if size > maxPooled {
 		return make([]byte, size)
@@ -58,7 +65,9 @@ func (a *Allocator) Allocate(size int) []byte {
 	k := sizeClass(size)
 	if p := a.pools[k].Get(); p != nil {
 		b := unsafe.Slice((*byte)(p.(unsafe.Pointer)), 1<<(minShift+k))[:size]
-		clear(b)
+		if zero {
+			clear(b)
+		}
 		return b
 	}
 	b := make([]byte, 1<<(minShift+k))
