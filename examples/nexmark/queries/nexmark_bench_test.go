@@ -33,9 +33,11 @@ import (
 // The engine's source hands over the prebuilt batches (retained, not
 // copied) and its sink counts rows; the count is checked against the
 // reference's, outside the timing. Queries Build refuses (ErrNotSupported)
-// are skipped. Measure on one core and print engine/reference ratios with
+// are skipped. Measure on one core and print engine/reference ratios (of
+// the medians over the runs) with
 //
-//	go test -run '^$' -bench Nexmark -cpu 1 -benchtime 5x ./examples/nexmark/queries/ | go run ./scripts/benchratio
+//	go test -run '^$' -bench Nexmark -cpu 1 -count 5 -benchtime 5x ./examples/nexmark/queries/ > bench.txt
+//	go run ./scripts/benchratio < bench.txt
 //
 // -args -nexmark.events N sets the number of events (default 1,000,000).
 func BenchmarkNexmark(b *testing.B) {
