@@ -372,7 +372,10 @@ type avgRow struct {
 }
 
 // refQ4 is q4: each closing auction's category and the average final
-// price of that category's closed auctions so far.
+// price of that category's closed auctions so far, in closing order
+// (expires, then id, as q6's; auctions closing at one watermark may come
+// in another order from the engine, but the last row per category is
+// the same).
 func refQ4(recs []arrow.RecordBatch) []avgRow {
 	type acc struct{ sum, n int64 }
 	per := map[int64]*acc{}
