@@ -32,9 +32,9 @@ import (
 // One op is the whole query over all the events; each reports events/s.
 // The engine's source hands over the prebuilt batches (retained, not
 // copied) and its sink counts rows; the count is checked against the
-// reference's (when -bench runs both), outside the timing. Queries Build refuses (ErrNotSupported)
-// are skipped. Measure on one core and print engine/reference ratios (of
-// the medians over the runs) with
+// reference's (when -bench runs both), outside the timing. Queries Build
+// refuses (ErrNotSupported) are skipped. Measure on one core and print
+// engine/reference ratios (of the medians over the runs) with
 //
 //	go test -run '^$' -bench Nexmark -cpu 1 -count 5 -benchtime 5x ./examples/nexmark/queries/ > bench.txt
 //	go run ./scripts/benchratio < bench.txt
