@@ -433,12 +433,17 @@ const (
 	tumble          = 10_000        // q7 and q8, ms
 )
 
-// refQ5 is q5: the bid count per (window, auction) in a map, then the
-// maximum count per window and the auctions that reach it, ordered by
-// window and auction.
+// refQ5 is q5: the bid counts per window in a map per window (auction
+// -> count), then each window's maximum count and the auctions that
+// reach it, ordered by window and auction. The five windows of a bid are
+// those of the bid before it until its time crosses a slide boundary
+// (the events are nearly in order), so their maps are looked up once per
+// run of bids.
 func refQ5(recs []arrow.RecordBatch) []q5Row {
-	type key struct{ w, a int64 }
-	counts := map[key]int64{}
+	const per = q5Size / q5Slide // windows a bid falls in
+	wins := map[int64]map[int64]int64{}
+	lastSlide := int64(math.MinInt64)
+	var cur [per]map[int64]int64
 	for _, rec := range recs {
 		c := colsOf(rec)
 		for i := range int(rec.NumRows()) {
@@ -446,19 +451,33 @@ func refQ5(recs []arrow.RecordBatch) []q5Row {
 				continue
 			}
 			t, a := c.date[i], c.auction[i]
-			for w := floorDiv(t, q5Slide); w > t-q5Size; w -= q5Slide {
-				counts[key{w, a}]++
+			if sl := floorDiv(t, q5Slide); sl != lastSlide {
+				for k := range cur {
+					w := sl - int64(k)*q5Slide
+					m := wins[w]
+					if m == nil {
+						m = map[int64]int64{}
+						wins[w] = m
+					}
+					cur[k] = m
+				}
+				lastSlide = sl
+			}
+			for _, m := range cur {
+				m[a]++
 			}
 		}
 	}
-	best := map[int64]int64{}
-	for k, n := range counts {
-		best[k.w] = max(best[k.w], n)
-	}
 	var out []q5Row
-	for k, n := range counts {
-		if n == best[k.w] {
-			out = append(out, q5Row{k.a, n, k.w, k.w + q5Size})
+	for w, m := range wins {
+		var best int64
+		for _, n := range m {
+			best = max(best, n)
+		}
+		for a, n := range m {
+			if n == best {
+				out = append(out, q5Row{a, n, w, w + q5Size})
+			}
 		}
 	}
 	slices.SortFunc(out, func(x, y q5Row) int {
