@@ -33,3 +33,20 @@ func TestNodeAllocator(t *testing.T) {
 		n.Close()
 	}
 }
+
+// TestNodesShareAllocator: the nodes given no allocator share one.
+func TestNodesShareAllocator(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunJetStream(t))
+	var mems []memory.Allocator
+	for range 2 {
+		n, err := actors.NewNode(actors.NodeConfig{ID: "a", NATS: nc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mems = append(mems, actors.NodeAllocator(n))
+		n.Close()
+	}
+	if mems[0] != mems[1] {
+		t.Errorf("two nodes got allocators %p and %p", mems[0], mems[1])
+	}
+}
