@@ -97,19 +97,50 @@ func (s *instance) unplacedLineage(n int) *messages.Lineage {
 func (s *instance) unplacedOrigin() string { return s.id.Operator + "~" + s.run }
 
 // selectPositions returns the positions of the rows of in where mask is
-// true (and not null), a 64-row word at a time.
+// true (and not null), a 64-row word at a time; nil when that is not n
+// rows.
 func selectPositions(in *messages.Lineage, mask *array.Boolean, n int) []uint64 {
-	pos := make([]uint64, 0, n)
 	data := mask.Data()
 	off, length := data.Offset(), mask.Len()
 	if length == 0 || data.Buffers()[1] == nil {
-		return pos
+		if n == 0 {
+			return []uint64{}
+		}
+		return nil
 	}
 	vals := data.Buffers()[1].Bytes()
 	var valid []byte
 	if mask.NullN() > 0 && data.Buffers()[0] != nil {
 		valid = data.Buffers()[0].Bytes()
 	}
+	set := func(i int) bool {
+		return bitutil.BitIsSet(vals, off+i) && (valid == nil || bitutil.BitIsSet(valid, off+i))
+	}
+	word := func(i int) uint64 {
+		b := (off + i) / 8
+		w := binary.LittleEndian.Uint64(vals[b:])
+		if valid != nil {
+			w &= binary.LittleEndian.Uint64(valid[b:])
+		}
+		return w
+	}
+	// The rows before the first whole word, the whole words, the rest.
+	head := min((8-off%8)%8, length)
+	body := (length - head) / 64 * 64
+	count := 0
+	for i := range head {
+		count += b2i(set(i))
+	}
+	for i := head; i < head+body; i += 64 {
+		count += bits.OnesCount64(word(i))
+	}
+	for i := head + body; i < length; i++ {
+		count += b2i(set(i))
+	}
+	if count != n {
+		return nil
+	}
+	pos := make([]uint64, n)
 	base, src := in.Base, in.Pos
 	at := func(i int) uint64 {
 		if src == nil {
@@ -117,24 +148,43 @@ func selectPositions(in *messages.Lineage, mask *array.Boolean, n int) []uint64 
 		}
 		return src[i]
 	}
-	for i := 0; i < length; {
-		if (off+i)%8 == 0 && i+64 <= length {
-			b := (off + i) / 8
-			w := binary.LittleEndian.Uint64(vals[b:])
-			if valid != nil {
-				w &= binary.LittleEndian.Uint64(valid[b:])
-			}
+	j := 0
+	for i := range head {
+		if set(i) {
+			pos[j] = at(i)
+			j++
+		}
+	}
+	for i := head; i < head+body; i += 64 {
+		w := word(i)
+		if src == nil {
+			b := base + uint64(i)
 			for w != 0 {
-				pos = append(pos, at(i+bits.TrailingZeros64(w)))
+				pos[j] = b + uint64(bits.TrailingZeros64(w))
+				j++
 				w &= w - 1
 			}
-			i += 64
 			continue
 		}
-		if bitutil.BitIsSet(vals, off+i) && (valid == nil || bitutil.BitIsSet(valid, off+i)) {
-			pos = append(pos, at(i))
+		s := src[i : i+64]
+		for w != 0 {
+			pos[j] = s[bits.TrailingZeros64(w)&63]
+			j++
+			w &= w - 1
 		}
-		i++
+	}
+	for i := head + body; i < length; i++ {
+		if set(i) {
+			pos[j] = at(i)
+			j++
+		}
 	}
 	return pos
+}
+
+func b2i(v bool) int {
+	if v {
+		return 1
+	}
+	return 0
 }

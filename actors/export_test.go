@@ -1,6 +1,9 @@
 package actors
 
-import "github.com/nats-io/nats.go"
+import (
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/nats-io/nats.go"
+)
 
 // ReportSubscriptionError hands err to the node's NATS error handler as if
 // the client had reported it for one of job's subscriptions (the client
@@ -34,3 +37,6 @@ func Subscribed(n *Node, job string) bool {
 	}
 	return false
 }
+
+// NodeAllocator is the allocator of node n's batches.
+func NodeAllocator(n *Node) memory.Allocator { return n.cfg.Allocator }

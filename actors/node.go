@@ -15,6 +15,7 @@ import (
 
 	"github.com/meshflow/meshflow/cluster/checkpoint"
 	"github.com/meshflow/meshflow/internal/logging"
+	"github.com/meshflow/meshflow/internal/recycle"
 	"github.com/meshflow/meshflow/persistence"
 	"github.com/meshflow/meshflow/persistence/snapshotstore"
 )
@@ -34,7 +35,10 @@ type NodeConfig struct {
 	// (otherwise only its warnings and errors).
 	ActorLogs bool
 	// Allocator for the batches built by the runtime and operators.
-	// Default: memory.DefaultAllocator.
+	// Default: the process's recycling allocator of Go memory (package
+	// recycle), shared by the nodes, so the buffers of the batches a sink
+	// releases are reused for the next ones instead of being allocated
+	// and zeroed afresh.
 	Allocator memory.Allocator
 	// State is the node's state store; each instance gets a namespace of it.
 	// Optional: without it instances get an in-memory store.
@@ -73,6 +77,10 @@ type Node struct {
 	ckSnaps *snapshotstore.Store
 }
 
+// defaultAllocator is the allocator of the nodes given none: one for the
+// process, so its pools stay warm from one job to the next.
+var defaultAllocator = recycle.New()
+
 // NewNode returns a node. It starts no goroutine of its own.
 func NewNode(cfg NodeConfig) (*Node, error) {
 	if cfg.ID == "" {
@@ -85,7 +93,7 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		cfg.Logger = logging.Discard()
 	}
 	if cfg.Allocator == nil {
-		cfg.Allocator = memory.DefaultAllocator
+		cfg.Allocator = defaultAllocator
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = 8

@@ -15,6 +15,12 @@
 // been delivered, and the operator must not use it afterwards. Batches
 // returned by [Source.Read] are handed over likewise.
 //
+// Released memory is reused: a node's default allocator recycles the
+// buffers of released batches for new ones. Values that point into a
+// batch (the strings of array.String.Value, the slices of
+// array.Binary.Value) change once it is released, so an operator that
+// keeps one past Process (a map key, say) keeps a copy (strings.Clone).
+//
 // # Failure
 //
 // A panic or error in Open, Process, a hook or Close fails the instance: its

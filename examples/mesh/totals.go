@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -36,7 +37,7 @@ var TotalsSchema = arrow.NewSchema([]arrow.Field{
 type CustomerTotals struct {
 	mem    memory.Allocator
 	state  persistence.Store
-	totals map[string]total
+	totals map[string]*total
 	dirty  map[string]struct{}
 	batch  persistence.Batch
 }
@@ -52,12 +53,12 @@ func NewCustomerTotals() meshflow.Operator { return &CustomerTotals{} }
 // Open implements meshflow.Operator: it loads the totals from the Store.
 func (t *CustomerTotals) Open(ctx context.Context, oc meshflow.OperatorContext) error {
 	t.mem, t.state = oc.Allocator(), oc.State()
-	t.totals, t.dirty = map[string]total{}, map[string]struct{}{}
+	t.totals, t.dirty = map[string]*total{}, map[string]struct{}{}
 	return t.state.Scan(ctx, nil, func(k, v []byte) error {
 		if len(v) != 16 {
 			return fmt.Errorf("customer totals: bad state for %q", k)
 		}
-		t.totals[string(k)] = total{
+		t.totals[string(k)] = &total{
 			orders: int64(binary.LittleEndian.Uint64(v)),
 			sum:    math.Float64frombits(binary.LittleEndian.Uint64(v[8:])),
 		}
@@ -93,13 +94,20 @@ func (t *CustomerTotals) Process(_ context.Context, in arrow.RecordBatch, out me
 	sb := b.Field(3).(*array.Float64Builder)
 	ob.AppendValues(ids.Int64Values(), nil)
 	for i := 0; i < n; i++ {
+		// c points into the input batch, whose memory is reused once the
+		// batch is released: a key kept in a map is a copy.
+		// (Assigning to a map entry stores its key again, so entries are
+		// updated through pointers.)
 		c := customers.Value(i)
 		tt := t.totals[c]
+		if tt == nil {
+			tt = &total{}
+			t.totals[strings.Clone(c)] = tt
+		}
 		tt.orders++
 		tt.sum += amounts.Value(i)
-		t.totals[c] = tt
 		if _, ok := t.dirty[c]; !ok {
-			t.dirty[c] = struct{}{}
+			t.dirty[strings.Clone(c)] = struct{}{}
 		}
 		cb.Append(c)
 		nb.Append(tt.orders)

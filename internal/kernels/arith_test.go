@@ -171,7 +171,7 @@ func TestArith(t *testing.T) {
 	rng := newRand(t)
 	for _, p := range arithPairs {
 		t.Run(p[0].String()+"_"+p[1].String(), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			// Small values exercise the results, full-range ones the
 			// overflow checks.
@@ -261,7 +261,7 @@ func TestArithFaults(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			// Build with explicit values in null slots.
 			l, r := buildWithSlots(mem, c.dt, c.l, c.lv), buildWithSlots(mem, c.dt, c.r, c.rv)
@@ -363,7 +363,7 @@ func buildWithSlots(mem memory.Allocator, dt arrow.DataType, vs []int64, valid [
 }
 
 func TestArithScalarZeroDivisor(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	i64 := arrow.PrimitiveTypes.Int64
 	a := buildWithSlots(mem, i64, []int64{1, 2, 3}, []bool{false, false, false})
@@ -405,7 +405,7 @@ func TestArithScalarZeroDivisor(t *testing.T) {
 }
 
 func TestArithErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	a := build(mem, arrow.PrimitiveTypes.Int64, []any{int64(1), int64(2)})
 	defer a.Release()
@@ -447,7 +447,7 @@ func TestArithErrors(t *testing.T) {
 // kernels on values that do not overflow.
 func TestArithVsCompute(t *testing.T) {
 	rng := newRand(t)
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	g := valueGen{nullPct: 10, small: true, lim: 1000, noZero: true}
 	for _, p := range arithPairs[:4] {
@@ -471,7 +471,7 @@ func TestArithVsCompute(t *testing.T) {
 // of different units leaves the inputs' types alone (arrow compute's type
 // dispatch sets their units in place when given the chance).
 func TestArithTemporalTypesUntouched(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
 	dur := &arrow.DurationType{Unit: arrow.Microsecond}

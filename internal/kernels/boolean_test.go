@@ -40,7 +40,7 @@ func TestBoolean(t *testing.T) {
 	boolType := arrow.FixedWidthTypes.Boolean
 	for _, nullPct := range []int{0, 30, 100} {
 		t.Run(fmt.Sprintf("nulls=%d%%", nullPct), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			g := valueGen{nullPct: nullPct}
 			for _, n := range append(sizes, 200, 513) {
@@ -95,7 +95,7 @@ func TestBoolean(t *testing.T) {
 }
 
 func TestBooleanErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	a := build(mem, arrow.FixedWidthTypes.Boolean, []any{true, false}).(*array.Boolean)
 	defer a.Release()

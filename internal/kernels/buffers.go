@@ -9,9 +9,24 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
+// DirtyAllocator is an allocator that can also hand out memory without
+// clearing it first (recycle.Allocator does). The kernels use it for
+// their output buffers, whose every byte they write.
+type DirtyAllocator interface {
+	memory.Allocator
+	// AllocateDirty is Allocate with the contents undefined.
+	AllocateDirty(size int) []byte
+}
+
 // newBuffer allocates a buffer of n bytes from mem. Its contents are
-// undefined: callers write every byte they hand out.
+// undefined: callers write every byte they hand out. Like a resizable
+// buffer, it has room for a multiple of 64 bytes.
 func newBuffer(mem memory.Allocator, n int) *memory.Buffer {
+	if d, ok := mem.(DirtyAllocator); ok && n > 0 {
+		b := memory.NewBufferWithAllocator(d.AllocateDirty((n+63)&^63), mem)
+		b.ResizeNoShrink(n)
+		return b
+	}
 	b := memory.NewResizableBuffer(mem)
 	b.Resize(n)
 	return b

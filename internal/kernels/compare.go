@@ -3,7 +3,9 @@ package kernels
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"math"
 	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -338,6 +340,10 @@ func cmpBinaryScalar[O int32 | int64](op CmpOp, a binaryValues[O], s []byte, out
 	switch op {
 	case Eq, Ne:
 		want := op == Eq
+		if len(s) <= 8 {
+			cmpShortScalar(want, a, s, out)
+			return
+		}
 		for i := range n {
 			acc |= b2u(bytes.Equal(a.at(i), s) == want) << (i & 7)
 			if i&7 == 7 {
@@ -351,6 +357,41 @@ func cmpBinaryScalar[O int32 | int64](op CmpOp, a binaryValues[O], s []byte, out
 			if i&7 == 7 {
 				out[i>>3], acc = acc, 0
 			}
+		}
+	}
+	if n&7 != 0 {
+		out[n>>3] = acc
+	}
+}
+
+// cmpShortScalar is the Eq (want) or Ne (!want) comparison with a scalar
+// of at most 8 bytes: a value is equal when it has the scalar's length
+// and its first 8 bytes, masked to that length, are the scalar's, read as
+// one word where 8 bytes are left in the data (bytes.Equal otherwise:
+// the last values only).
+func cmpShortScalar[O int32 | int64](want bool, a binaryValues[O], s []byte, out []byte) {
+	n := a.len()
+	var sw [8]byte
+	copy(sw[:], s)
+	word := binary.LittleEndian.Uint64(sw[:])
+	mask := uint64(1)<<(8*len(s)) - 1
+	if len(s) == 8 {
+		mask = math.MaxUint64
+	}
+	size, data, offs := O(len(s)), a.data, a.offs
+	last := O(len(data) - 8) // the last start with 8 bytes left
+	var acc uint8
+	for i := range n {
+		start := offs[i]
+		var eq bool
+		if start <= last {
+			eq = offs[i+1]-start == size && binary.LittleEndian.Uint64(data[start:])&mask == word
+		} else {
+			eq = bytes.Equal(data[start:offs[i+1]], s)
+		}
+		acc |= b2u(eq == want) << (i & 7)
+		if i&7 == 7 {
+			out[i>>3], acc = acc, 0
 		}
 	}
 	if n&7 != 0 {

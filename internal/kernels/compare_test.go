@@ -135,7 +135,7 @@ func TestCompare(t *testing.T) {
 	g := valueGen{nullPct: 20}
 	for _, dt := range allTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			if err := kernels.CompareTypes(dt, dt); err != nil {
 				a, _ := randArray(mem, rng, g, dt, 5, 1)
@@ -186,7 +186,7 @@ func TestCompareMixed(t *testing.T) {
 	}
 	for _, p := range pairs {
 		t.Run(p[0].String()+"_"+p[1].String(), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			if err := kernels.CompareTypes(p[0], p[1]); err != nil {
 				t.Fatal(err)
@@ -217,7 +217,7 @@ func TestCompareScalar(t *testing.T) {
 	g := valueGen{nullPct: 20}
 	for _, dt := range allTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			if err := kernels.CompareTypes(dt, dt); err != nil {
 				t.Skipf("not comparable: %v", err)
@@ -257,7 +257,7 @@ func TestCompareScalar(t *testing.T) {
 }
 
 func TestCompareErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	a := build(mem, arrow.PrimitiveTypes.Int64, []any{int64(1), int64(2)})
 	defer a.Release()
@@ -314,7 +314,7 @@ func TestCmpOp(t *testing.T) {
 // TestCompareTemporalUnits compares timestamps and durations of different
 // units (arrow compute casts to the finer unit).
 func TestCompareTemporalUnits(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	ms := &arrow.TimestampType{Unit: arrow.Millisecond}
 	us := &arrow.TimestampType{Unit: arrow.Microsecond}
@@ -336,5 +336,47 @@ func TestCompareTemporalUnits(t *testing.T) {
 	got.Release()
 	if ms.Unit != arrow.Millisecond || us.Unit != arrow.Microsecond {
 		t.Fatalf("types modified: %s %s", ms, us)
+	}
+}
+
+// TestCompareShortScalar compares with scalars of 0 to 9 bytes (the
+// one-word comparison takes up to 8) values that are its prefixes, its
+// extensions and its variants differing in one byte, the last ones at the
+// end of the data where no word is left to read.
+func TestCompareShortScalar(t *testing.T) {
+	const alpha = "ab\x00\xffcdefghij"
+	for _, dt := range []arrow.DataType{arrow.BinaryTypes.String, arrow.BinaryTypes.LargeBinary} {
+		for l := range 10 {
+			mem := newTestAllocator()
+			sv := alpha[:l]
+			var vals []any
+			for k := range len(alpha) + 1 {
+				vals = append(vals, alpha[:k])
+			}
+			for p := range l {
+				b := []byte(sv)
+				b[p]++
+				vals = append(vals, string(b))
+			}
+			vals = append(vals, nil, sv, alpha[:max(l-1, 0)], sv)
+			arr := build(mem, dt, vals)
+			s := newScalar(mem, dt, sv)
+			for _, op := range []kernels.CmpOp{kernels.Eq, kernels.Ne} {
+				what := fmt.Sprintf("%s %s %q", dt, op, sv)
+				got, err := kernels.CompareScalar(mem, op, arr, s)
+				if err != nil {
+					t.Fatalf("%s: %v", what, err)
+				}
+				want := make([]any, len(vals))
+				for i, v := range vals {
+					want[i] = refCompare(op, v, sv)
+				}
+				checkValues(t, what, got, want)
+				got.Release()
+			}
+			releaseScalar(s)
+			arr.Release()
+			mem.AssertSize(t, 0)
+		}
 	}
 }

@@ -6,7 +6,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/arrow/scalar"
 
 	"github.com/meshflow/meshflow/internal/kernels"
@@ -15,7 +14,7 @@ import (
 // TestAllNullArrays runs the kernels on arrays made by MakeArrayOfNull
 // (whose buffers arrow may share or omit) and on null-typed columns.
 func TestAllNullArrays(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	const n = 70
 	nulls := make([]any, n)
@@ -111,7 +110,7 @@ func TestAllNullArrays(t *testing.T) {
 // TestHashFloatNormalisation checks that -0 and +0, and NaNs with any
 // payload, fall in the same key group.
 func TestHashFloatNormalisation(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	otherNaN := math.Float64frombits(0x7ff8000000000abc)
 	for _, dt := range []arrow.DataType{arrow.PrimitiveTypes.Float64, arrow.PrimitiveTypes.Float32} {

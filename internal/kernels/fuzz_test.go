@@ -8,7 +8,6 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/meshflow/meshflow/internal/kernels"
 )
@@ -49,7 +48,7 @@ func FuzzFilter(f *testing.F) {
 		if len(maskBytes) > 512 {
 			maskBytes = maskBytes[:512]
 		}
-		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		mem := newTestAllocator()
 		defer mem.AssertSize(t, 0)
 		rng := seededRand(maskBytes)
 		// Each mask byte gives a row: bit 0 the value, bits 1-3 == 0 a
@@ -87,7 +86,7 @@ func FuzzPartition(f *testing.F) {
 		}
 		maxPar := 1 + int(maxP)
 		par := 1 + int(p)%min(maxPar, 64)
-		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+		mem := newTestAllocator()
 		defer mem.AssertSize(t, 0)
 		n := len(keys)
 		// Row i: id i, an int64 key from keys[i] (null when it is 0) and

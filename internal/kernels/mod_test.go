@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/arrow/scalar"
 
 	"github.com/meshflow/meshflow/internal/kernels"
@@ -35,7 +34,7 @@ func TestMod(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			l, r := build(mem, c.lt, c.l), build(mem, c.rt, c.r)
 			defer l.Release()
@@ -71,7 +70,7 @@ func TestModTypes(t *testing.T) {
 // extreme values and divisors, sliced and with nulls.
 func TestModScalarRandom(t *testing.T) {
 	rng := newRand(t)
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	edges := []int64{0, 1, -1, 2, -2, 3, 7, 123, -123, 1 << 32, math.MaxInt64, math.MinInt64, math.MaxInt64 - 1, math.MinInt64 + 1, 1000000007}
 	pick := func() int64 {
@@ -145,7 +144,7 @@ func TestModScalarRandom(t *testing.T) {
 }
 
 func TestModScalarZeroAndNull(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	arr := build(mem, i64, []any{int64(1), nil})
 	defer arr.Release()
@@ -181,7 +180,7 @@ func TestModScalarZeroAndNull(t *testing.T) {
 // the 64-row chunks, sliced and with nulls.
 func TestModCompareScalar(t *testing.T) {
 	rng := newRand(t)
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	divs := []int64{1, -1, 2, 3, 6, -12, 123, -123, 1 << 40, 3 << 40, math.MinInt64, math.MaxInt64, math.MinInt64 + 1, -(1 << 62)}
 	for round := range 400 {

@@ -97,7 +97,7 @@ func TestHashColumns(t *testing.T) {
 	g := valueGen{nullPct: 20}
 	for _, dt := range hashTypes {
 		t.Run(dt.String(), func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			for _, n := range []int{0, 1, 9, 100} {
 				a, av := randArray(mem, rng, g, dt, n, n%4)
@@ -132,7 +132,7 @@ func TestHashColumns(t *testing.T) {
 // of keyed state in checkpoints, derive from them, so they must never
 // change.
 func TestHashStable(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	cases := []struct {
 		dt   arrow.DataType
@@ -169,7 +169,7 @@ func TestHashStable(t *testing.T) {
 // TestHashDictionary checks that a dictionary column hashes like the plain
 // column of its values, whatever the dictionary order.
 func TestHashDictionary(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	vals := []any{"b", "a", nil, "b", "c", "a"}
 	plain := build(mem, arrow.BinaryTypes.String, vals)
@@ -202,7 +202,7 @@ func TestHashDictionary(t *testing.T) {
 }
 
 func TestHashColumnsErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	a := build(mem, arrow.PrimitiveTypes.Int64, []any{int64(1), int64(2)})
 	defer a.Release()
@@ -397,7 +397,7 @@ func TestPartition(t *testing.T) {
 	params := [][2]int{{128, 4}, {128, 1}, {7, 3}, {1000, 7}, {1 << 17, 5}, {4, 4}, {128, 128}}
 	for name, s := range setups {
 		t.Run(name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			for _, n := range []int{0, 1, 50, 700} {
 				b := s.batch(mem, rng, n, n%7)
@@ -421,7 +421,7 @@ func TestPartition(t *testing.T) {
 }
 
 func TestPartitionErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	rng := newRand(t)
 	b := randBatch(mem, rng, valueGen{}, []arrow.DataType{arrow.PrimitiveTypes.Int64, listI32}, 10, 0)

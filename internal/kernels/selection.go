@@ -289,34 +289,58 @@ func newRecordLike(rec arrow.RecordBatch, cols []arrow.Array, n int64) arrow.Rec
 }
 
 // gatherArray applies sel to one array: the hand-written loops for the
-// primitive and binary layouts, arrow compute's take for the others.
+// primitive and binary layouts, arrow compute's take for the others. For
+// the former the validity of the selected rows is settled first: when
+// none of them is null no bitmap is made, and when all of them are no
+// values are gathered (an array of nulls is made instead).
 func gatherArray(mem memory.Allocator, arr arrow.Array, sel *selection) (arrow.Array, error) {
 	data := arr.Data()
-	switch arr.DataType().ID() {
-	case arrow.BOOL:
-		return gatherBool(mem, data, sel), nil
-	case arrow.INT8, arrow.UINT8:
-		return gatherFixed[uint8](mem, data, sel), nil
-	case arrow.INT16, arrow.UINT16, arrow.FLOAT16:
-		return gatherFixed[uint16](mem, data, sel), nil
-	case arrow.INT32, arrow.UINT32, arrow.FLOAT32, arrow.DATE32, arrow.TIME32,
-		arrow.INTERVAL_MONTHS, arrow.DECIMAL32:
-		return gatherFixed[uint32](mem, data, sel), nil
-	case arrow.INT64, arrow.UINT64, arrow.FLOAT64, arrow.DATE64, arrow.TIME64,
-		arrow.TIMESTAMP, arrow.DURATION, arrow.INTERVAL_DAY_TIME, arrow.DECIMAL64:
-		return gatherFixed[uint64](mem, data, sel), nil
-	case arrow.DECIMAL128, arrow.INTERVAL_MONTH_DAY_NANO:
-		return gatherFixed[[2]uint64](mem, data, sel), nil
-	case arrow.DECIMAL256:
-		return gatherFixed[[4]uint64](mem, data, sel), nil
-	case arrow.FIXED_SIZE_BINARY:
-		return gatherFixedSizeBinary(mem, data, sel), nil
-	case arrow.STRING, arrow.BINARY:
-		return gatherVarBinary[int32](mem, data, sel)
-	case arrow.LARGE_STRING, arrow.LARGE_BINARY:
-		return gatherVarBinary[int64](mem, data, sel)
+	id := arr.DataType().ID()
+	switch id {
+	case arrow.BOOL, arrow.INT8, arrow.UINT8, arrow.INT16, arrow.UINT16, arrow.FLOAT16,
+		arrow.INT32, arrow.UINT32, arrow.FLOAT32, arrow.DATE32, arrow.TIME32, arrow.INTERVAL_MONTHS, arrow.DECIMAL32,
+		arrow.INT64, arrow.UINT64, arrow.FLOAT64, arrow.DATE64, arrow.TIME64, arrow.TIMESTAMP, arrow.DURATION,
+		arrow.INTERVAL_DAY_TIME, arrow.DECIMAL64, arrow.DECIMAL128, arrow.INTERVAL_MONTH_DAY_NANO, arrow.DECIMAL256,
+		arrow.FIXED_SIZE_BINARY, arrow.STRING, arrow.BINARY, arrow.LARGE_STRING, arrow.LARGE_BINARY:
 	default:
 		return gatherCompute(mem, arr, sel)
+	}
+	valid, nulls := gatherValidity(mem, data, sel)
+	if nulls > 0 && nulls == sel.count {
+		valid.Release()
+		return array.MakeArrayOfNull(mem, arr.DataType(), sel.count), nil
+	}
+	switch id {
+	case arrow.BOOL:
+		return gatherBool(mem, data, sel, valid, nulls), nil
+	case arrow.INT8, arrow.UINT8:
+		return gatherFixed[uint8](mem, data, sel, valid, nulls), nil
+	case arrow.INT16, arrow.UINT16, arrow.FLOAT16:
+		return gatherFixed[uint16](mem, data, sel, valid, nulls), nil
+	case arrow.INT32, arrow.UINT32, arrow.FLOAT32, arrow.DATE32, arrow.TIME32,
+		arrow.INTERVAL_MONTHS, arrow.DECIMAL32:
+		return gatherFixed[uint32](mem, data, sel, valid, nulls), nil
+	case arrow.INT64, arrow.UINT64, arrow.FLOAT64, arrow.DATE64, arrow.TIME64,
+		arrow.TIMESTAMP, arrow.DURATION, arrow.INTERVAL_DAY_TIME, arrow.DECIMAL64:
+		return gatherFixed[uint64](mem, data, sel, valid, nulls), nil
+	case arrow.DECIMAL128, arrow.INTERVAL_MONTH_DAY_NANO:
+		return gatherFixed[[2]uint64](mem, data, sel, valid, nulls), nil
+	case arrow.DECIMAL256:
+		return gatherFixed[[4]uint64](mem, data, sel, valid, nulls), nil
+	case arrow.FIXED_SIZE_BINARY:
+		return gatherFixedSizeBinary(mem, data, sel, valid, nulls), nil
+	case arrow.STRING, arrow.BINARY:
+		a, err := gatherVarBinary[int32](mem, data, sel, valid, nulls)
+		if err != nil && valid != nil {
+			valid.Release()
+		}
+		return a, err
+	default: // LARGE_STRING, LARGE_BINARY
+		a, err := gatherVarBinary[int64](mem, data, sel, valid, nulls)
+		if err != nil && valid != nil {
+			valid.Release()
+		}
+		return a, err
 	}
 }
 
@@ -344,11 +368,24 @@ func gatherCompute(mem memory.Allocator, arr arrow.Array, sel *selection) (arrow
 }
 
 // gatherValidity returns the validity bitmap of the selected rows and its
-// null count, or (nil, 0) when none of them is null.
+// null count, or (nil, 0) when none of them is null. A selection of spans
+// counts the valid rows first and copies no bitmap when all or none are.
 func gatherValidity(mem memory.Allocator, data arrow.ArrayData, sel *selection) (*memory.Buffer, int) {
 	src := validityBits(data)
 	if src == nil || sel.count == 0 {
 		return nil, 0
+	}
+	if sel.idx == nil {
+		set := 0
+		for _, s := range sel.spans {
+			set += bitutil.CountSetBits(src, data.Offset()+int(s.start), int(s.end-s.start))
+		}
+		switch set {
+		case sel.count:
+			return nil, 0
+		case 0:
+			return newBitmap(mem, sel.count), sel.count
+		}
 	}
 	out := newBuffer(mem, int(bitutil.BytesForBits(int64(sel.count))))
 	gatherBits(src, data.Offset(), sel, out.Bytes())
@@ -394,17 +431,16 @@ func gatherBits(src []byte, off int, sel *selection, dst []byte) {
 	}
 }
 
-func gatherBool(mem memory.Allocator, data arrow.ArrayData, sel *selection) arrow.Array {
+func gatherBool(mem memory.Allocator, data arrow.ArrayData, sel *selection, valid *memory.Buffer, nulls int) arrow.Array {
 	vbuf := newBuffer(mem, int(bitutil.BytesForBits(int64(sel.count))))
 	if sel.count > 0 {
 		gatherBits(data.Buffers()[1].Bytes(), data.Offset(), sel, vbuf.Bytes())
 	}
-	valid, nulls := gatherValidity(mem, data, sel)
 	return makeArray(data.DataType(), sel.count, []*memory.Buffer{valid, vbuf}, nulls)
 }
 
 // gatherFixed gathers a fixed-width layout whose values are T-sized.
-func gatherFixed[T any](mem memory.Allocator, data arrow.ArrayData, sel *selection) arrow.Array {
+func gatherFixed[T any](mem memory.Allocator, data arrow.ArrayData, sel *selection, valid *memory.Buffer, nulls int) arrow.Array {
 	in := fixedValues[T](data)
 	vbuf := newBuffer(mem, sel.count*int(unsafe.Sizeof(*new(T))))
 	out := castSlice[T](vbuf.Bytes())
@@ -426,11 +462,10 @@ func gatherFixed[T any](mem memory.Allocator, data arrow.ArrayData, sel *selecti
 			p += copy(out[p:], in[s.start:s.end])
 		}
 	}
-	valid, nulls := gatherValidity(mem, data, sel)
 	return makeArray(data.DataType(), sel.count, []*memory.Buffer{valid, vbuf}, nulls)
 }
 
-func gatherFixedSizeBinary(mem memory.Allocator, data arrow.ArrayData, sel *selection) arrow.Array {
+func gatherFixedSizeBinary(mem memory.Allocator, data arrow.ArrayData, sel *selection, valid *memory.Buffer, nulls int) arrow.Array {
 	w := data.DataType().(*arrow.FixedSizeBinaryType).ByteWidth
 	var in []byte
 	if b := data.Buffers()[1]; b != nil {
@@ -448,12 +483,11 @@ func gatherFixedSizeBinary(mem memory.Allocator, data arrow.ArrayData, sel *sele
 			p += copy(out[p:], in[int(s.start)*w:int(s.end)*w])
 		}
 	}
-	valid, nulls := gatherValidity(mem, data, sel)
 	return makeArray(data.DataType(), sel.count, []*memory.Buffer{valid, vbuf}, nulls)
 }
 
 // gatherVarBinary gathers a string or binary layout with O-typed offsets.
-func gatherVarBinary[O int32 | int64](mem memory.Allocator, data arrow.ArrayData, sel *selection) (arrow.Array, error) {
+func gatherVarBinary[O int32 | int64](mem memory.Allocator, data arrow.ArrayData, sel *selection, valid *memory.Buffer, nulls int) (arrow.Array, error) {
 	n, off := data.Len(), data.Offset()
 	var offs []O
 	if b := data.Buffers()[1]; b != nil && n > 0 {
@@ -516,6 +550,5 @@ func gatherVarBinary[O int32 | int64](mem memory.Allocator, data arrow.ArrayData
 			pos += end - base
 		}
 	}
-	valid, nulls := gatherValidity(mem, data, sel)
 	return makeArray(data.DataType(), sel.count, []*memory.Buffer{valid, obuf, dbuf}, nulls), nil
 }

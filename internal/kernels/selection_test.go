@@ -119,7 +119,7 @@ func TestFilter(t *testing.T) {
 	g := valueGen{nullPct: 15}
 	for _, mk := range maskKinds {
 		t.Run(mk.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			ns := append(sizes, 300)
 			if mk.runs > 0 {
@@ -169,7 +169,7 @@ func TestFilter(t *testing.T) {
 }
 
 func TestFilterErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	rng := newRand(t)
 	b := randBatch(mem, rng, valueGen{}, []arrow.DataType{arrow.PrimitiveTypes.Int64}, 4, 0)
@@ -192,7 +192,7 @@ func TestFilterErrors(t *testing.T) {
 
 // TestFilterMetadata checks that batch metadata survives a filter.
 func TestFilterMetadata(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	col := build(mem, arrow.PrimitiveTypes.Int64, []any{int64(1), int64(2), int64(3)})
 	defer col.Release()
@@ -217,7 +217,7 @@ func TestFilterMetadata(t *testing.T) {
 func TestTake(t *testing.T) {
 	rng := newRand(t)
 	g := valueGen{nullPct: 15}
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	for _, n := range []int{1, 9, 100, 1000} {
 		for _, off := range []int{0, 3} {
@@ -275,7 +275,7 @@ func TestTake(t *testing.T) {
 
 // TestSelectionEmpty covers empty batches and batches without columns.
 func TestSelectionEmpty(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	rng := newRand(t)
 	b := randBatch(mem, rng, valueGen{}, allTypes, 0, 2)
@@ -311,4 +311,52 @@ func TestSelectionEmpty(t *testing.T) {
 		t.Errorf("filter of a batch without columns: %d rows, want 2", got.NumRows())
 	}
 	got.Release()
+}
+
+// TestFilterNullsFollowMask filters columns whose nulls are exactly the
+// rows the mask drops (the selected rows are all valid: no bitmap is
+// copied) or exactly the rows it keeps (all null: no values gathered),
+// with masks of long runs (gathered as spans) and of scattered rows.
+func TestFilterNullsFollowMask(t *testing.T) {
+	rng := newRand(t)
+	for _, mk := range []maskKind{{name: "runs", runs: 100}, {name: "sparse", truePct: 5}, {name: "half", truePct: 50}} {
+		for _, keptNull := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/kept-null=%v", mk.name, keptNull), func(t *testing.T) {
+				mem := newTestAllocator()
+				defer mem.AssertSize(t, 0)
+				for _, n := range []int{1, 63, 1000} {
+					mv := mk.values(rng, n)
+					if n == 1 {
+						mv[0] = true
+					}
+					maskArr := build(mem, arrow.FixedWidthTypes.Boolean, mv).(*array.Boolean)
+					for _, dt := range allTypes {
+						vals := valueGen{}.values(rng, dt, n)
+						for i := range vals {
+							if (mv[i] == true) == keptNull {
+								vals[i] = nil
+							}
+						}
+						col := build(mem, dt, vals)
+						what := fmt.Sprintf("n=%d %s", n, dt)
+						got, err := kernels.FilterArray(mem, col, maskArr)
+						if err != nil {
+							t.Fatalf("%s: %v", what, err)
+						}
+						want := refFilter(vals, mv)
+						checkValues(t, what, got, want)
+						if keptNull && got.NullN() != len(want) {
+							t.Errorf("%s: %d nulls, want %d", what, got.NullN(), len(want))
+						}
+						if !keptNull && got.NullN() != 0 {
+							t.Errorf("%s: %d nulls, want 0", what, got.NullN())
+						}
+						got.Release()
+						col.Release()
+					}
+					maskArr.Release()
+				}
+			})
+		}
+	}
 }

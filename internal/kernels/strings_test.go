@@ -52,7 +52,7 @@ func TestStringKernels(t *testing.T) {
 		for _, c := range cases {
 			for _, off := range []int{0, 1} {
 				t.Run(dt.String()+"/"+c.name, func(t *testing.T) {
-					mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+					mem := newTestAllocator()
 					defer mem.AssertSize(t, 0)
 					vals := append([]any{"pad"}, in...)[1-off:]
 					a := slicedArray(mem, dt, vals, off, len(in))
@@ -79,7 +79,7 @@ func TestStringKernels(t *testing.T) {
 
 // TestMapCaseASCII checks the byte-wise path on every ASCII byte.
 func TestMapCaseASCII(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	var b strings.Builder
 	for c := range 128 {
@@ -102,7 +102,7 @@ func TestMapCaseASCII(t *testing.T) {
 }
 
 func TestStringKernelErrors(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	ints := build(mem, i64, []any{int64(1)})
 	defer ints.Release()
@@ -137,7 +137,7 @@ func TestTruncateTime(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+			mem := newTestAllocator()
 			defer mem.AssertSize(t, 0)
 			a := build(mem, tsMs, c.in)
 			defer a.Release()
@@ -163,7 +163,7 @@ func TestTruncateTime(t *testing.T) {
 // TestTruncateTimeNullRowWraps: a value under a null that would wrap is
 // not an error.
 func TestTruncateTimeNullRowWraps(t *testing.T) {
-	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	mem := newTestAllocator()
 	defer mem.AssertSize(t, 0)
 	vals := memory.NewResizableBuffer(mem)
 	vals.Resize(16)
