@@ -2,9 +2,13 @@ package window
 
 import (
 	"encoding/binary"
+	"fmt"
+	"slices"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/meshflow/meshflow/internal/kernels"
 )
 
 // encodeKeys writes the encoded key of every row of cols (int64 and
@@ -87,4 +91,56 @@ func uvarintLen(v uint64) int {
 		n++
 	}
 	return n
+}
+
+// keyGroupLen is the length of the key group every stored key starts
+// with: a big-endian uint16.
+const keyGroupLen = 2
+
+// keyGroups sets groups[i] to the key group of row i of the key columns
+// cols: the hash of the keyed edge (kernels.HashColumns) modulo maxP, so
+// a window's state lands in the key groups of the instance its rows are
+// routed to. Without key columns every row is in key group 0. It returns
+// hashes and groups, reused from batch to batch.
+func keyGroups(cols []arrow.Array, n, maxP int, hashes []uint64, groups []uint16) ([]uint64, []uint16, error) {
+	groups = slices.Grow(groups[:0], n)[:n]
+	if len(cols) == 0 {
+		clear(groups)
+		return hashes, groups, nil
+	}
+	hashes = slices.Grow(hashes[:0], n)[:n]
+	if err := kernels.HashColumns(cols, hashes); err != nil {
+		return hashes, groups, fmt.Errorf("window: key groups: %w", err)
+	}
+	m := uint64(maxP)
+	for i, h := range hashes {
+		groups[i] = uint16(h % m)
+	}
+	return hashes, groups, nil
+}
+
+// storeKey is the key a group is stored under: its key group (big-endian
+// uint16), then its index key (encoded key columns | window or session
+// start, little-endian).
+func storeKey(group uint16, key string) string {
+	b := make([]byte, keyGroupLen, keyGroupLen+len(key))
+	binary.BigEndian.PutUint16(b, group)
+	return string(append(b, key...))
+}
+
+// splitStoreKey splits a stored key into its key group and index key.
+func splitStoreKey(key []byte) (uint16, []byte, error) {
+	if len(key) < keyGroupLen+8 {
+		return 0, nil, fmt.Errorf("key %x too short", key)
+	}
+	return binary.BigEndian.Uint16(key), key[keyGroupLen:], nil
+}
+
+// checkMaxParallelism reports a number of key groups a key group of two
+// bytes cannot hold.
+func checkMaxParallelism(maxP int) error {
+	if maxP < 1 || maxP > 1<<16 {
+		return fmt.Errorf("window: max parallelism %d out of range [1, 65536]", maxP)
+	}
+	return nil
 }

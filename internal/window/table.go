@@ -78,6 +78,10 @@ type Config struct {
 	// Gap (ms) is the gap of session windows (NewSessions; Spec is then
 	// not used).
 	Gap int64
+	// MaxParallelism is the number of key groups, in [1, 65536]: every
+	// key Checkpoint writes starts with the key group of its key (see
+	// Table.Checkpoint).
+	MaxParallelism int
 }
 
 // Table holds the aggregates of every (key, window) with rows and not yet
@@ -89,13 +93,14 @@ type Table struct {
 	keyEnc []keyEncoder
 
 	index map[string]int32
-	// Per group: its index key (encoded key | window start), window start,
-	// whether it changed since Fire last emitted it.
+	// Per group: its index key (encoded key | window start), key group,
+	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
+	kgrp  []uint16
 	start []int64
 	dirty []bool
 	// changed marks the groups added or updated since the last
-	// Checkpoint; removed are the index keys forgotten since.
+	// Checkpoint; removed are the store keys forgotten since.
 	changed []bool
 	removed []string
 	free    []int32
@@ -113,6 +118,11 @@ type Table struct {
 	starts []int64
 	gids   []int32
 	buf    []byte
+	keys   []arrow.Array
+	kbuf   []byte   // the encoded keys of the batch's rows
+	koff   []int32  // row i's key is kbuf[koff[i]:koff[i+1]]
+	hashes []uint64 // the hashes of the batch's keys
+	kgs    []uint16 // the key groups of the batch's rows
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -162,20 +172,27 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 	}
 	t.dropClosed()
 	t.gids = slices.Grow(t.gids[:0], len(t.rows))[:len(t.rows)]
-	keys := make([]arrow.Array, len(t.cfg.Keys))
-	for i, k := range t.cfg.Keys {
-		keys[i] = rec.Column(k)
+	if len(t.rows) == 0 {
+		return nil
+	}
+	n := int(rec.NumRows())
+	t.keys = t.keys[:0]
+	for _, k := range t.cfg.Keys {
+		t.keys = append(t.keys, rec.Column(k))
+	}
+	// Every row's key and key group, a column at a time; then one map
+	// lookup per (row, window).
+	t.kbuf, t.koff = encodeKeys(t.keys, n, t.kbuf, t.koff)
+	if t.hashes, t.kgs, err = keyGroups(t.keys, n, t.cfg.MaxParallelism, t.hashes, t.kgs); err != nil {
+		return err
 	}
 	for p, row := range t.rows {
-		b := t.buf[:0]
-		for i, enc := range t.keyEnc {
-			b = enc.append(b, keys[i], int(row))
-		}
+		b := append(t.buf[:0], t.kbuf[t.koff[row]:t.koff[row+1]]...)
 		b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
 		t.buf = b
 		g, ok := t.index[string(b)]
 		if !ok {
-			g = t.newGroup(string(b), t.starts[p])
+			g = t.newGroup(string(b), t.kgs[row], t.starts[p])
 		}
 		t.gids[p] = g
 		t.dirty[g], t.changed[g] = true, true
@@ -224,18 +241,19 @@ func (t *Table) SetWatermark(wm int64) { t.wm = max(t.wm, wm) }
 // window holding them was closed. They are valid until the next Add.
 func (t *Table) Late() []int32 { return t.late }
 
-func (t *Table) newGroup(key string, start int64) int32 {
+func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 	var g int32
 	if n := len(t.free); n > 0 {
 		g = t.free[n-1]
 		t.free = t.free[:n-1]
-		t.gkey[g], t.start[g] = key, start
+		t.gkey[g], t.kgrp[g], t.start[g] = key, kg, start
 		for _, acc := range t.accs {
 			acc.reset(g)
 		}
 	} else {
 		g = int32(len(t.gkey))
 		t.gkey = append(t.gkey, key)
+		t.kgrp = append(t.kgrp, kg)
 		t.start = append(t.start, start)
 		t.dirty = append(t.dirty, false)
 		t.changed = append(t.changed, false)
@@ -290,7 +308,7 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 	}
 	for _, g := range gone {
 		delete(t.index, t.gkey[g])
-		t.removed = append(t.removed, t.gkey[g])
+		t.removed = append(t.removed, storeKey(t.kgrp[g], t.gkey[g]))
 		t.gkey[g], t.changed[g] = "", false
 		t.free = append(t.free, g)
 		t.live--

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/meshflow/meshflow/internal/kernels"
 	"github.com/meshflow/meshflow/internal/testutil"
 )
 
@@ -65,6 +67,33 @@ type testRow struct {
 
 func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 
+// testMaxP is the number of key groups of the tables of the tests.
+const testMaxP = 7
+
+// checkKeyGroup fails t unless the stored key, of a table keyed by
+// testSchema's string column, starts with the key group of its key:
+// kernels.HashColumns over a one-row column of the key, modulo testMaxP.
+func checkKeyGroup(t testing.TB, mem memory.Allocator, key []byte) {
+	t.Helper()
+	if len(key) < keyGroupLen+1+8 {
+		t.Fatalf("stored key %x: too short", key)
+	}
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	if _, err := (stringKey{}).appendValue(b, key[keyGroupLen:len(key)-8]); err != nil {
+		t.Fatalf("stored key %x: %v", key, err)
+	}
+	col := b.NewArray()
+	defer col.Release()
+	h := make([]uint64, 1)
+	if err := kernels.HashColumns([]arrow.Array{col}, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := int(binary.BigEndian.Uint16(key)), kernels.KeyGroup(h[0], testMaxP); got != want {
+		t.Fatalf("stored key %x: key group %d, want %d (key %s)", key, got, want, col)
+	}
+}
+
 // TestTableRandom: shuffled, out-of-order rows over many keys (nulls
 // included) in random batches, fired at random watermarks (never past a
 // row still to come), for tumbling,
@@ -93,7 +122,7 @@ func TestTableRandom(t *testing.T) {
 		t.Run(fmt.Sprintf("%+v/lateness=%d", spec, tc.lateness), func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
-			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs,
+			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs,
 				AllowedLateness: max(tc.lateness, 0)})
 			if err != nil {
 				t.Fatal(err)
@@ -148,11 +177,12 @@ func TestTableRandom(t *testing.T) {
 			store := map[string]string{}
 			var last *saved
 			crashes := 0
-			cfg := Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs, AllowedLateness: max(tc.lateness, 0)}
+			cfg := Config{Spec: spec, Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs, AllowedLateness: max(tc.lateness, 0)}
 			for i := 0; i < len(rows); {
 				switch {
 				case r.IntN(5) == 0:
 					err := tab.Checkpoint(func(k, v []byte) error {
+						checkKeyGroup(t, mem, k)
 						store[string(k)] = string(v)
 						return nil
 					}, func(k []byte) error {
@@ -447,7 +477,7 @@ func aggString(g []testRow) string {
 // to the same group.
 func FuzzRestore(f *testing.F) {
 	aggs := []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Avg, Column: 3, Name: "avg"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: Last, Column: 0, Name: "kl"}, {Kind: Min, Column: 3, Name: "fmin"}}
-	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs}
+	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs}
 	mem := memory.NewGoAllocator()
 	seedTab, err := NewTable(cfg)
 	if err != nil {
@@ -472,7 +502,7 @@ func FuzzRestore(f *testing.F) {
 		}
 		// Its encoding reads back to the same state (the same encoding
 		// again: the encoding is a function of the state).
-		got := tab.encodeGroup(nil, tab.index[string(key)])
+		got := tab.encodeGroup(nil, tab.index[string(key[keyGroupLen:])])
 		again, err := NewTable(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -480,7 +510,7 @@ func FuzzRestore(f *testing.F) {
 		if err := again.Restore(key, got); err != nil {
 			t.Fatalf("group %x: its own encoding %x: %v", key, got, err)
 		}
-		if again := again.encodeGroup(nil, again.index[string(key)]); string(again) != string(got) {
+		if again := again.encodeGroup(nil, again.index[string(key[keyGroupLen:])]); string(again) != string(got) {
 			t.Fatalf("group %x: encoded %x, read back and encoded %x", key, got, again)
 		}
 	})
