@@ -14,28 +14,39 @@ import (
 // encodeKeys writes the encoded key of every row of cols (int64 and
 // string key columns: the encoding of int64Key and stringKey) into buf,
 // row i's at buf[off[i]:off[i+1]], one typed loop per column: a pass for
-// the lengths, a pass for the bytes. It returns buf and off.
-func encodeKeys(cols []arrow.Array, n int, buf []byte, off []int32) ([]byte, []int32) {
-	off = append(off[:0], make([]int32, n+1)...)
+// the lengths, a pass for the bytes (pos is scratch). Columns without
+// nulls take loops that test none. It returns buf, off and pos, to be
+// reused.
+func encodeKeys(cols []arrow.Array, n int, buf []byte, off, pos []int32) ([]byte, []int32, []int32) {
+	off = slices.Grow(off[:0], n+1)[:n+1]
+	clear(off)
 	// Lengths, at off[i+1].
+	lens := off[1:]
 	for _, c := range cols {
+		nulls := c.NullN() > 0
 		switch c := c.(type) {
 		case *array.Int64:
-			for i := range n {
+			if !nulls {
+				for i := range lens {
+					lens[i] += 9
+				}
+				continue
+			}
+			for i := range lens {
 				if c.IsNull(i) {
-					off[i+1]++
+					lens[i]++
 				} else {
-					off[i+1] += 9
+					lens[i] += 9
 				}
 			}
 		case *array.String:
-			for i := range n {
-				if c.IsNull(i) {
-					off[i+1]++
+			for i := range lens {
+				if nulls && c.IsNull(i) {
+					lens[i]++
 					continue
 				}
 				l := c.ValueLen(i)
-				off[i+1] += int32(1 + uvarintLen(uint64(l)) + l)
+				lens[i] += int32(1 + uvarintLen(uint64(l)) + l)
 			}
 		}
 	}
@@ -43,17 +54,23 @@ func encodeKeys(cols []arrow.Array, n int, buf []byte, off []int32) ([]byte, []i
 		off[i+1] += off[i]
 	}
 	total := int(off[n])
-	if cap(buf) < total {
-		buf = make([]byte, total)
-	}
-	buf = buf[:total]
+	buf = slices.Grow(buf[:0], total)[:total]
 	// Bytes: pos[i] is where row i's next column goes (off[i] to start).
-	pos := make([]int32, n)
-	copy(pos, off[:n])
+	pos = append(pos[:0], off[:n]...)
 	for _, c := range cols {
+		nulls := c.NullN() > 0
 		switch c := c.(type) {
 		case *array.Int64:
 			vals := c.Int64Values()
+			if !nulls {
+				for i, v := range vals {
+					p := pos[i]
+					buf[p] = 1
+					binary.LittleEndian.PutUint64(buf[p+1:], uint64(v))
+					pos[i] = p + 9
+				}
+				continue
+			}
 			for i, v := range vals {
 				p := pos[i]
 				if c.IsNull(i) {
@@ -68,7 +85,7 @@ func encodeKeys(cols []arrow.Array, n int, buf []byte, off []int32) ([]byte, []i
 		case *array.String:
 			for i := range n {
 				p := pos[i]
-				if c.IsNull(i) {
+				if nulls && c.IsNull(i) {
 					buf[p] = 0
 					pos[i]++
 					continue
@@ -81,7 +98,7 @@ func encodeKeys(cols []arrow.Array, n int, buf []byte, off []int32) ([]byte, []i
 			}
 		}
 	}
-	return buf, off
+	return buf, off, pos
 }
 
 func uvarintLen(v uint64) int {
@@ -117,15 +134,6 @@ func keyGroups(cols []arrow.Array, n, maxP int, hashes []uint64, groups []uint16
 		groups[i] = uint16(h % m)
 	}
 	return hashes, groups, nil
-}
-
-// storeKey is the key a group is stored under: its key group (big-endian
-// uint16), then its index key (encoded key columns | window or session
-// start, little-endian).
-func storeKey(group uint16, key string) string {
-	b := make([]byte, keyGroupLen, keyGroupLen+len(key))
-	binary.BigEndian.PutUint16(b, group)
-	return string(append(b, key...))
 }
 
 // splitStoreKey splits a stored key into its key group and index key.

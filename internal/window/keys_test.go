@@ -12,14 +12,14 @@ import (
 )
 
 // TestEncodeKeys: the columnar key encoding of random int64 and string
-// columns (nulls, empty and long strings) is, row by row, that of the
-// key encoders.
+// columns (with and without nulls; empty and long strings) is, row by
+// row, that of the key encoders.
 func TestEncodeKeys(t *testing.T) {
 	r := rand.New(rand.NewPCG(seed(t), 4))
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	const n = 500
-	ib, sb, ib2 := array.NewInt64Builder(mem), array.NewStringBuilder(mem), array.NewInt64Builder(mem)
+	ib, sb, ib2, sb2 := array.NewInt64Builder(mem), array.NewStringBuilder(mem), array.NewInt64Builder(mem), array.NewStringBuilder(mem)
 	for range n {
 		if r.IntN(5) == 0 {
 			ib.AppendNull()
@@ -35,18 +35,23 @@ func TestEncodeKeys(t *testing.T) {
 			sb.Append(string(rune('a' + r.IntN(26))))
 		}
 		ib2.Append(int64(r.IntN(3)))
+		sb2.Append(strings.Repeat("y", r.IntN(200)))
 	}
-	cols := []arrow.Array{ib.NewArray(), sb.NewArray(), ib2.NewArray()}
+	cols := []arrow.Array{ib.NewArray(), sb.NewArray(), ib2.NewArray(), sb2.NewArray()}
 	ib.Release()
 	sb.Release()
 	ib2.Release()
+	sb2.Release()
+	if cols[0].NullN() == 0 || cols[1].NullN() == 0 || cols[2].NullN() != 0 || cols[3].NullN() != 0 {
+		t.Fatal("want nulls in the first two columns, none in the others")
+	}
 	defer func() {
 		for _, c := range cols {
 			c.Release()
 		}
 	}()
-	encs := []keyEncoder{int64Key{}, stringKey{}, int64Key{}}
-	buf, off := encodeKeys(cols, n, nil, nil)
+	encs := []keyEncoder{int64Key{}, stringKey{}, int64Key{}, stringKey{}}
+	buf, off, _ := encodeKeys(cols, n, nil, nil, nil)
 	for i := range n {
 		var want []byte
 		for j, enc := range encs {

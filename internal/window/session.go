@@ -70,6 +70,7 @@ type Sessions struct {
 	cnt     []int32
 	rslot   []int32
 	off     []int32
+	pos     []int32
 	order   []sessRow
 	rows    []int32
 	gids    []int32
@@ -77,7 +78,12 @@ type Sessions struct {
 	keys    []arrow.Array
 	hashes  []uint64
 	kgs     []uint16 // the key groups of the batch's rows
+	pend    []newRow // the keys new in the batch
 }
+
+// newRow is a group (a key, for Sessions) made by the batch being added,
+// and a row of it: its key group is that row's.
+type newRow struct{ id, row int32 }
 
 type sessRow struct {
 	key int32
@@ -230,7 +236,8 @@ func (s *Sessions) groupRows(ts []int64, tcol arrow.Array) {
 }
 
 // resolveKeys sets s.kids[i] to the key id of row i, making keys new to
-// the table, with their key groups (computed for the whole batch).
+// the table, with their key groups (hashed for the whole batch, when it
+// has new keys).
 func (s *Sessions) resolveKeys(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
 	s.kids = slices.Grow(s.kids[:0], n)[:n]
@@ -245,9 +252,15 @@ func (s *Sessions) resolveKeys(rec arrow.RecordBatch) error {
 	for _, k := range s.cfg.Keys {
 		s.keys = append(s.keys, rec.Column(k))
 	}
-	var err error
-	if s.hashes, s.kgs, err = keyGroups(s.keys, n, s.cfg.MaxParallelism, s.hashes, s.kgs); err != nil {
-		return err
+	s.pend = s.pend[:0]
+	// made returns the id of key b of row i, noting it when new.
+	made := func(b []byte, i int) int32 {
+		before := len(s.newKeys)
+		k := s.keyID(b, 0)
+		if len(s.newKeys) > before {
+			s.pend = append(s.pend, newRow{k, int32(i)})
+		}
+		return k
 	}
 	if s.fastKey {
 		col := s.keys[0].(*array.Int64)
@@ -255,25 +268,35 @@ func (s *Sessions) resolveKeys(rec arrow.RecordBatch) error {
 		nulls := col.NullN() > 0
 		for i, v := range vals {
 			if nulls && col.IsNull(i) {
-				s.kids[i] = s.keyID([]byte{0}, s.kgs[i])
+				s.kids[i] = made([]byte{0}, i)
 				continue
 			}
 			k, ok := s.intIdx[v]
 			if !ok {
-				k = s.keyID(binary.LittleEndian.AppendUint64([]byte{1}, uint64(v)), s.kgs[i])
+				k = made(binary.LittleEndian.AppendUint64([]byte{1}, uint64(v)), i)
 			}
 			s.kids[i] = k
 		}
+	} else {
+		s.buf, s.off, s.pos = encodeKeys(s.keys, n, s.buf, s.off, s.pos)
+		for i := range n {
+			b := s.buf[s.off[i]:s.off[i+1]]
+			k, ok := s.keyIdx[string(b)]
+			if !ok {
+				k = made(b, i)
+			}
+			s.kids[i] = k
+		}
+	}
+	if len(s.pend) == 0 {
 		return nil
 	}
-	s.buf, s.off = encodeKeys(s.keys, n, s.buf, s.off)
-	for i := range n {
-		b := s.buf[s.off[i]:s.off[i+1]]
-		k, ok := s.keyIdx[string(b)]
-		if !ok {
-			k = s.keyID(b, s.kgs[i])
-		}
-		s.kids[i] = k
+	var err error
+	if s.hashes, s.kgs, err = keyGroups(s.keys, n, s.cfg.MaxParallelism, s.hashes, s.kgs); err != nil {
+		return err
+	}
+	for _, p := range s.pend {
+		s.kgrp[p.id] = s.kgs[p.row]
 	}
 	return nil
 }

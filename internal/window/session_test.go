@@ -345,7 +345,7 @@ func testSessionsRandom(t *testing.T, r *rand.Rand, gap, lateness int64) {
 		switch {
 		case r.IntN(5) == 0:
 			err := tab.Checkpoint(func(k, v []byte) error {
-				checkKeyGroup(t, mem, k)
+				checkKeyGroup(t, mem, k, testSchema.Field(0).Type)
 				store[string(k)] = string(v)
 				return nil
 			}, func(k []byte) error {

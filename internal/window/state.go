@@ -22,13 +22,14 @@ import (
 // the table's state in the Store is then exactly its state at that
 // checkpoint. key and value are valid only during the call.
 func (t *Table) Checkpoint(put func(key, value []byte) error, del func(key []byte) error) error {
-	for _, k := range t.removed {
-		if err := del([]byte(k)); err != nil {
+	var buf, kb []byte
+	for _, r := range t.removed {
+		kb = append(binary.BigEndian.AppendUint16(kb[:0], r.kg), r.key...)
+		if err := del(kb); err != nil {
 			return err
 		}
 	}
 	t.removed = t.removed[:0]
-	var buf, kb []byte
 	for g, key := range t.gkey {
 		if key == "" || !t.changed[g] {
 			continue
@@ -53,7 +54,7 @@ func (t *Table) Restore(key, value []byte) error {
 	if int(kg) >= t.cfg.MaxParallelism {
 		return fmt.Errorf("window: restore: group %x: key group %d of %d", key, kg, t.cfg.MaxParallelism)
 	}
-	if _, ok := t.index[string(ik)]; ok {
+	if _, ok := t.group(string(ik)); ok {
 		return fmt.Errorf("window: restore: group %x twice", key)
 	}
 	start := int64(binary.LittleEndian.Uint64(ik[len(ik)-8:]))

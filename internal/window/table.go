@@ -92,7 +92,11 @@ type Table struct {
 	out    *arrow.Schema
 	keyEnc []keyEncoder
 
-	index map[string]int32
+	// index finds a group by its index key; fastIdx instead when the key
+	// is one int64 column (fastKey) and not null.
+	index   map[string]int32
+	fastIdx map[fastWin]int32
+	fastKey bool
 	// Per group: its index key (encoded key | window start), key group,
 	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
@@ -100,9 +104,9 @@ type Table struct {
 	start []int64
 	dirty []bool
 	// changed marks the groups added or updated since the last
-	// Checkpoint; removed are the store keys forgotten since.
+	// Checkpoint; removed are the groups forgotten since.
 	changed []bool
-	removed []string
+	removed []removedGroup
 	free    []int32
 	live    int
 
@@ -121,8 +125,10 @@ type Table struct {
 	keys   []arrow.Array
 	kbuf   []byte   // the encoded keys of the batch's rows
 	koff   []int32  // row i's key is kbuf[koff[i]:koff[i+1]]
+	kpos   []int32
 	hashes []uint64 // the hashes of the batch's keys
 	kgs    []uint16 // the key groups of the batch's rows
+	pend   []newRow // the groups new in the batch
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -135,7 +141,42 @@ func NewTable(cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Table{cfg: cfg, index: map[string]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}, nil
+	t := &Table{cfg: cfg, index: map[string]int32{}, fastIdx: map[fastWin]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
+	t.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
+	return t, nil
+}
+
+// removedGroup is a group forgotten: its key group and index key.
+type removedGroup struct {
+	kg  uint16
+	key string
+}
+
+// fastWin is the index key of a group whose key is one non-null int64.
+type fastWin struct{ key, start int64 }
+
+// fastOf returns the fastWin of the index key key, if it has one.
+func (t *Table) fastOf(key string) (fastWin, bool) {
+	if !t.fastKey || len(key) != 17 || key[0] != 1 {
+		return fastWin{}, false
+	}
+	return fastWin{int64(le64(key[1:9])), int64(le64(key[9:]))}, true
+}
+
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// group returns the group of the index key key.
+func (t *Table) group(key string) (int32, bool) {
+	if fw, ok := t.fastOf(key); ok {
+		g, ok := t.fastIdx[fw]
+		return g, ok
+	}
+	g, ok := t.index[key]
+	return g, ok
 }
 
 func isTime(dt arrow.DataType) bool {
@@ -180,25 +221,68 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 	for _, k := range t.cfg.Keys {
 		t.keys = append(t.keys, rec.Column(k))
 	}
-	// Every row's key and key group, a column at a time; then one map
-	// lookup per (row, window).
-	t.kbuf, t.koff = encodeKeys(t.keys, n, t.kbuf, t.koff)
-	if t.hashes, t.kgs, err = keyGroups(t.keys, n, t.cfg.MaxParallelism, t.hashes, t.kgs); err != nil {
-		return err
-	}
-	for p, row := range t.rows {
-		b := append(t.buf[:0], t.kbuf[t.koff[row]:t.koff[row+1]]...)
-		b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
-		t.buf = b
-		g, ok := t.index[string(b)]
-		if !ok {
-			g = t.newGroup(string(b), t.kgs[row], t.starts[p])
+	// One map lookup per (row, window): by (key, start) for one int64 key
+	// column, else by the key's bytes (encoded a column at a time) and
+	// start. Then, when the batch made groups, the key group of every
+	// row, a column at a time.
+	t.pend = t.pend[:0]
+	if t.fastKey {
+		t.addFast()
+	} else {
+		t.kbuf, t.koff, t.kpos = encodeKeys(t.keys, n, t.kbuf, t.koff, t.kpos)
+		for p, row := range t.rows {
+			t.gids[p] = t.groupOf(t.kbuf[t.koff[row]:t.koff[row+1]], row, t.starts[p])
 		}
-		t.gids[p] = g
+	}
+	if len(t.pend) > 0 {
+		if t.hashes, t.kgs, err = keyGroups(t.keys, n, t.cfg.MaxParallelism, t.hashes, t.kgs); err != nil {
+			return err
+		}
+		for _, p := range t.pend {
+			t.kgrp[p.id] = t.kgs[p.row]
+		}
+	}
+	for _, g := range t.gids {
 		t.dirty[g], t.changed[g] = true, true
 	}
 	updateAccs(&t.cfg, t.accs, rec, t.rows, t.gids, ts)
 	return nil
+}
+
+// addFast sets t.gids for a batch keyed by one int64 column.
+func (t *Table) addFast() {
+	col := t.keys[0].(*array.Int64)
+	vals := col.Int64Values()
+	nulls := col.NullN() > 0
+	for p, row := range t.rows {
+		if nulls && col.IsNull(int(row)) {
+			t.gids[p] = t.groupOf([]byte{0}, row, t.starts[p])
+			continue
+		}
+		g, ok := t.fastIdx[fastWin{vals[row], t.starts[p]}]
+		if !ok {
+			b := append(t.buf[:0], 1)
+			b = binary.LittleEndian.AppendUint64(b, uint64(vals[row]))
+			b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
+			t.buf = b
+			g = t.newGroup(string(b), 0, t.starts[p])
+			t.pend = append(t.pend, newRow{g, row})
+		}
+		t.gids[p] = g
+	}
+}
+
+// groupOf returns the group of the encoded key of row and window start,
+// making it if new: a key index holds (not a fastWin).
+func (t *Table) groupOf(key []byte, row int32, start int64) int32 {
+	b := binary.LittleEndian.AppendUint64(append(t.buf[:0], key...), uint64(start))
+	t.buf = b
+	g, ok := t.index[string(b)]
+	if !ok {
+		g = t.newGroup(string(b), 0, start)
+		t.pend = append(t.pend, newRow{g, row})
+	}
+	return g
 }
 
 // closed reports whether the window starting at start takes no more
@@ -261,7 +345,11 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 			acc.grow(len(t.gkey))
 		}
 	}
-	t.index[key] = g
+	if fw, ok := t.fastOf(key); ok {
+		t.fastIdx[fw] = g
+	} else {
+		t.index[key] = g
+	}
 	t.live++
 	return g
 }
@@ -307,8 +395,12 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 		}
 	}
 	for _, g := range gone {
-		delete(t.index, t.gkey[g])
-		t.removed = append(t.removed, storeKey(t.kgrp[g], t.gkey[g]))
+		if fw, ok := t.fastOf(t.gkey[g]); ok {
+			delete(t.fastIdx, fw)
+		} else {
+			delete(t.index, t.gkey[g])
+		}
+		t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
 		t.gkey[g], t.changed[g] = "", false
 		t.free = append(t.free, g)
 		t.live--
