@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/meshflow/meshflow/internal/kernels"
 )
@@ -114,26 +115,62 @@ func uvarintLen(v uint64) int {
 // with: a big-endian uint16.
 const keyGroupLen = 2
 
-// keyGroups sets groups[i] to the key group of row i of the key columns
-// cols: the hash of the keyed edge (kernels.HashColumns) modulo maxP, so
-// a window's state lands in the key groups of the instance its rows are
-// routed to. Without key columns every row is in key group 0. It returns
-// hashes and groups, reused from batch to batch.
-func keyGroups(cols []arrow.Array, n, maxP int, hashes []uint64, groups []uint16) ([]uint64, []uint16, error) {
-	groups = slices.Grow(groups[:0], n)[:n]
+// keyHasher computes key groups: the hash of the keyed edge
+// (kernels.HashColumns over the key columns) modulo the max parallelism,
+// so a window's state lands in the key groups of the instance its rows
+// are routed to. Without key columns every row is in key group 0. Its
+// buffers are reused from batch to batch.
+type keyHasher struct {
+	mem    memory.Allocator // for the rows taken (released at once)
+	maxP   int
+	hashes []uint64
+	groups []uint16
+	taken  []arrow.Array
+}
+
+// of returns the key groups of rows of the key columns cols (of n rows),
+// in the order of rows; valid until the next call. Few rows of many are
+// taken out of the columns and hashed; otherwise every row is hashed.
+func (h *keyHasher) of(cols []arrow.Array, n int, rows []int32) ([]uint16, error) {
+	m := len(rows)
+	h.groups = slices.Grow(h.groups[:0], m)[:m]
 	if len(cols) == 0 {
-		clear(groups)
-		return hashes, groups, nil
+		clear(h.groups)
+		return h.groups, nil
 	}
-	hashes = slices.Grow(hashes[:0], n)[:n]
-	if err := kernels.HashColumns(cols, hashes); err != nil {
-		return hashes, groups, fmt.Errorf("window: key groups: %w", err)
+	mp := uint64(h.maxP)
+	if m*4 >= n {
+		h.hashes = slices.Grow(h.hashes[:0], n)[:n]
+		if err := kernels.HashColumns(cols, h.hashes); err != nil {
+			return nil, fmt.Errorf("window: key groups: %w", err)
+		}
+		for i, r := range rows {
+			h.groups[i] = uint16(h.hashes[r] % mp)
+		}
+		return h.groups, nil
 	}
-	m := uint64(maxP)
-	for i, h := range hashes {
-		groups[i] = uint16(h % m)
+	h.taken = h.taken[:0]
+	defer func() {
+		for _, a := range h.taken {
+			a.Release()
+		}
+		clear(h.taken)
+	}()
+	for _, c := range cols {
+		a, err := kernels.TakeArray(h.mem, c, rows)
+		if err != nil {
+			return nil, fmt.Errorf("window: key groups: %w", err)
+		}
+		h.taken = append(h.taken, a)
 	}
-	return hashes, groups, nil
+	h.hashes = slices.Grow(h.hashes[:0], m)[:m]
+	if err := kernels.HashColumns(h.taken, h.hashes); err != nil {
+		return nil, fmt.Errorf("window: key groups: %w", err)
+	}
+	for i, x := range h.hashes {
+		h.groups[i] = uint16(x % mp)
+	}
+	return h.groups, nil
 }
 
 // splitStoreKey splits a stored key into its key group and index key.

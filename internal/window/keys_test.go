@@ -9,6 +9,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/meshflow/meshflow/internal/kernels"
 )
 
 // TestEncodeKeys: the columnar key encoding of random int64 and string
@@ -59,6 +61,66 @@ func TestEncodeKeys(t *testing.T) {
 		}
 		if got := buf[off[i]:off[i+1]]; !bytes.Equal(got, want) {
 			t.Fatalf("row %d: %x, want %x", i, got, want)
+		}
+	}
+}
+
+// TestKeyHasher: the key groups of a few rows (taken out of the columns)
+// and of many (every row hashed) are those of kernels.HashColumns over the
+// whole columns, modulo the max parallelism; without key columns, 0.
+func TestKeyHasher(t *testing.T) {
+	r := rand.New(rand.NewPCG(seed(t), 5))
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	const n, maxP = 400, 13
+	ib, sb := array.NewInt64Builder(mem), array.NewStringBuilder(mem)
+	for range n {
+		if r.IntN(6) == 0 {
+			ib.AppendNull()
+		} else {
+			ib.Append(r.Int64N(50))
+		}
+		if r.IntN(6) == 0 {
+			sb.AppendNull()
+		} else {
+			sb.Append(strings.Repeat("s", r.IntN(4)))
+		}
+	}
+	cols := []arrow.Array{ib.NewArray(), sb.NewArray()}
+	ib.Release()
+	sb.Release()
+	defer func() {
+		for _, c := range cols {
+			c.Release()
+		}
+	}()
+	for _, keys := range [][]arrow.Array{cols[:1], cols[1:], cols, nil} {
+		var want []uint64
+		if len(keys) > 0 {
+			want = make([]uint64, n)
+			if err := kernels.HashColumns(keys, want); err != nil {
+				t.Fatal(err)
+			}
+		}
+		h := keyHasher{mem: mem, maxP: maxP}
+		for _, m := range []int{0, 1, 7, n/4 - 1, n / 4, n / 2, n} {
+			rows := make([]int32, m)
+			for i := range rows {
+				rows[i] = int32(r.IntN(n))
+			}
+			got, err := h.of(keys, n, rows)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, row := range rows {
+				w := uint16(0)
+				if keys != nil {
+					w = uint16(kernels.KeyGroup(want[row], maxP))
+				}
+				if got[i] != w {
+					t.Fatalf("%d key columns, %d rows: row %d: key group %d, want %d", len(keys), m, row, got[i], w)
+				}
+			}
 		}
 	}
 }

@@ -76,9 +76,9 @@ type Sessions struct {
 	gids    []int32
 	buf     []byte
 	keys    []arrow.Array
-	hashes  []uint64
-	kgs     []uint16 // the key groups of the batch's rows
+	kh      keyHasher
 	pend    []newRow // the keys new in the batch
+	prow    []int32  // their rows
 }
 
 // newRow is a group (a key, for Sessions) made by the batch being added,
@@ -102,7 +102,7 @@ func NewSessions(cfg Config) (*Sessions, error) {
 		return nil, err
 	}
 	s := &Sessions{cfg: cfg, gap: cfg.Gap, out: out, keyEnc: encs, accs: accs, keyIdx: map[string]int32{},
-		intIdx: map[int64]int32{}, wm: math.MinInt64}
+		intIdx: map[int64]int32{}, wm: math.MinInt64, kh: keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}}
 	s.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
 	return s, nil
 }
@@ -291,12 +291,16 @@ func (s *Sessions) resolveKeys(rec arrow.RecordBatch) error {
 	if len(s.pend) == 0 {
 		return nil
 	}
-	var err error
-	if s.hashes, s.kgs, err = keyGroups(s.keys, n, s.cfg.MaxParallelism, s.hashes, s.kgs); err != nil {
+	s.prow = s.prow[:0]
+	for _, p := range s.pend {
+		s.prow = append(s.prow, p.row)
+	}
+	kgs, err := s.kh.of(s.keys, n, s.prow)
+	if err != nil {
 		return err
 	}
-	for _, p := range s.pend {
-		s.kgrp[p.id] = s.kgs[p.row]
+	for i, p := range s.pend {
+		s.kgrp[p.id] = kgs[i]
 	}
 	return nil
 }

@@ -123,12 +123,12 @@ type Table struct {
 	gids   []int32
 	buf    []byte
 	keys   []arrow.Array
-	kbuf   []byte   // the encoded keys of the batch's rows
-	koff   []int32  // row i's key is kbuf[koff[i]:koff[i+1]]
+	kbuf   []byte  // the encoded keys of the batch's rows
+	koff   []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
 	kpos   []int32
-	hashes []uint64 // the hashes of the batch's keys
-	kgs    []uint16 // the key groups of the batch's rows
+	kh     keyHasher
 	pend   []newRow // the groups new in the batch
+	prow   []int32  // their rows
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -142,6 +142,7 @@ func NewTable(cfg Config) (*Table, error) {
 		return nil, err
 	}
 	t := &Table{cfg: cfg, index: map[string]int32{}, fastIdx: map[fastWin]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
+	t.kh = keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}
 	t.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
 	return t, nil
 }
@@ -235,11 +236,16 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 		}
 	}
 	if len(t.pend) > 0 {
-		if t.hashes, t.kgs, err = keyGroups(t.keys, n, t.cfg.MaxParallelism, t.hashes, t.kgs); err != nil {
+		t.prow = t.prow[:0]
+		for _, p := range t.pend {
+			t.prow = append(t.prow, p.row)
+		}
+		kgs, err := t.kh.of(t.keys, n, t.prow)
+		if err != nil {
 			return err
 		}
-		for _, p := range t.pend {
-			t.kgrp[p.id] = t.kgs[p.row]
+		for i, p := range t.pend {
+			t.kgrp[p.id] = kgs[i]
 		}
 	}
 	for _, g := range t.gids {
