@@ -177,8 +177,9 @@ func (a Aggregate) As(name string) Aggregate {
 // window's end: the key columns, window_start, window_end (millisecond
 // timestamps) and one column per aggregate. The input's schema must be
 // known (declared by its source). The aggregates live in memory and are
-// written to the instance's Store at every checkpoint (the windows
-// changed since the last one only), so a recovery resumes them.
+// written to the operator's keyed state at every checkpoint (the windows
+// changed since the last one only), each in the key group of its key (a
+// window without KeyBy: key group 0), so a recovery resumes them.
 func (s *Stream) Window(name string, w Windows, aggs []Aggregate, opts ...Option) *Stream {
 	n := &node{name: name, kind: kindOperator, window: &windowNode{w: w, aggs: aggs, keys: s.key}}
 	return s.p.add(n, opts, s.in())
@@ -206,7 +207,9 @@ func (wn *windowNode) config(in *arrow.Schema) (window.Config, error) {
 		}
 		return idx[0], nil
 	}
-	cfg := window.Config{Spec: wn.w.spec, Gap: wn.w.gap, Schema: in, AllowedLateness: wn.w.lateness.Milliseconds()}
+	// The operator sets MaxParallelism to the job's in Open.
+	cfg := window.Config{Spec: wn.w.spec, Gap: wn.w.gap, Schema: in, AllowedLateness: wn.w.lateness.Milliseconds(),
+		MaxParallelism: actors.DefaultMaxParallelism}
 	var err error
 	if cfg.Time, err = col(wn.w.time); err != nil {
 		return cfg, fmt.Errorf("time column: %w", err)
@@ -298,16 +301,17 @@ func (wn *windowNode) build(env *runEnv, in *arrow.Schema) func() actors.Operato
 }
 
 // windowOp runs a window.Table: Process adds batches, OnWatermark fires,
-// PrepareCheckpoint writes the changed windows into the Store, and late
-// rows go to a dead-letter subject.
+// PrepareCheckpoint writes the changed windows into the operator's keyed
+// state (and the watermark into the instance's Store), and late rows go
+// to a dead-letter subject.
 type windowOp struct {
 	wn *windowNode
 	in *arrow.Schema
 	nc *nats.Conn
 
 	mem    memory.Allocator
-	state  persistence.Store // the windows, by group
-	meta   persistence.Store // the watermark
+	state  persistence.Store // the windows: keyed state, by key group
+	meta   persistence.Store // the watermark: the instance's own
 	tab    windowTable
 	dl     *natsio.DeadLetters
 	enc    *messages.JSONRowEncoder
@@ -330,13 +334,21 @@ func (o *windowOp) Open(ctx context.Context, oc actors.OperatorContext) error {
 	if err != nil {
 		return err
 	}
+	cfg.MaxParallelism = oc.MaxParallelism()
 	if o.tab, err = newWindowTable(cfg); err != nil {
 		return err
 	}
-	o.mem, o.state, o.meta = oc.Allocator(), oc.State().Namespace("window"), oc.State().Namespace("window.meta")
+	o.mem, o.state, o.meta = oc.Allocator(), oc.KeyedState(), oc.State().Namespace("window.meta")
 	o.last = int64(messages.MinWatermark)
-	if err := o.state.Scan(ctx, nil, func(k, v []byte) error { return o.tab.Restore(k, v) }); err != nil {
-		return fmt.Errorf("window: restore: %w", err)
+	// The windows of the instance's own key groups: those its input
+	// routes to it.
+	lo, hi := oc.KeyGroups()
+	var prefix []byte
+	for g := lo; g < hi; g++ {
+		prefix = actors.KeyGroupKey(prefix[:0], g)
+		if err := o.state.Scan(ctx, prefix, func(k, v []byte) error { return o.tab.Restore(k, v) }); err != nil {
+			return fmt.Errorf("window: restore key group %d: %w", g, err)
+		}
 	}
 	// Lateness after a restore is judged by the watermark of the
 	// checkpoint, as it was when the rows came the first time.

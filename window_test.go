@@ -67,10 +67,12 @@ type winTxSink struct {
 	out *winCollector
 	// ends names windows key@start-end (for sessions), not key@start.
 	ends bool
-	fail *atomic.Int64
-	st   persistence.Store
-	buf  []string
-	on   bool
+	// unkeyed: the window has no key columns (its rows are named @start).
+	unkeyed bool
+	fail    *atomic.Int64
+	st      persistence.Store
+	buf     []string
+	on      bool
 }
 
 func (s *winTxSink) Open(ctx context.Context, oc meshflow.OperatorContext) error {
@@ -85,13 +87,21 @@ func (s *winTxSink) Close(context.Context) error { return nil }
 
 func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
 	var lines []string
+	k := 1 // the key columns
+	if s.unkeyed {
+		k = 0
+	}
 	for i := range int(in.NumRows()) {
-		l := fmt.Sprintf("%s@%d", in.Column(0).(*array.String).Value(i), int64(in.Column(1).(*array.Timestamp).Value(i)))
+		key := ""
+		if k > 0 {
+			key = in.Column(0).(*array.String).Value(i)
+		}
+		l := fmt.Sprintf("%s@%d", key, int64(in.Column(k).(*array.Timestamp).Value(i)))
 		if s.ends {
-			l += fmt.Sprintf("-%d", int64(in.Column(2).(*array.Timestamp).Value(i)))
+			l += fmt.Sprintf("-%d", int64(in.Column(k+1).(*array.Timestamp).Value(i)))
 		}
 		l += "|"
-		for c := 3; c < int(in.NumCols()); c++ {
+		for c := k + 2; c < int(in.NumCols()); c++ {
 			v := "null"
 			if in.Column(c).IsValid(i) {
 				v = in.Column(c).ValueStr(i)

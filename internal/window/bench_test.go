@@ -20,7 +20,7 @@ import (
 func BenchmarkTable(b *testing.B) {
 	mem := memory.NewGoAllocator()
 	recs := benchBids(b, mem)
-	tab, err := NewTable(Config{Spec: Tumbling(10_000), Schema: nexmark.BidSchema, Keys: []int{nexmark.ColAuction},
+	tab, err := NewTable(Config{Spec: Tumbling(10_000), Schema: nexmark.BidSchema, Keys: []int{nexmark.ColAuction}, MaxParallelism: 128,
 		Time: nexmark.ColDateTime, Aggs: []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: nexmark.ColPrice, Name: "sum"}, {Kind: Max, Column: nexmark.ColPrice, Name: "max"}}})
 	if err != nil {
 		b.Fatal(err)
@@ -109,7 +109,7 @@ func benchBids(b *testing.B, mem memory.Allocator) []arrow.RecordBatch {
 func BenchmarkSessions(b *testing.B) {
 	mem := memory.NewGoAllocator()
 	recs := benchBids(b, mem)
-	tab, err := NewSessions(Config{Gap: 10_000, Schema: nexmark.BidSchema, Keys: []int{nexmark.ColBidder},
+	tab, err := NewSessions(Config{Gap: 10_000, Schema: nexmark.BidSchema, Keys: []int{nexmark.ColBidder}, MaxParallelism: 128,
 		Time: nexmark.ColDateTime, Aggs: []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: nexmark.ColPrice, Name: "sum"},
 			{Kind: Max, Column: nexmark.ColPrice, Name: "max"}}})
 	if err != nil {

@@ -41,6 +41,7 @@ type Sessions struct {
 	intIdx   map[int64]int32
 	fastKey  bool
 	keyBytes []string
+	kgrp     []uint16 // per key: its key group
 	sess     [][]int32
 	freeKeys []int32
 
@@ -69,11 +70,20 @@ type Sessions struct {
 	cnt     []int32
 	rslot   []int32
 	off     []int32
+	pos     []int32
 	order   []sessRow
 	rows    []int32
 	gids    []int32
 	buf     []byte
+	keys    []arrow.Array
+	kh      keyHasher
+	pend    []newRow // the keys new in the batch
+	prow    []int32  // their rows
 }
+
+// newRow is a group (a key, for Sessions) made by the batch being added,
+// and a row of it: its key group is that row's.
+type newRow struct{ id, row int32 }
 
 type sessRow struct {
 	key int32
@@ -92,7 +102,7 @@ func NewSessions(cfg Config) (*Sessions, error) {
 		return nil, err
 	}
 	s := &Sessions{cfg: cfg, gap: cfg.Gap, out: out, keyEnc: encs, accs: accs, keyIdx: map[string]int32{},
-		intIdx: map[int64]int32{}, wm: math.MinInt64}
+		intIdx: map[int64]int32{}, wm: math.MinInt64, kh: keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}}
 	s.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
 	return s, nil
 }
@@ -133,7 +143,9 @@ func (s *Sessions) Add(rec arrow.RecordBatch) error {
 	}
 	tcol := rec.Column(s.cfg.Time)
 	ts := timeValues(tcol)
-	s.resolveKeys(rec)
+	if err := s.resolveKeys(rec); err != nil {
+		return err
+	}
 	s.groupRows(ts, tcol)
 	s.late = s.late[:0]
 	if s.wm != math.MinInt64 {
@@ -224,51 +236,78 @@ func (s *Sessions) groupRows(ts []int64, tcol arrow.Array) {
 }
 
 // resolveKeys sets s.kids[i] to the key id of row i, making keys new to
-// the table.
-func (s *Sessions) resolveKeys(rec arrow.RecordBatch) {
+// the table, with their key groups (hashed for the whole batch, when it
+// has new keys).
+func (s *Sessions) resolveKeys(rec arrow.RecordBatch) error {
 	n := int(rec.NumRows())
 	s.kids = slices.Grow(s.kids[:0], n)[:n]
 	if len(s.cfg.Keys) == 0 {
-		k := s.keyID(nil)
+		k := s.keyID(nil, 0)
 		for i := range s.kids {
 			s.kids[i] = k
 		}
-		return
+		return nil
+	}
+	s.keys = s.keys[:0]
+	for _, k := range s.cfg.Keys {
+		s.keys = append(s.keys, rec.Column(k))
+	}
+	s.pend = s.pend[:0]
+	// made returns the id of key b of row i, noting it when new.
+	made := func(b []byte, i int) int32 {
+		before := len(s.newKeys)
+		k := s.keyID(b, 0)
+		if len(s.newKeys) > before {
+			s.pend = append(s.pend, newRow{k, int32(i)})
+		}
+		return k
 	}
 	if s.fastKey {
-		col := rec.Column(s.cfg.Keys[0]).(*array.Int64)
+		col := s.keys[0].(*array.Int64)
 		vals := col.Int64Values()
 		nulls := col.NullN() > 0
 		for i, v := range vals {
 			if nulls && col.IsNull(i) {
-				s.kids[i] = s.keyID([]byte{0})
+				s.kids[i] = made([]byte{0}, i)
 				continue
 			}
 			k, ok := s.intIdx[v]
 			if !ok {
-				k = s.keyID(binary.LittleEndian.AppendUint64([]byte{1}, uint64(v)))
+				k = made(binary.LittleEndian.AppendUint64([]byte{1}, uint64(v)), i)
 			}
 			s.kids[i] = k
 		}
-		return
-	}
-	keys := make([]arrow.Array, len(s.cfg.Keys))
-	for i, k := range s.cfg.Keys {
-		keys[i] = rec.Column(k)
-	}
-	s.buf, s.off = encodeKeys(keys, n, s.buf, s.off)
-	for i := range n {
-		b := s.buf[s.off[i]:s.off[i+1]]
-		k, ok := s.keyIdx[string(b)]
-		if !ok {
-			k = s.keyID(b)
+	} else {
+		s.buf, s.off, s.pos = encodeKeys(s.keys, n, s.buf, s.off, s.pos)
+		for i := range n {
+			b := s.buf[s.off[i]:s.off[i+1]]
+			k, ok := s.keyIdx[string(b)]
+			if !ok {
+				k = made(b, i)
+			}
+			s.kids[i] = k
 		}
-		s.kids[i] = k
 	}
+	if len(s.pend) == 0 {
+		return nil
+	}
+	s.prow = s.prow[:0]
+	for _, p := range s.pend {
+		s.prow = append(s.prow, p.row)
+	}
+	kgs, err := s.kh.of(s.keys, n, s.prow)
+	if err != nil {
+		return err
+	}
+	for i, p := range s.pend {
+		s.kgrp[p.id] = kgs[i]
+	}
+	return nil
 }
 
-// keyID returns the id of the encoded key b, making it if new.
-func (s *Sessions) keyID(b []byte) int32 {
+// keyID returns the id of the encoded key b, making it if new, in key
+// group kg.
+func (s *Sessions) keyID(b []byte, kg uint16) int32 {
 	fast := s.fastKey && len(b) == 9 && b[0] == 1
 	if fast {
 		if k, ok := s.intIdx[int64(binary.LittleEndian.Uint64(b[1:]))]; ok {
@@ -281,10 +320,11 @@ func (s *Sessions) keyID(b []byte) int32 {
 	if n := len(s.freeKeys); n > 0 {
 		k = s.freeKeys[n-1]
 		s.freeKeys = s.freeKeys[:n-1]
-		s.keyBytes[k] = string(b)
+		s.keyBytes[k], s.kgrp[k] = string(b), kg
 	} else {
 		k = int32(len(s.keyBytes))
 		s.keyBytes = append(s.keyBytes, string(b))
+		s.kgrp = append(s.kgrp, kg)
 		s.sess = append(s.sess, nil)
 		s.slot = append(s.slot, -1)
 	}
@@ -357,8 +397,14 @@ func (s *Sessions) place(k int32, a, e int64) int32 {
 	return g
 }
 
+// storeKey is the key session g is stored under: its key group
+// (big-endian uint16), its encoded key, its start (little-endian).
 func (s *Sessions) storeKey(g int32) string {
-	return string(binary.LittleEndian.AppendUint64([]byte(s.keyBytes[s.gkey[g]]), uint64(s.start[g])))
+	k := s.gkey[g]
+	b := make([]byte, 0, keyGroupLen+len(s.keyBytes[k])+8)
+	b = binary.BigEndian.AppendUint16(b, s.kgrp[k])
+	b = append(b, s.keyBytes[k]...)
+	return string(binary.LittleEndian.AppendUint64(b, uint64(s.start[g])))
 }
 
 func (s *Sessions) newGroup(k int32, start, end int64) int32 {
@@ -449,8 +495,9 @@ func (s *Sessions) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatc
 
 // Checkpoint hands over what changed since the last Checkpoint, like
 // Table.Checkpoint: del for the sessions forgotten or moved, then put
-// for every session added or updated. Keys are the encoded key columns
-// and the session's start; values its state (see encodeGroup).
+// for every session added or updated. Keys are the key group of the
+// session's key (as in Table.Checkpoint), the encoded key columns and
+// the session's start; values its state (see encodeGroup).
 func (s *Sessions) Checkpoint(put func(key, value []byte) error, del func(key []byte) error) error {
 	for _, k := range s.removed {
 		if err := del([]byte(k)); err != nil {
@@ -485,10 +532,14 @@ func (s *Sessions) encodeGroup(dst []byte, g int32) []byte {
 
 // Restore adds one session written by Checkpoint.
 func (s *Sessions) Restore(key, value []byte) error {
-	if len(key) < 8 {
-		return fmt.Errorf("window: restore: session key %x too short", key)
+	kg, ik, err := splitStoreKey(key)
+	if err != nil {
+		return fmt.Errorf("window: restore: session: %w", err)
 	}
-	kb, start := key[:len(key)-8], int64(binary.LittleEndian.Uint64(key[len(key)-8:]))
+	if int(kg) >= s.cfg.MaxParallelism {
+		return fmt.Errorf("window: restore: session %x: key group %d of %d", key, kg, s.cfg.MaxParallelism)
+	}
+	kb, start := ik[:len(ik)-8], int64(binary.LittleEndian.Uint64(ik[len(ik)-8:]))
 	if string(kb) == "\xff" {
 		return fmt.Errorf("window: restore: session key %x", key)
 	}
@@ -502,7 +553,12 @@ func (s *Sessions) Restore(key, value []byte) error {
 	}
 	end := start + int64(span)
 	rest = rest[n:]
-	k := s.keyID(kb)
+	k := s.keyID(kb, kg)
+	if s.kgrp[k] != kg {
+		s.dropEmptyKeys([]int32{k})
+		s.newKeys = s.newKeys[:0]
+		return fmt.Errorf("window: restore session %x: key group %d, another session of its key has %d", key, kg, s.kgrp[k])
+	}
 	ss := s.sess[k]
 	i := sort.Search(len(ss), func(i int) bool { return s.end[ss[i]] > start })
 	if i < len(ss) && s.start[ss[i]] < end {

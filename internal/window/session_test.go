@@ -273,7 +273,7 @@ func TestSessionsRandom(t *testing.T) {
 func testSessionsRandom(t *testing.T, r *rand.Rand, gap, lateness int64) {
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	cfg := Config{Gap: gap, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: sessionAggs, AllowedLateness: max(lateness, 0)}
+	cfg := Config{Gap: gap, Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: sessionAggs, AllowedLateness: max(lateness, 0)}
 	tab, err := NewSessions(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -345,6 +345,7 @@ func testSessionsRandom(t *testing.T, r *rand.Rand, gap, lateness int64) {
 		switch {
 		case r.IntN(5) == 0:
 			err := tab.Checkpoint(func(k, v []byte) error {
+				checkKeyGroup(t, mem, k, testSchema.Field(0).Type)
 				store[string(k)] = string(v)
 				return nil
 			}, func(k []byte) error {
@@ -463,7 +464,7 @@ func TestSessionsMerge(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
-			tab, err := NewSessions(Config{Gap: 10, Schema: schema, Keys: []int{0}, Time: 1,
+			tab, err := NewSessions(Config{Gap: 10, Schema: schema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1,
 				Aggs: []Agg{{Kind: Count, Column: -1, Name: "n"}}, AllowedLateness: tc.lateness})
 			if err != nil {
 				t.Fatal(err)
@@ -508,7 +509,7 @@ func TestSessionsMerge(t *testing.T) {
 // error, never a panic; a session restored from them encodes to bytes
 // that read back to the same session.
 func FuzzRestoreSessions(f *testing.F) {
-	cfg := Config{Gap: 10, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: sessionAggs}
+	cfg := Config{Gap: 10, Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: sessionAggs}
 	mem := memory.NewGoAllocator()
 	seedTab, err := NewSessions(cfg)
 	if err != nil {

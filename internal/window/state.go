@@ -11,26 +11,32 @@ import (
 
 // Checkpoint hands over what changed since the last Checkpoint (or since
 // the table was made or restored): put(key, value) for every group added
-// to or updated, del(key) for every group forgotten. Keys are the groups'
-// index keys (encoded key columns | window start); values encode the
-// group's state. An operator writes them into its Store in one batch at a
+// to or updated, del(key) for every group forgotten. A key is the key
+// group of the group's key (big-endian uint16: kernels.HashColumns over
+// the key columns modulo Config.MaxParallelism, as the keyed edge routes
+// it; 0 without key columns), then its index key (encoded key columns |
+// window start); a value encodes the group's state. The keys of a key
+// group are thus one contiguous range, and an operator keeps them in its
+// keyed state. An operator writes them into its Store in one batch at a
 // checkpoint barrier and gives them back to Restore when it is restored:
 // the table's state in the Store is then exactly its state at that
 // checkpoint. key and value are valid only during the call.
 func (t *Table) Checkpoint(put func(key, value []byte) error, del func(key []byte) error) error {
-	for _, k := range t.removed {
-		if err := del([]byte(k)); err != nil {
+	var buf, kb []byte
+	for _, r := range t.removed {
+		kb = append(binary.BigEndian.AppendUint16(kb[:0], r.kg), r.key...)
+		if err := del(kb); err != nil {
 			return err
 		}
 	}
 	t.removed = t.removed[:0]
-	var buf []byte
 	for g, key := range t.gkey {
 		if key == "" || !t.changed[g] {
 			continue
 		}
 		buf = t.encodeGroup(buf[:0], int32(g))
-		if err := put([]byte(key), buf); err != nil {
+		kb = append(binary.BigEndian.AppendUint16(kb[:0], t.kgrp[g]), key...)
+		if err := put(kb, buf); err != nil {
 			return err
 		}
 		t.changed[g] = false
@@ -38,16 +44,21 @@ func (t *Table) Checkpoint(put func(key, value []byte) error, del func(key []byt
 	return nil
 }
 
-// Restore adds one group written by Checkpoint.
+// Restore adds one group written by Checkpoint. The key group is taken
+// as stored: the operator restores the key groups it owns.
 func (t *Table) Restore(key, value []byte) error {
-	if _, ok := t.index[string(key)]; ok {
+	kg, ik, err := splitStoreKey(key)
+	if err != nil {
+		return fmt.Errorf("window: restore: group: %w", err)
+	}
+	if int(kg) >= t.cfg.MaxParallelism {
+		return fmt.Errorf("window: restore: group %x: key group %d of %d", key, kg, t.cfg.MaxParallelism)
+	}
+	if _, ok := t.group(string(ik)); ok {
 		return fmt.Errorf("window: restore: group %x twice", key)
 	}
-	if len(key) < 8 {
-		return fmt.Errorf("window: restore: group key %x too short", key)
-	}
-	start := int64(binary.LittleEndian.Uint64(key[len(key)-8:]))
-	g := t.newGroup(string(key), start)
+	start := int64(binary.LittleEndian.Uint64(ik[len(ik)-8:]))
+	g := t.newGroup(string(ik), kg, start)
 	rest, err := t.decodeGroup(value, g)
 	if err == nil && len(rest) != 0 {
 		err = fmt.Errorf("%d bytes left over", len(rest))

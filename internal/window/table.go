@@ -78,6 +78,10 @@ type Config struct {
 	// Gap (ms) is the gap of session windows (NewSessions; Spec is then
 	// not used).
 	Gap int64
+	// MaxParallelism is the number of key groups, in [1, 65536]: every
+	// key Checkpoint writes starts with the key group of its key (see
+	// Table.Checkpoint).
+	MaxParallelism int
 }
 
 // Table holds the aggregates of every (key, window) with rows and not yet
@@ -88,16 +92,21 @@ type Table struct {
 	out    *arrow.Schema
 	keyEnc []keyEncoder
 
-	index map[string]int32
-	// Per group: its index key (encoded key | window start), window start,
-	// whether it changed since Fire last emitted it.
+	// index finds a group by its index key; fastIdx instead when the key
+	// is one int64 column (fastKey) and not null.
+	index   map[string]int32
+	fastIdx map[fastWin]int32
+	fastKey bool
+	// Per group: its index key (encoded key | window start), key group,
+	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
+	kgrp  []uint16
 	start []int64
 	dirty []bool
 	// changed marks the groups added or updated since the last
-	// Checkpoint; removed are the index keys forgotten since.
+	// Checkpoint; removed are the groups forgotten since.
 	changed []bool
-	removed []string
+	removed []removedGroup
 	free    []int32
 	live    int
 
@@ -113,6 +122,13 @@ type Table struct {
 	starts []int64
 	gids   []int32
 	buf    []byte
+	keys   []arrow.Array
+	kbuf   []byte  // the encoded keys of the batch's rows
+	koff   []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
+	kpos   []int32
+	kh     keyHasher
+	pend   []newRow // the groups new in the batch
+	prow   []int32  // their rows
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -125,7 +141,43 @@ func NewTable(cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Table{cfg: cfg, index: map[string]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}, nil
+	t := &Table{cfg: cfg, index: map[string]int32{}, fastIdx: map[fastWin]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
+	t.kh = keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}
+	t.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
+	return t, nil
+}
+
+// removedGroup is a group forgotten: its key group and index key.
+type removedGroup struct {
+	kg  uint16
+	key string
+}
+
+// fastWin is the index key of a group whose key is one non-null int64.
+type fastWin struct{ key, start int64 }
+
+// fastOf returns the fastWin of the index key key, if it has one.
+func (t *Table) fastOf(key string) (fastWin, bool) {
+	if !t.fastKey || len(key) != 17 || key[0] != 1 {
+		return fastWin{}, false
+	}
+	return fastWin{int64(le64(key[1:9])), int64(le64(key[9:]))}, true
+}
+
+func le64(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
+// group returns the group of the index key key.
+func (t *Table) group(key string) (int32, bool) {
+	if fw, ok := t.fastOf(key); ok {
+		g, ok := t.fastIdx[fw]
+		return g, ok
+	}
+	g, ok := t.index[key]
+	return g, ok
 }
 
 func isTime(dt arrow.DataType) bool {
@@ -162,26 +214,81 @@ func (t *Table) Add(rec arrow.RecordBatch) error {
 	}
 	t.dropClosed()
 	t.gids = slices.Grow(t.gids[:0], len(t.rows))[:len(t.rows)]
-	keys := make([]arrow.Array, len(t.cfg.Keys))
-	for i, k := range t.cfg.Keys {
-		keys[i] = rec.Column(k)
+	if len(t.rows) == 0 {
+		return nil
 	}
-	for p, row := range t.rows {
-		b := t.buf[:0]
-		for i, enc := range t.keyEnc {
-			b = enc.append(b, keys[i], int(row))
+	n := int(rec.NumRows())
+	t.keys = t.keys[:0]
+	for _, k := range t.cfg.Keys {
+		t.keys = append(t.keys, rec.Column(k))
+	}
+	// One map lookup per (row, window): by (key, start) for one int64 key
+	// column, else by the key's bytes (encoded a column at a time) and
+	// start. Then, when the batch made groups, the key group of every
+	// row, a column at a time.
+	t.pend = t.pend[:0]
+	if t.fastKey {
+		t.addFast()
+	} else {
+		t.kbuf, t.koff, t.kpos = encodeKeys(t.keys, n, t.kbuf, t.koff, t.kpos)
+		for p, row := range t.rows {
+			t.gids[p] = t.groupOf(t.kbuf[t.koff[row]:t.koff[row+1]], row, t.starts[p])
 		}
-		b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
-		t.buf = b
-		g, ok := t.index[string(b)]
-		if !ok {
-			g = t.newGroup(string(b), t.starts[p])
+	}
+	if len(t.pend) > 0 {
+		t.prow = t.prow[:0]
+		for _, p := range t.pend {
+			t.prow = append(t.prow, p.row)
 		}
-		t.gids[p] = g
+		kgs, err := t.kh.of(t.keys, n, t.prow)
+		if err != nil {
+			return err
+		}
+		for i, p := range t.pend {
+			t.kgrp[p.id] = kgs[i]
+		}
+	}
+	for _, g := range t.gids {
 		t.dirty[g], t.changed[g] = true, true
 	}
 	updateAccs(&t.cfg, t.accs, rec, t.rows, t.gids, ts)
 	return nil
+}
+
+// addFast sets t.gids for a batch keyed by one int64 column.
+func (t *Table) addFast() {
+	col := t.keys[0].(*array.Int64)
+	vals := col.Int64Values()
+	nulls := col.NullN() > 0
+	for p, row := range t.rows {
+		if nulls && col.IsNull(int(row)) {
+			t.gids[p] = t.groupOf([]byte{0}, row, t.starts[p])
+			continue
+		}
+		g, ok := t.fastIdx[fastWin{vals[row], t.starts[p]}]
+		if !ok {
+			b := append(t.buf[:0], 1)
+			b = binary.LittleEndian.AppendUint64(b, uint64(vals[row]))
+			b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
+			t.buf = b
+			g = t.newGroup(string(b), 0, t.starts[p])
+			t.pend = append(t.pend, newRow{g, row})
+		}
+		t.gids[p] = g
+	}
+}
+
+// groupOf returns the group of the encoded key of row and window start,
+// making it if new: a key index holds (not a fastWin).
+func (t *Table) groupOf(key []byte, row int32, start int64) int32 {
+	b := binary.LittleEndian.AppendUint64(append(t.buf[:0], key...), uint64(start))
+	t.buf = b
+	g, ok := t.index[string(b)]
+	if !ok {
+		g = t.newGroup(string(b), 0, start)
+		t.pend = append(t.pend, newRow{g, row})
+	}
+	return g
 }
 
 // closed reports whether the window starting at start takes no more
@@ -224,18 +331,19 @@ func (t *Table) SetWatermark(wm int64) { t.wm = max(t.wm, wm) }
 // window holding them was closed. They are valid until the next Add.
 func (t *Table) Late() []int32 { return t.late }
 
-func (t *Table) newGroup(key string, start int64) int32 {
+func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 	var g int32
 	if n := len(t.free); n > 0 {
 		g = t.free[n-1]
 		t.free = t.free[:n-1]
-		t.gkey[g], t.start[g] = key, start
+		t.gkey[g], t.kgrp[g], t.start[g] = key, kg, start
 		for _, acc := range t.accs {
 			acc.reset(g)
 		}
 	} else {
 		g = int32(len(t.gkey))
 		t.gkey = append(t.gkey, key)
+		t.kgrp = append(t.kgrp, kg)
 		t.start = append(t.start, start)
 		t.dirty = append(t.dirty, false)
 		t.changed = append(t.changed, false)
@@ -243,7 +351,11 @@ func (t *Table) newGroup(key string, start int64) int32 {
 			acc.grow(len(t.gkey))
 		}
 	}
-	t.index[key] = g
+	if fw, ok := t.fastOf(key); ok {
+		t.fastIdx[fw] = g
+	} else {
+		t.index[key] = g
+	}
 	t.live++
 	return g
 }
@@ -289,8 +401,12 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 		}
 	}
 	for _, g := range gone {
-		delete(t.index, t.gkey[g])
-		t.removed = append(t.removed, t.gkey[g])
+		if fw, ok := t.fastOf(t.gkey[g]); ok {
+			delete(t.fastIdx, fw)
+		} else {
+			delete(t.index, t.gkey[g])
+		}
+		t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
 		t.gkey[g], t.changed[g] = "", false
 		t.free = append(t.free, g)
 		t.live--

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"encoding/binary"
 	"fmt"
 	"maps"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
+	"github.com/meshflow/meshflow/internal/kernels"
 	"github.com/meshflow/meshflow/internal/testutil"
 )
 
@@ -65,6 +67,37 @@ type testRow struct {
 
 func seed(t testing.TB) uint64 { t.Helper(); return testutil.Seed(t) }
 
+// testMaxP is the number of key groups of the tables of the tests.
+const testMaxP = 7
+
+// checkKeyGroup fails t unless the stored key, of a table keyed by one
+// column of type dt, starts with the key group of its key:
+// kernels.HashColumns over a one-row column of the key, modulo testMaxP.
+func checkKeyGroup(t testing.TB, mem memory.Allocator, key []byte, dt arrow.DataType) {
+	t.Helper()
+	if len(key) < keyGroupLen+1+8 {
+		t.Fatalf("stored key %x: too short", key)
+	}
+	enc, err := newKeyEncoder(dt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := array.NewBuilder(mem, dt)
+	defer b.Release()
+	if rest, err := enc.appendValue(b, key[keyGroupLen:len(key)-8]); err != nil || len(rest) != 0 {
+		t.Fatalf("stored key %x: %v, %d bytes left", key, err, len(rest))
+	}
+	col := b.NewArray()
+	defer col.Release()
+	h := make([]uint64, 1)
+	if err := kernels.HashColumns([]arrow.Array{col}, h); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := int(binary.BigEndian.Uint16(key)), kernels.KeyGroup(h[0], testMaxP); got != want {
+		t.Fatalf("stored key %x: key group %d, want %d (key %s)", key, got, want, col)
+	}
+}
+
 // TestTableRandom: shuffled, out-of-order rows over many keys (nulls
 // included) in random batches, fired at random watermarks (never past a
 // row still to come), for tumbling,
@@ -83,17 +116,31 @@ func TestTableRandom(t *testing.T) {
 	type tcase struct {
 		spec     Spec
 		lateness int64 // -1: in order (the watermark never passes a row to come)
+		keyCol   int   // 0: the string column "key"; 2: the int64 column "v"
 	}
 	var cases []tcase
 	for _, spec := range []Spec{Tumbling(100), Sliding(100, 30), Sliding(40, 100), {Size: 50, Slide: 50, Offset: 7}} {
-		cases = append(cases, tcase{spec, -1}, tcase{spec, 0}, tcase{spec, 150})
+		for _, k := range []int{0, 2} {
+			cases = append(cases, tcase{spec, -1, k}, tcase{spec, 0, k}, tcase{spec, 150, k})
+		}
 	}
 	for _, tc := range cases {
 		spec := tc.spec
-		t.Run(fmt.Sprintf("%+v/lateness=%d", spec, tc.lateness), func(t *testing.T) {
+		// The key of a row, as the reference names its groups.
+		keyOf := func(r testRow) *string { return r.key }
+		if tc.keyCol == 2 {
+			keyOf = func(r testRow) *string {
+				if r.v == nil {
+					return nil
+				}
+				k := strconv.FormatInt(*r.v, 10)
+				return &k
+			}
+		}
+		t.Run(fmt.Sprintf("%+v/lateness=%d/key=%s", spec, tc.lateness, testSchema.Field(tc.keyCol).Name), func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 			defer mem.AssertSize(t, 0)
-			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs,
+			tab, err := NewTable(Config{Spec: spec, Schema: testSchema, Keys: []int{tc.keyCol}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs,
 				AllowedLateness: max(tc.lateness, 0)})
 			if err != nil {
 				t.Fatal(err)
@@ -148,11 +195,12 @@ func TestTableRandom(t *testing.T) {
 			store := map[string]string{}
 			var last *saved
 			crashes := 0
-			cfg := Config{Spec: spec, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs, AllowedLateness: max(tc.lateness, 0)}
+			cfg := Config{Spec: spec, Schema: testSchema, Keys: []int{tc.keyCol}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs, AllowedLateness: max(tc.lateness, 0)}
 			for i := 0; i < len(rows); {
 				switch {
 				case r.IntN(5) == 0:
 					err := tab.Checkpoint(func(k, v []byte) error {
+						checkKeyGroup(t, mem, k, testSchema.Field(tc.keyCol).Type)
 						store[string(k)] = string(v)
 						return nil
 					}, func(k []byte) error {
@@ -236,7 +284,7 @@ func TestTableRandom(t *testing.T) {
 			open := func(row int, start int64) bool {
 				return arrival[row] == math.MinInt64 || start+spec.Size+max(tc.lateness, 0) > arrival[row]
 			}
-			want, wantLate := reference(spec, rows, open)
+			want, wantLate := reference(spec, rows, open, keyOf)
 			if !maps.Equal(lateRows, wantLate) {
 				t.Errorf("late rows %v, want %v", slices.Sorted(maps.Keys(lateRows)), slices.Sorted(maps.Keys(wantLate)))
 			}
@@ -311,7 +359,7 @@ func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]str
 	for i := range int(rec.NumRows()) {
 		var key *string
 		if !rec.Column(0).IsNull(i) {
-			k := rec.Column(0).(*array.String).Value(i)
+			k := rec.Column(0).ValueStr(i)
 			key = &k
 		}
 		start := int64(rec.Column(1).(*array.Timestamp).Value(i))
@@ -333,7 +381,7 @@ func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]str
 
 // reference computes every window's aggregates row by row, from the rows
 // open lets in, and the rows (by index) it let into none of their windows.
-func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) (map[string]string, map[int]bool) {
+func reference(spec Spec, rows []testRow, open func(row int, start int64) bool, keyOf func(testRow) *string) (map[string]string, map[int]bool) {
 	type group struct{ rows []testRow }
 	groups := map[string]*group{}
 	late := map[int]bool{}
@@ -350,7 +398,7 @@ func reference(spec Spec, rows []testRow, open func(row int, start int64) bool) 
 				continue
 			}
 			kept++
-			name := groupName(r.key, w)
+			name := groupName(keyOf(r), w)
 			g := groups[name]
 			if g == nil {
 				g = &group{}
@@ -442,12 +490,22 @@ func aggString(g []testRow) string {
 		len(g), nv, sumP, i64(mn), i64(mx), avgS, len(dv), len(dk), firstS, lastS, fsumP, f64(fmn), f64(fmx), kfirstS)
 }
 
+// mustGroup returns the group of a stored key.
+func (t *Table) mustGroup(tb testing.TB, key []byte) int32 {
+	tb.Helper()
+	g, ok := t.group(string(key[keyGroupLen:]))
+	if !ok {
+		tb.Fatalf("no group %x", key)
+	}
+	return g
+}
+
 // FuzzRestore: a group's bytes from a damaged store give an error, never
 // a panic, and a group restored from them encodes to bytes that read back
 // to the same group.
 func FuzzRestore(f *testing.F) {
 	aggs := []Agg{{Kind: Count, Column: -1, Name: "n"}, {Kind: Sum, Column: 2, Name: "sum"}, {Kind: Avg, Column: 3, Name: "avg"}, {Kind: CountDistinct, Column: 0, Name: "dk"}, {Kind: Last, Column: 0, Name: "kl"}, {Kind: Min, Column: 3, Name: "fmin"}}
-	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: aggs}
+	cfg := Config{Spec: Tumbling(10), Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: aggs}
 	mem := memory.NewGoAllocator()
 	seedTab, err := NewTable(cfg)
 	if err != nil {
@@ -472,7 +530,7 @@ func FuzzRestore(f *testing.F) {
 		}
 		// Its encoding reads back to the same state (the same encoding
 		// again: the encoding is a function of the state).
-		got := tab.encodeGroup(nil, tab.index[string(key)])
+		got := tab.encodeGroup(nil, tab.mustGroup(t, key))
 		again, err := NewTable(cfg)
 		if err != nil {
 			t.Fatal(err)
@@ -480,7 +538,7 @@ func FuzzRestore(f *testing.F) {
 		if err := again.Restore(key, got); err != nil {
 			t.Fatalf("group %x: its own encoding %x: %v", key, got, err)
 		}
-		if again := again.encodeGroup(nil, again.index[string(key)]); string(again) != string(got) {
+		if again := again.encodeGroup(nil, again.mustGroup(t, key)); string(again) != string(got) {
 			t.Fatalf("group %x: encoded %x, read back and encoded %x", key, got, again)
 		}
 	})

@@ -100,6 +100,9 @@ func outputs(cfg *Config) ([]keyEncoder, []accumulator, *arrow.Schema, error) {
 	if cfg.AllowedLateness < 0 {
 		return nil, nil, nil, fmt.Errorf("window: allowed lateness %d ms: must not be negative", cfg.AllowedLateness)
 	}
+	if err := checkMaxParallelism(cfg.MaxParallelism); err != nil {
+		return nil, nil, nil, err
+	}
 	var (
 		encs   []keyEncoder
 		accs   []accumulator

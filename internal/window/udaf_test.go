@@ -52,7 +52,7 @@ func TestUserAggregateErrors(t *testing.T) {
 		{"panicking state", mk(&badUDAF{panics: true}, nil), "reading the state"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tab, err := NewSessions(Config{Gap: 10, Schema: testSchema, Keys: []int{0}, Time: 1, Aggs: tc.aggs})
+			tab, err := NewSessions(Config{Gap: 10, Schema: testSchema, Keys: []int{0}, MaxParallelism: testMaxP, Time: 1, Aggs: tc.aggs})
 			if err == nil {
 				k1, k2, ts, v := "a", "b", int64(1), int64(2)
 				rec := buildBatch(mem, []testRow{{key: &k1, ts: &ts, v: &v}, {key: &k2, ts: &ts, v: &v}})
