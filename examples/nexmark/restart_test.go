@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +21,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/meshflow/meshflow/cluster/checkpoint"
 	ref "github.com/meshflow/meshflow/examples/nexmark/internal/reference"
+	"github.com/meshflow/meshflow/examples/nexmark/queries"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/testutil"
@@ -97,9 +101,10 @@ type runProcess struct {
 	done   chan error
 }
 
-func startRun(t *testing.T, args ...string) *runProcess {
+func startRun(t *testing.T, dir string, args ...string) *runProcess {
 	t.Helper()
 	p := &runProcess{cmd: exec.Command(binary, args...), done: make(chan error, 1)}
+	p.cmd.Dir = dir
 	p.cmd.Stdout = &p.stderr // nothing is printed with --output-subject
 	p.cmd.Stderr = &p.stderr
 	if err := p.cmd.Start(); err != nil {
@@ -136,6 +141,73 @@ func (p *runProcess) exit(t *testing.T, d time.Duration) error {
 		_ = p.cmd.Process.Kill()
 		t.Fatalf("nexmark %v did not end within %v: %s", p.cmd.Args[1:], d, p.stderr.String())
 		return nil
+	}
+}
+
+// natsPub publishes evs to subject with `nats pub --jetstream`, one
+// message per line of its stdin.
+func natsPub(ctx context.Context, t *testing.T, url, subject string, evs []nexmark.Event) {
+	t.Helper()
+	var stdin bytes.Buffer
+	for i := range evs {
+		stdin.Write(append(nexmark.AppendEventJSON(nil, &evs[i]), '\n'))
+	}
+	cmd := exec.CommandContext(ctx, natstest.Binary(t, "nats"), "-s", url, "pub", subject, "--jetstream",
+		"--send-on", "newline", "--force-stdin", "--no-templates", "--quiet")
+	cmd.Stdin = &stdin
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nats pub: %v\n%s", err, out)
+	}
+}
+
+// checkServerState checks that what a restart of job needs is on the
+// NATS server: its latest checkpoint in the KV bucket
+// meshflow_checkpoints, that checkpoint's snapshots in the Object Store
+// bucket meshflow_snapshots, and its durable consumer (named as the job)
+// with every event acknowledged.
+func checkServerState(ctx context.Context, t *testing.T, js jetstream.JetStream, job, subject string) {
+	t.Helper()
+	store, err := checkpoint.OpenStore(ctx, js)
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := store.Latest(ctx, job)
+	if err != nil || meta == nil {
+		t.Fatalf("latest checkpoint of %s: %v, %v", job, meta, err)
+	}
+	latest := strconv.FormatUint(meta.GetId(), 10)
+	obs, err := js.ObjectStore(ctx, "meshflow_snapshots")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := obs.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, o := range objs {
+		if strings.HasPrefix(o.Name, job+"/"+latest+"/") {
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatalf("no snapshot of %s checkpoint %s in meshflow_snapshots", job, latest)
+	}
+	stream, err := js.StreamNameBySubject(ctx, subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.Consumer(ctx, stream, job)
+	if err != nil {
+		t.Fatalf("consumer %s of %s: %v", job, stream, err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumPending != 0 || info.NumAckPending != 0 || info.AckFloor.Stream != info.Delivered.Stream {
+		t.Fatalf("consumer %s: %d pending, %d unacknowledged, acknowledged to %d of %d", job,
+			info.NumPending, info.NumAckPending, info.AckFloor.Stream, info.Delivered.Stream)
 	}
 }
 
@@ -235,7 +307,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 	ctx := testutil.Context(t, 3*time.Minute)
 	seed := testutil.Seed(t)
 
-	const events, rate = 3000, 50
+	const events, rate = 5000, 50
 	g := nexmark.NewGenerator(nexmark.Config{Seed: int64(seed % 1000), EventsPerSecond: rate})
 	evs := make([]nexmark.Event, events)
 	for i := range evs {
@@ -269,6 +341,9 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 					}
 				}
 			}
+			// Every run starts in the same empty directory, which stays
+			// empty: a restart keeps nothing on the local disk.
+			workDir := t.TempDir()
 			run := []string{"run", "-q", tc.q, "--subject", subject, "--output-subject", outSubject, "-s", url}
 			rows := func() int {
 				return strings.Count(string(outputRows(ctx, t, js, outSubject)), "\n")
@@ -277,7 +352,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 
 			// Run 1: interrupted with Ctrl-C once results are out.
 			publish(events * 2 / 5)
-			p := startRun(t, run...)
+			p := startRun(t, workDir, run...)
 			testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
 				if n := rows(); n == 0 {
 					return fmt.Errorf("no results yet; stderr %q", p.stderr.String())
@@ -294,7 +369,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 			afterInterrupt := rows()
 
 			// Run 2: killed at a random moment while events come in.
-			p = startRun(t, run...)
+			p = startRun(t, workDir, run...)
 			kill := time.Duration(200+r.IntN(2800)) * time.Millisecond
 			t.Logf("run 1 published %d rows; run 2 is killed after %v", afterInterrupt, kill)
 			deadline := time.Now().Add(kill)
@@ -308,10 +383,11 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 			if err := p.exit(t, time.Minute); err == nil {
 				t.Fatalf("killed run exited 0: %s", p.stderr.String())
 			}
+			t.Logf("%d rows after the kill", rows())
 			publish(events * 4 / 5)
 
 			// Run 3: started again after the kill, interrupted.
-			p = startRun(t, run...)
+			p = startRun(t, workDir, run...)
 			publish(events * 9 / 10)
 			testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
 				if n := rows(); n <= afterInterrupt {
@@ -326,9 +402,18 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 				t.Fatalf("run after the kill: %v: %s", err, p.stderr.String())
 			}
 
-			// Run 4: bounded, to the end of the stream.
+			// Run 4: bounded, to the end of the stream. The last events
+			// are published with the real `nats pub` when it is installed
+			// (under CI it is).
+			if haveBinary("nats") || os.Getenv("CI") != "" {
+				natsPub(ctx, t, url, subject, arrivals[published:])
+				published = events
+				if s, err := js.Stream(ctx, "EVENTS_"+strings.ToUpper(tc.q)); err != nil || s.CachedInfo().State.Msgs != events {
+					t.Fatalf("after nats pub: %v, %+v", err, s.CachedInfo().State)
+				}
+			}
 			publish(events)
-			p = startRun(t, append(run, "--bounded")...)
+			p = startRun(t, workDir, append(run, "--bounded")...)
 			if err := p.exit(t, time.Minute); err != nil {
 				t.Fatalf("bounded run: %v: %s", err, p.stderr.String())
 			}
@@ -347,6 +432,10 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 			if tc.perKey != "" {
 				perKeyOrder(t, out, want, tc.perKey)
 			}
+			if ents, err := os.ReadDir(workDir); err != nil || len(ents) != 0 {
+				t.Fatalf("the runs left %v in their working directory (%v)", ents, err)
+			}
+			checkServerState(ctx, t, js, queries.Name(tc.q), subject)
 		})
 	}
 }
