@@ -72,13 +72,22 @@ func TestClosingRecovery(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The feeder releases a batch every 30 ms; it stops with the test.
+			// The feeder releases a batch every 30 ms, and the last one only
+			// once the sink refused both completions (mid-stream, however
+			// slow the machine); it stops with the test.
 			stop := make(chan struct{})
 			var wg sync.WaitGroup
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for i := 1; i <= len(recs); i++ {
+					for i == len(recs) && refusals.Load() > 0 {
+						select {
+						case <-time.After(10 * time.Millisecond):
+						case <-stop:
+							return
+						}
+					}
 					gate.release(i)
 					select {
 					case <-time.After(30 * time.Millisecond):
