@@ -284,8 +284,8 @@ func perKeyOrder(t *testing.T, out []byte, want []ref.Row, key string) {
 	}
 }
 
-// TestJetStreamStatefulRestart runs the stateful queries (windows, window
-// joins, keyed state and event-time timers) with the built binary against
+// TestJetStreamStatefulRestart runs the stateful queries q4 to q8 (windows,
+// window joins, keyed state and event-time timers) with the built binary against
 // a real nats-server in its own process, as users of `nats pub` do: the
 // events, at 50 a second of event time and out of order by up to 2 s, are
 // published to a JetStream subject in four parts; `nexmark run --subject
@@ -294,8 +294,8 @@ func perKeyOrder(t *testing.T, out []byte, want []ref.Row, key string) {
 // (MESHFLOW_SEED replays it), and started a last time with --bounded,
 // which ends once the stream is read. The output stream then holds, as a
 // multiset, exactly the plain-Go reference's rows over all the events —
-// nothing missing, nothing twice — and q4's averages come in the
-// reference's order per category.
+// nothing missing, nothing twice — and q4's and q6's averages come in
+// the reference's order per category and per seller.
 func TestJetStreamStatefulRestart(t *testing.T) {
 	url := natsServer(t)
 	nc, err := nats.Connect(url, nats.Name("nexmark-test"))
@@ -321,6 +321,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 	}{
 		{"q4", "category"},
 		{"q5", ""},
+		{"q6", "seller"},
 		{"q7", ""},
 		{"q8", ""},
 	} {
