@@ -284,18 +284,20 @@ func perKeyOrder(t *testing.T, out []byte, want []ref.Row, key string) {
 	}
 }
 
-// TestJetStreamStatefulRestart runs the stateful queries q4 to q8 (windows,
-// window joins, keyed state and event-time timers) with the built binary against
-// a real nats-server in its own process, as users of `nats pub` do: the
-// events, at 50 a second of event time and out of order by up to 2 s, are
-// published to a JetStream subject in four parts; `nexmark run --subject
-// --output-subject` is started, interrupted with SIGINT once results are
-// out, started again, killed with SIGKILL at a seeded random moment
-// (MESHFLOW_SEED replays it), and started a last time with --bounded,
-// which ends once the stream is read. The output stream then holds, as a
+// TestJetStreamStatefulRestart runs the stateful queries q4 to q8
+// (windows, window joins, keyed state and event-time timers) with the
+// built binary against a real nats-server in its own process, as users of
+// `nats pub` do: the events, at 50 a second of event time and out of
+// order by up to 2 s, are published to a JetStream subject in parts;
+// `nexmark run --subject --output-subject` is started, interrupted with
+// SIGINT once results are out, started again and killed with SIGKILL at a
+// seeded random moment (MESHFLOW_SEED replays it), started again and
+// stopped with SIGTERM, and started a last time with --bounded, which
+// ends once the stream is read. The output stream then holds, as a
 // multiset, exactly the plain-Go reference's rows over all the events —
-// nothing missing, nothing twice — and q4's and q6's averages come in
-// the reference's order per category and per seller.
+// nothing missing, nothing twice — and q4's and q6's averages come in the
+// reference's order per category and per seller. The runs leave their
+// working directory empty: what a restart needs is on the server.
 func TestJetStreamStatefulRestart(t *testing.T) {
 	url := natsServer(t)
 	nc, err := nats.Connect(url, nats.Name("nexmark-test"))
@@ -387,7 +389,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 			t.Logf("%d rows after the kill", rows())
 			publish(events * 4 / 5)
 
-			// Run 3: started again after the kill, interrupted.
+			// Run 3: started again after the kill, stopped with SIGTERM.
 			p = startRun(t, workDir, run...)
 			publish(events * 9 / 10)
 			testutil.CheckFor(t, time.Minute, 50*time.Millisecond, func() error {
@@ -396,11 +398,11 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 				}
 				return nil
 			})
-			if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 				t.Fatal(err)
 			}
 			if err := p.exit(t, time.Minute); err != nil {
-				t.Fatalf("run after the kill: %v: %s", err, p.stderr.String())
+				t.Fatalf("run after the kill, stopped with SIGTERM: %v: %s", err, p.stderr.String())
 			}
 
 			// Run 4: bounded, to the end of the stream. The last events
@@ -428,7 +430,7 @@ func TestJetStreamStatefulRestart(t *testing.T) {
 				t.Fatal(err)
 			}
 			if diff != "" {
-				t.Fatalf("%s after Ctrl-C, SIGKILL, Ctrl-C and a bounded run: %s", tc.q, diff)
+				t.Fatalf("%s after Ctrl-C, SIGKILL, SIGTERM and a bounded run: %s", tc.q, diff)
 			}
 			if tc.perKey != "" {
 				perKeyOrder(t, out, want, tc.perKey)
