@@ -634,18 +634,24 @@ func TestCheckpointRandomCrashRecover(t *testing.T) {
 			}
 			out.check(t, want)
 			if tc.name == "jetstream" {
-				// The source acknowledged everything, on completions.
+				// The source acknowledged everything, on completions. The
+				// last acknowledgements were sent and flushed before Run
+				// returned, but the server applies a consumer's
+				// acknowledgements in the background: wait for them.
 				c, err := js.Consumer(ctx, "CKPT_RANDOM", "ckpt-random")
 				if err != nil {
 					t.Fatal(err)
 				}
-				info, err := c.Info(ctx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if info.NumAckPending != 0 || info.AckFloor.Stream != batches*size {
-					t.Errorf("consumer: %d pending, ack floor %d, want 0 and %d", info.NumAckPending, info.AckFloor.Stream, batches*size)
-				}
+				testutil.CheckFor(t, 5*time.Second, 5*time.Millisecond, func() error {
+					info, err := c.Info(ctx)
+					if err != nil {
+						return err
+					}
+					if info.NumAckPending != 0 || info.AckFloor.Stream != batches*size {
+						return fmt.Errorf("consumer: %d pending, ack floor %d, want 0 and %d", info.NumAckPending, info.AckFloor.Stream, batches*size)
+					}
+					return nil
+				})
 			}
 		})
 	}
