@@ -147,57 +147,55 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	}
 	offs, data := typ.ValueOffsets(), typ.ValueBytes()
 	prices, times := pc.Int64Values(), tc.TimestampValues()
-	nulls := typ.NullN()+pc.NullN()+tc.NullN() > 0
-	// The highest price of each window among the batch's bids raises the
-	// window's running maximum. The events come nearly in time order: the
-	// window of the row before is tried first.
-	lastW, lastMax, have := int64(0), int64(0), false
-	flush := func() {
-		if have {
-			if m, ok := c.maxes[lastW]; !ok || lastMax > m {
-				c.maxes[lastW] = lastMax
+	ynull, pnull, tnull := typ.NullN() > 0, pc.NullN() > 0, tc.NullN() > 0
+	// One pass keeps the bids at or above the running maximum of their
+	// window, raised as it goes; the events come nearly in time order, so
+	// the window of the row before is tried first. A second pass over the
+	// kept rows drops those below their window's maximum at the batch's
+	// end.
+	c.sel = c.sel[:0]
+	start, end, m, late := int64(1), int64(0), int64(0), false // no window yet
+	for i := range n {
+		if !isBid(offs, data, i) || ynull && typ.IsNull(i) {
+			continue
+		}
+		if tnull && tc.IsNull(i) {
+			c.sel = append(c.sel, int32(i))
+			continue
+		}
+		if t := int64(times[i]); t < start || t >= end {
+			if start <= end && !late {
+				c.maxes[start] = m
+			}
+			start = floorDiv(t, c.size) * c.size
+			end, late = start+c.size, c.late(start)
+			var ok bool
+			if m, ok = c.maxes[start]; !ok {
+				m = math.MinInt64
 			}
 		}
-	}
-	for i := range n {
-		if !isBid(offs, data, i) || nulls && (typ.IsNull(i) || pc.IsNull(i) || tc.IsNull(i)) {
-			continue
-		}
-		w := floorDiv(int64(times[i]), c.size) * c.size
-		if !have || w != lastW {
-			flush()
-			lastW, lastMax, have = w, math.MinInt64, true
-		}
-		lastMax = max(lastMax, prices[i])
-	}
-	flush()
-	// The candidates: bids at or above their window's maximum, late bids
-	// and bids without a time.
-	c.sel = c.sel[:0]
-	lastW, lastMax, have = 0, 0, false
-	for i := range n {
-		if !isBid(offs, data, i) || nulls && typ.IsNull(i) {
-			continue
-		}
-		if nulls && tc.IsNull(i) {
+		switch {
+		case late:
 			c.sel = append(c.sel, int32(i))
-			continue
-		}
-		w := floorDiv(int64(times[i]), c.size) * c.size
-		if c.late(w) {
-			c.sel = append(c.sel, int32(i))
-			continue
-		}
-		if nulls && pc.IsNull(i) {
-			continue
-		}
-		if !have || w != lastW {
-			lastW, lastMax, have = w, c.maxes[w], true
-		}
-		if prices[i] >= lastMax {
+		case prices[i] >= m && !(pnull && pc.IsNull(i)):
+			m = prices[i]
 			c.sel = append(c.sel, int32(i))
 		}
 	}
+	if start <= end && !late {
+		c.maxes[start] = m
+	}
+	kept := c.sel[:0]
+	for _, i := range c.sel {
+		if !tnull || !tc.IsNull(int(i)) {
+			w := floorDiv(int64(times[i]), c.size) * c.size
+			if !c.late(w) && prices[i] < c.maxes[w] {
+				continue
+			}
+		}
+		kept = append(kept, i)
+	}
+	c.sel = kept
 	if len(c.sel) == 0 {
 		return nil
 	}
