@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -92,11 +93,16 @@ type Table struct {
 	out    *arrow.Schema
 	keyEnc []keyEncoder
 
-	// index finds a group by its index key; fastIdx instead when the key
-	// is one int64 column (fastKey) and not null.
+	// index finds a group by its index key; wins[start].fast instead
+	// when the key is one int64 column (fastKey) and not null.
 	index   map[string]int32
-	fastIdx map[fastWin]int32
 	fastKey bool
+	// wins holds the groups of each window start, so that Fire visits
+	// only the windows due; cache is a direct-mapped cache of its
+	// entries for the batch's (row, window) pairs (reset when windows
+	// are forgotten).
+	wins  map[int64]*winGroups
+	cache [8]winCache
 	// Per group: its index key (encoded key | window start), key group,
 	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
@@ -106,6 +112,9 @@ type Table struct {
 	// changed marks the groups added or updated since the last
 	// Checkpoint; removed are the groups forgotten since.
 	changed []bool
+	// stored marks the groups a Checkpoint wrote (or Restore read): only
+	// those are deleted from the store when forgotten.
+	stored  []bool
 	removed []removedGroup
 	free    []int32
 	live    int
@@ -118,17 +127,19 @@ type Table struct {
 	accs []accumulator
 
 	// Scratch, reused across batches.
-	rows   []int32
-	starts []int64
-	gids   []int32
-	buf    []byte
-	keys   []arrow.Array
-	kbuf   []byte  // the encoded keys of the batch's rows
-	koff   []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
-	kpos   []int32
-	kh     keyHasher
-	pend   []newRow // the groups new in the batch
-	prow   []int32  // their rows
+	rows    []int32
+	starts  []int64
+	gids    []int32
+	buf     []byte
+	keys    []arrow.Array
+	kbuf    []byte  // the encoded keys of the batch's rows
+	koff    []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
+	kpos    []int32
+	kh      keyHasher
+	pend    []newRow // the groups new in the batch
+	prow    []int32  // their rows
+	due     []int32
+	sortBuf []fastSort
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -141,7 +152,7 @@ func NewTable(cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Table{cfg: cfg, index: map[string]int32{}, fastIdx: map[fastWin]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
+	t := &Table{cfg: cfg, index: map[string]int32{}, wins: map[int64]*winGroups{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
 	t.kh = keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}
 	t.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
 	return t, nil
@@ -155,6 +166,34 @@ type removedGroup struct {
 
 // fastWin is the index key of a group whose key is one non-null int64.
 type fastWin struct{ key, start int64 }
+
+// winGroups are the groups of one window start: all of them, in the
+// order they were made, and those of fast keys by key.
+type winGroups struct {
+	groups []int32
+	fast   map[int64]int32
+}
+
+// winCache is an entry of Table.cache.
+type winCache struct {
+	start int64
+	w     *winGroups
+}
+
+// win returns the groups of the window starting at start, made if new.
+func (t *Table) win(start int64) *winGroups {
+	c := &t.cache[(uint64(start)*0x9E3779B97F4A7C15)>>61]
+	if c.w != nil && c.start == start {
+		return c.w
+	}
+	w := t.wins[start]
+	if w == nil {
+		w = &winGroups{fast: map[int64]int32{}}
+		t.wins[start] = w
+	}
+	c.start, c.w = start, w
+	return w
+}
 
 // fastOf returns the fastWin of the index key key, if it has one.
 func (t *Table) fastOf(key string) (fastWin, bool) {
@@ -173,7 +212,11 @@ func le64(s string) uint64 {
 // group returns the group of the index key key.
 func (t *Table) group(key string) (int32, bool) {
 	if fw, ok := t.fastOf(key); ok {
-		g, ok := t.fastIdx[fw]
+		w := t.wins[fw.start]
+		if w == nil {
+			return 0, false
+		}
+		g, ok := w.fast[fw.key]
 		return g, ok
 	}
 	g, ok := t.index[key]
@@ -265,7 +308,7 @@ func (t *Table) addFast() {
 			t.gids[p] = t.groupOf([]byte{0}, row, t.starts[p])
 			continue
 		}
-		g, ok := t.fastIdx[fastWin{vals[row], t.starts[p]}]
+		g, ok := t.win(t.starts[p]).fast[vals[row]]
 		if !ok {
 			b := append(t.buf[:0], 1)
 			b = binary.LittleEndian.AppendUint64(b, uint64(vals[row]))
@@ -336,7 +379,7 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 	if n := len(t.free); n > 0 {
 		g = t.free[n-1]
 		t.free = t.free[:n-1]
-		t.gkey[g], t.kgrp[g], t.start[g] = key, kg, start
+		t.gkey[g], t.kgrp[g], t.start[g], t.stored[g] = key, kg, start, false
 		for _, acc := range t.accs {
 			acc.reset(g)
 		}
@@ -347,12 +390,15 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 		t.start = append(t.start, start)
 		t.dirty = append(t.dirty, false)
 		t.changed = append(t.changed, false)
+		t.stored = append(t.stored, false)
 		for _, acc := range t.accs {
 			acc.grow(len(t.gkey))
 		}
 	}
+	w := t.win(start)
+	w.groups = append(w.groups, g)
 	if fw, ok := t.fastOf(key); ok {
-		t.fastIdx[fw] = g
+		w.fast[fw.key] = g
 	} else {
 		t.index[key] = g
 	}
@@ -370,28 +416,41 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, error) {
 	t.wm = max(t.wm, watermark)
 	size := t.cfg.Spec.Size
-	var due, gone []int32
-	for g, key := range t.gkey {
-		if key == "" || t.start[g] > t.wm-size {
-			continue
-		}
-		if t.dirty[g] {
-			due = append(due, int32(g))
-		}
-		if t.closed(t.start[g]) {
-			gone = append(gone, int32(g))
+	// The windows due, oldest first.
+	var starts []int64
+	for start := range t.wins {
+		if start <= t.wm-size {
+			starts = append(starts, start)
 		}
 	}
+	if len(starts) == 0 {
+		return nil, nil
+	}
+	slices.Sort(starts)
+	due := t.due[:0]
+	for _, start := range starts {
+		from := len(due)
+		fast := true
+		for _, g := range t.wins[start].groups {
+			if t.dirty[g] {
+				due = append(due, g)
+				fast = fast && t.fastKey && len(t.gkey[g]) == 17 && t.gkey[g][0] == 1
+			}
+		}
+		// By key bytes within the window: for one non-null int64 key, the
+		// order of its little-endian bytes is that of the byte-reversed
+		// value.
+		if fast {
+			t.sortFast(due[from:])
+		} else {
+			slices.SortFunc(due[from:], func(a, b int32) int { return cmp.Compare(t.gkey[a], t.gkey[b]) })
+		}
+	}
+	t.due = due
 	var out arrow.RecordBatch
 	if len(due) > 0 {
-		slices.SortFunc(due, func(a, b int32) int {
-			if c := cmp.Compare(t.start[a], t.start[b]); c != 0 {
-				return c
-			}
-			return cmp.Compare(t.gkey[a], t.gkey[b])
-		})
 		var err error
-		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return []byte(t.gkey[g]) },
+		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return unsafe.Slice(unsafe.StringData(t.gkey[g]), len(t.gkey[g])) },
 			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size })
 		if err != nil {
 			return nil, err
@@ -400,18 +459,51 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 			t.dirty[g], t.changed[g] = false, true
 		}
 	}
-	for _, g := range gone {
-		if fw, ok := t.fastOf(t.gkey[g]); ok {
-			delete(t.fastIdx, fw)
-		} else {
-			delete(t.index, t.gkey[g])
+	forgot := false
+	for _, start := range starts {
+		if !t.closed(start) {
+			continue
 		}
-		t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
-		t.gkey[g], t.changed[g] = "", false
-		t.free = append(t.free, g)
-		t.live--
+		for _, g := range t.wins[start].groups {
+			if _, ok := t.fastOf(t.gkey[g]); !ok {
+				delete(t.index, t.gkey[g])
+			}
+			if t.stored[g] {
+				t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
+			}
+			t.gkey[g], t.changed[g] = "", false
+			t.free = append(t.free, g)
+			t.live--
+		}
+		delete(t.wins, start)
+		forgot = true
+	}
+	if forgot {
+		t.cache = [8]winCache{}
 	}
 	return out, nil
+}
+
+// sortFast sorts groups of one window whose keys are one non-null int64
+// by their index keys' bytes.
+func (t *Table) sortFast(gs []int32) {
+	if len(gs) < 2 {
+		return
+	}
+	t.sortBuf = t.sortBuf[:0]
+	for _, g := range gs {
+		t.sortBuf = append(t.sortBuf, fastSort{bits.ReverseBytes64(le64(t.gkey[g][1:9])), g})
+	}
+	slices.SortFunc(t.sortBuf, func(a, b fastSort) int { return cmp.Compare(a.k, b.k) })
+	for i, e := range t.sortBuf {
+		gs[i] = e.g
+	}
+}
+
+// fastSort is a group and its sort key.
+type fastSort struct {
+	k uint64
+	g int32
 }
 
 func timeValues(a arrow.Array) []int64 {
