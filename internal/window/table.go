@@ -103,6 +103,14 @@ type Table struct {
 	// are forgotten).
 	wins  map[int64]*winGroups
 	cache [8]winCache
+	// keyIdx and slots cache each key's groups of its recent windows
+	// (sliding windows of a fast table, see slot); freeSlots are the
+	// slot rings of forgotten keys.
+	keyIdx    map[int64]int32
+	slots     []slot
+	freeSlots []int32
+	slideMs   int64
+	slotMask  uint64
 	// Per group: its index key (encoded key | window start), key group,
 	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
@@ -303,22 +311,104 @@ func (t *Table) addFast() {
 	col := t.keys[0].(*array.Int64)
 	vals := col.Int64Values()
 	nulls := col.NullN() > 0
+	slots := t.slotsOn()
+	lastRow := int32(-1)
+	var base int
 	for p, row := range t.rows {
 		if nulls && col.IsNull(int(row)) {
 			t.gids[p] = t.groupOf([]byte{0}, row, t.starts[p])
 			continue
 		}
-		g, ok := t.win(t.starts[p]).fast[vals[row]]
+		start := t.starts[p]
+		var e *slot
+		if slots {
+			// A row's windows are consecutive pairs: its key's slots are
+			// looked up once.
+			if row != lastRow {
+				base, lastRow = t.keySlots(vals[row]), row
+			}
+			e = &t.slots[base+int(uint64(start/t.slideMs)&t.slotMask)]
+			if e.g1 != 0 && e.start == start {
+				t.gids[p] = e.g1 - 1
+				continue
+			}
+		}
+		g, ok := t.win(start).fast[vals[row]]
 		if !ok {
 			b := append(t.buf[:0], 1)
 			b = binary.LittleEndian.AppendUint64(b, uint64(vals[row]))
-			b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
+			b = binary.LittleEndian.AppendUint64(b, uint64(start))
 			t.buf = b
-			g = t.newGroup(string(b), 0, t.starts[p])
+			g = t.newGroup(string(b), 0, start)
 			t.pend = append(t.pend, newRow{g, row})
+		}
+		if e != nil {
+			e.start, e.g1 = start, g+1
 		}
 		t.gids[p] = g
 	}
+}
+
+// slot caches, for a key of a fast table with sliding windows, the group
+// of one of its recent windows: the window starting at start, group
+// g1-1 (g1 == 0: empty). A key's slots are a ring indexed by start/slide.
+// A group is freed only when its window closes, and no row reaches a
+// closed window again, so an entry whose start matches is its group.
+type slot struct {
+	start int64
+	g1    int32
+}
+
+// slotsOn reports whether the table caches groups per key: one int64
+// key and sliding windows (a row in several windows).
+func (t *Table) slotsOn() bool {
+	sl := t.cfg.Spec.slide()
+	if !t.fastKey || sl >= t.cfg.Spec.Size {
+		return false
+	}
+	if t.slotMask == 0 {
+		per := (t.cfg.Spec.Size + sl - 1) / sl
+		r := uint64(1)
+		for r < uint64(per)+1 {
+			r <<= 1
+		}
+		t.slideMs, t.slotMask, t.keyIdx = sl, r-1, map[int64]int32{}
+	}
+	return true
+}
+
+// keySlots returns the index of the first slot of key, made if new.
+func (t *Table) keySlots(key int64) int {
+	r := int(t.slotMask + 1)
+	idx, ok := t.keyIdx[key]
+	if !ok {
+		if n := len(t.freeSlots); n > 0 {
+			idx = t.freeSlots[n-1]
+			t.freeSlots = t.freeSlots[:n-1]
+			clear(t.slots[int(idx)*r : int(idx+1)*r])
+		} else {
+			idx = int32(len(t.slots) / r)
+			t.slots = append(t.slots, make([]slot, r)...)
+		}
+		t.keyIdx[key] = idx
+	}
+	return int(idx) * r
+}
+
+// dropSlots forgets the slots of key when all its windows are closed.
+func (t *Table) dropSlots(key int64) {
+	idx, ok := t.keyIdx[key]
+	if !ok {
+		return
+	}
+	r := int(t.slotMask + 1)
+	for _, e := range t.slots[int(idx)*r : int(idx+1)*r] {
+		if e.g1 != 0 && !t.closed(e.start) {
+			return
+		}
+	}
+	delete(t.keyIdx, key)
+	t.freeSlots = append(t.freeSlots, idx)
 }
 
 // groupOf returns the group of the encoded key of row and window start,
@@ -465,8 +555,10 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 			continue
 		}
 		for _, g := range t.wins[start].groups {
-			if _, ok := t.fastOf(t.gkey[g]); !ok {
+			if fw, ok := t.fastOf(t.gkey[g]); !ok {
 				delete(t.index, t.gkey[g])
+			} else if t.keyIdx != nil {
+				t.dropSlots(fw.key)
 			}
 			if t.stored[g] {
 				t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
