@@ -26,6 +26,18 @@ var bidColsSchema = func() *arrow.Schema {
 	return arrow.NewSchema(fields, nil)
 }()
 
+// countsSchema is the schema of q5's bid counts: auction, num, ws and we
+// (the bounds of their sliding window).
+var countsSchema = func() *arrow.Schema {
+	ts := &arrow.TimestampType{Unit: arrow.Millisecond, TimeZone: "UTC"}
+	return arrow.NewSchema([]arrow.Field{
+		nexmark.EventSchema.Field(nexmark.EventSchema.FieldIndices("auction")[0]),
+		{Name: "num", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "ws", Type: ts, Nullable: true},
+		{Name: "we", Type: ts, Nullable: true},
+	}, nil)
+}()
+
 // maxCandidates is the first operator of q7, on the events: it passes on
 // (as columns auction, price, bidder, date_time, extra) the bids that may
 // be at their tumbling window's highest price, and drops the others. A
@@ -48,7 +60,12 @@ var bidColsSchema = func() *arrow.Schema {
 // a restart) passes on more bids, the same results. The watermark is kept
 // in the checkpoints, so that after a restore the rows late for the
 // restored window and join are still passed on to them.
-type maxCandidates struct {
+type maxCandidates struct{ runningMaxes }
+
+// runningMaxes is the running maximum of each tumbling window of size ms
+// not yet closed, and the last watermark (kept in the checkpoints), of
+// maxCandidates and hotCandidates.
+type runningMaxes struct {
 	size int64 // the windows' size, ms
 
 	oc    meshflow.OperatorContext
@@ -63,10 +80,10 @@ type maxCandidates struct {
 var candidatesWatermarkKey = []byte("watermark")
 
 func newMaxCandidates(size int64) func() meshflow.Operator {
-	return func() meshflow.Operator { return &maxCandidates{size: size} }
+	return func() meshflow.Operator { return &maxCandidates{runningMaxes{size: size}} }
 }
 
-func (c *maxCandidates) Open(ctx context.Context, oc meshflow.OperatorContext) error {
+func (c *runningMaxes) Open(ctx context.Context, oc meshflow.OperatorContext) error {
 	c.oc, c.state = oc, oc.State().Namespace("candidates")
 	c.wm, c.maxes = int64(messages.MinWatermark), map[int64]int64{}
 	switch v, err := c.state.Get(ctx, candidatesWatermarkKey); {
@@ -80,10 +97,10 @@ func (c *maxCandidates) Open(ctx context.Context, oc meshflow.OperatorContext) e
 	return nil
 }
 
-func (c *maxCandidates) Close(context.Context) error { return nil }
+func (c *runningMaxes) Close(context.Context) error { return nil }
 
 // PrepareCheckpoint keeps the watermark.
-func (c *maxCandidates) PrepareCheckpoint(ctx context.Context, id uint64) error {
+func (c *runningMaxes) PrepareCheckpoint(ctx context.Context, id uint64) error {
 	if c.wm == int64(messages.MinWatermark) {
 		return nil
 	}
@@ -97,7 +114,7 @@ func (c *maxCandidates) PrepareCheckpoint(ctx context.Context, id uint64) error 
 
 // OnWatermark notes the watermark (in ms, rounded down) and forgets the
 // maxima of the windows it closed.
-func (c *maxCandidates) OnWatermark(_ context.Context, wm meshflow.Watermark, _ meshflow.Emitter) error {
+func (c *runningMaxes) OnWatermark(_ context.Context, wm meshflow.Watermark, _ meshflow.Emitter) error {
 	ms := int64(wm)
 	if wm != messages.MinWatermark && wm != messages.MaxWatermark {
 		ms = floorDiv(int64(wm), 1000)
@@ -113,7 +130,9 @@ func (c *maxCandidates) OnWatermark(_ context.Context, wm meshflow.Watermark, _ 
 
 // late reports whether the window starting at w ends at or before the
 // watermark.
-func (c *maxCandidates) late(w int64) bool { return c.wm != int64(messages.MinWatermark) && w+c.size <= c.wm }
+func (c *runningMaxes) late(w int64) bool {
+	return c.wm != int64(messages.MinWatermark) && w+c.size <= c.wm
+}
 
 func floorDiv(t, d int64) int64 {
 	q := t / d
@@ -199,7 +218,7 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	if len(c.sel) == 0 {
 		return nil
 	}
-	rec, err := c.gather(in)
+	rec, err := c.gather(in, bidColsSchema)
 	if err != nil {
 		return err
 	}
@@ -207,17 +226,18 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	return nil
 }
 
-// gather returns the selected rows of in as a batch of bidColsSchema.
-func (c *maxCandidates) gather(in arrow.RecordBatch) (arrow.RecordBatch, error) {
+// gather returns the rows c.sel of in as a batch of schema (columns of
+// in by name, int64, timestamp or string).
+func (c *runningMaxes) gather(in arrow.RecordBatch, schema *arrow.Schema) (arrow.RecordBatch, error) {
 	mem := c.oc.Allocator()
 	s := in.Schema()
-	cols := make([]arrow.Array, 0, bidColsSchema.NumFields())
+	cols := make([]arrow.Array, 0, schema.NumFields())
 	defer func() {
 		for _, a := range cols {
 			a.Release()
 		}
 	}()
-	for _, f := range bidColsSchema.Fields() {
+	for _, f := range schema.Fields() {
 		src := in.Column(s.FieldIndices(f.Name)[0])
 		if !arrow.TypeEqual(src.DataType(), f.Type) {
 			return nil, fmt.Errorf("candidates: column %s of %s, want %s", f.Name, src.DataType(), f.Type)
@@ -259,5 +279,92 @@ func (c *maxCandidates) gather(in arrow.RecordBatch) (arrow.RecordBatch, error) 
 		cols = append(cols, b.NewArray())
 		b.Release()
 	}
-	return array.NewRecordBatch(bidColsSchema, cols, int64(len(c.sel))), nil
+	return array.NewRecordBatch(schema, cols, int64(len(c.sel))), nil
+}
+
+// hotCandidates passes on the rows of its input whose value column is at
+// or above the running maximum of their tumbling window (of size ms, on
+// the time column) and drops the others, as maxCandidates does for q7's
+// bids: a window's maximum is at least its running maximum, so every row
+// at a window's final maximum passes, and the window max and window join
+// after it see only these. Rows late for those windows (their window
+// ends at or before the last watermark) and rows without a time are
+// passed on whatever their value; rows without a value are dropped
+// unless late. q5 runs it on the bid counts, timed by their sliding
+// window's end.
+type hotCandidates struct {
+	runningMaxes
+	time, value string
+}
+
+func newHotCandidates(time, value string, size int64) func() meshflow.Operator {
+	return func() meshflow.Operator { return &hotCandidates{runningMaxes{size: size}, time, value} }
+}
+
+func (c *hotCandidates) Process(_ context.Context, in arrow.RecordBatch, out meshflow.Emitter) error {
+	n := int(in.NumRows())
+	if n == 0 {
+		return nil
+	}
+	s := in.Schema()
+	ti, vi := s.FieldIndices(c.time), s.FieldIndices(c.value)
+	if len(ti) != 1 || len(vi) != 1 {
+		return fmt.Errorf("candidates: no column %q or %q in %s", c.time, c.value, s)
+	}
+	tc, ok1 := in.Column(ti[0]).(*array.Timestamp)
+	vc, ok2 := in.Column(vi[0]).(*array.Int64)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("candidates: %s of %s, %s of %s: want a timestamp and an int64", c.time, in.Column(ti[0]).DataType(), c.value, in.Column(vi[0]).DataType())
+	}
+	times, vals := tc.TimestampValues(), vc.Int64Values()
+	tnull, vnull := tc.NullN() > 0, vc.NullN() > 0
+	c.sel = c.sel[:0]
+	start, end, m, late := int64(1), int64(0), int64(0), false // no window yet
+	for i := range n {
+		if tnull && tc.IsNull(i) {
+			c.sel = append(c.sel, int32(i))
+			continue
+		}
+		if t := int64(times[i]); t < start || t >= end {
+			if start <= end && !late {
+				c.maxes[start] = m
+			}
+			start = floorDiv(t, c.size) * c.size
+			end, late = start+c.size, c.late(start)
+			var ok bool
+			if m, ok = c.maxes[start]; !ok {
+				m = math.MinInt64
+			}
+		}
+		switch {
+		case late:
+			c.sel = append(c.sel, int32(i))
+		case vals[i] >= m && !(vnull && vc.IsNull(i)):
+			m = vals[i]
+			c.sel = append(c.sel, int32(i))
+		}
+	}
+	if start <= end && !late {
+		c.maxes[start] = m
+	}
+	kept := c.sel[:0]
+	for _, i := range c.sel {
+		if !tnull || !tc.IsNull(int(i)) {
+			w := floorDiv(int64(times[i]), c.size) * c.size
+			if !c.late(w) && vals[i] < c.maxes[w] {
+				continue
+			}
+		}
+		kept = append(kept, i)
+	}
+	c.sel = kept
+	if len(c.sel) == 0 {
+		return nil
+	}
+	rec, err := c.gather(in, s)
+	if err != nil {
+		return err
+	}
+	out.Emit(rec)
+	return nil
 }

@@ -169,12 +169,15 @@ func q3(events *meshflow.Stream) *meshflow.Stream {
 // timed by its window's end, so the windows of one sliding window's
 // counts are the 2 s tumbling windows starting at that end: there the
 // counts' maximum is taken and joined back with the counts equal to it.
+// Only the counts at or above their window's running maximum reach the
+// window and the join ([hotCandidates]).
 func q5(bids *meshflow.Stream) *meshflow.Stream {
 	counts := bids.Project("bid-cols", "auction", "date_time").KeyBy("auction").
 		Window("count", meshflow.SlidingWindows(10*time.Second, 2*time.Second, "date_time"),
 			[]meshflow.Aggregate{meshflow.Count().As("num")}).
 		Map("count-times", meshflow.Set("ws", meshflow.Col("window_start")), meshflow.Set("we", meshflow.Col("window_end"))).
-		Project("counts", "auction", "num", "ws", "we")
+		Project("all-counts", "auction", "num", "ws", "we").
+		Process("counts", newHotCandidates("we", "num", (2*time.Second).Milliseconds()), meshflow.OutputSchema(countsSchema))
 	best := counts.Window("max", meshflow.TumblingWindows(2*time.Second, "we"),
 		[]meshflow.Aggregate{meshflow.Max("num").As("max_num")}).
 		Map("max-time", meshflow.Set("at", meshflow.Col("window_start"))).
