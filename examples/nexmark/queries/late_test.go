@@ -15,8 +15,8 @@ import (
 	"github.com/meshflow/meshflow"
 	"github.com/meshflow/meshflow/actors"
 	"github.com/meshflow/meshflow/examples/nexmark/queries"
-	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/natstest"
+	"github.com/meshflow/meshflow/internal/nexmark"
 	"github.com/meshflow/meshflow/internal/testutil"
 )
 
