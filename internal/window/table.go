@@ -135,19 +135,20 @@ type Table struct {
 	accs []accumulator
 
 	// Scratch, reused across batches.
-	rows    []int32
-	starts  []int64
-	gids    []int32
-	buf     []byte
-	keys    []arrow.Array
-	kbuf    []byte  // the encoded keys of the batch's rows
-	koff    []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
-	kpos    []int32
-	kh      keyHasher
-	pend    []newRow // the groups new in the batch
-	prow    []int32  // their rows
-	due     []int32
-	sortBuf []fastSort
+	rows     []int32
+	starts   []int64
+	gids     []int32
+	buf      []byte
+	keys     []arrow.Array
+	kbuf     []byte  // the encoded keys of the batch's rows
+	koff     []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
+	kpos     []int32
+	kh       keyHasher
+	pend     []newRow // the groups new in the batch
+	prow     []int32  // their rows
+	due      []int32
+	sortBuf  []fastSort
+	fastKeys []int64
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -518,6 +519,7 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 	}
 	slices.Sort(starts)
 	due := t.due[:0]
+	allFast := true
 	for _, start := range starts {
 		from := len(due)
 		fast := true
@@ -530,6 +532,7 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 		// By key bytes within the window: for one non-null int64 key, the
 		// order of its little-endian bytes is that of the byte-reversed
 		// value.
+		allFast = allFast && fast
 		if fast {
 			t.sortFast(due[from:])
 		} else {
@@ -539,9 +542,17 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 	t.due = due
 	var out arrow.RecordBatch
 	if len(due) > 0 {
+		var fastKeys []int64
+		if allFast {
+			t.fastKeys = t.fastKeys[:0]
+			for _, g := range due {
+				t.fastKeys = append(t.fastKeys, int64(le64(t.gkey[g][1:9])))
+			}
+			fastKeys = t.fastKeys
+		}
 		var err error
 		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return unsafe.Slice(unsafe.StringData(t.gkey[g]), len(t.gkey[g])) },
-			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size })
+			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size }, fastKeys)
 		if err != nil {
 			return nil, err
 		}
