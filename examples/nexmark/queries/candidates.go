@@ -154,6 +154,11 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 		return nil
 	}
 	s := in.Schema()
+	for _, name := range []string{"type", "auction", "price", "bidder", "date_time", "extra"} {
+		if len(s.FieldIndices(name)) != 1 {
+			return fmt.Errorf("candidates: no column %q in %s", name, s)
+		}
+	}
 	col := func(name string) arrow.Array { return in.Column(s.FieldIndices(name)[0]) }
 	typ, ok := col("type").(*array.String)
 	if !ok {

@@ -18,8 +18,9 @@
 //	    closed auctions (IntervalJoin of auctions and bids, then keyed state
 //	    and event-time timers per auction and per category)
 //	q5  hot items: per sliding window of 10 s every 2 s, the auctions with the
-//	    most bids, all ties (Window count per auction, Window max per
-//	    window, WindowJoin on the count)
+//	    most bids, all ties (Window count per auction, a custom operator
+//	    keeping the counts at or above their window's running maximum,
+//	    Window max per window, WindowJoin on the count)
 //	q6  average selling price by seller: each time an auction closes, its
 //	    seller and the average final price of the seller's last 10 closed
 //	    auctions (as q4, the last prices in keyed list state per seller)
