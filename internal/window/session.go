@@ -465,7 +465,7 @@ func (s *Sessions) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatc
 		})
 		var err error
 		out, err = emit(mem, s.out, s.keyEnc, s.accs, due, func(g int32) []byte { return []byte(s.keyBytes[s.gkey[g]]) },
-			func(g int32) (int64, int64) { return s.start[g], s.end[g] })
+			func(g int32) (int64, int64) { return s.start[g], s.end[g] }, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -39,7 +39,7 @@ func (t *Table) Checkpoint(put func(key, value []byte) error, del func(key []byt
 		if err := put(kb, buf); err != nil {
 			return err
 		}
-		t.changed[g] = false
+		t.changed[g], t.stored[g] = false, true
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func (t *Table) Restore(key, value []byte) error {
 	if err != nil {
 		return fmt.Errorf("window: restore group %x: %w", key, err)
 	}
-	t.changed[g] = false
+	t.changed[g], t.stored[g] = false, true
 	return nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"slices"
 	"unsafe"
 
@@ -92,11 +93,24 @@ type Table struct {
 	out    *arrow.Schema
 	keyEnc []keyEncoder
 
-	// index finds a group by its index key; fastIdx instead when the key
-	// is one int64 column (fastKey) and not null.
+	// index finds a group by its index key; wins[start].fast instead
+	// when the key is one int64 column (fastKey) and not null.
 	index   map[string]int32
-	fastIdx map[fastWin]int32
 	fastKey bool
+	// wins holds the groups of each window start, so that Fire visits
+	// only the windows due; cache is a direct-mapped cache of its
+	// entries for the batch's (row, window) pairs (reset when windows
+	// are forgotten).
+	wins  map[int64]*winGroups
+	cache [8]winCache
+	// keyIdx and slots cache each key's groups of its recent windows
+	// (sliding windows of a fast table, see slot); freeSlots are the
+	// slot rings of forgotten keys.
+	keyIdx    map[int64]int32
+	slots     []slot
+	freeSlots []int32
+	slideMs   int64
+	slotMask  uint64
 	// Per group: its index key (encoded key | window start), key group,
 	// window start, whether it changed since Fire last emitted it.
 	gkey  []string
@@ -106,6 +120,9 @@ type Table struct {
 	// changed marks the groups added or updated since the last
 	// Checkpoint; removed are the groups forgotten since.
 	changed []bool
+	// stored marks the groups a Checkpoint wrote (or Restore read): only
+	// those are deleted from the store when forgotten.
+	stored  []bool
 	removed []removedGroup
 	free    []int32
 	live    int
@@ -118,17 +135,20 @@ type Table struct {
 	accs []accumulator
 
 	// Scratch, reused across batches.
-	rows   []int32
-	starts []int64
-	gids   []int32
-	buf    []byte
-	keys   []arrow.Array
-	kbuf   []byte  // the encoded keys of the batch's rows
-	koff   []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
-	kpos   []int32
-	kh     keyHasher
-	pend   []newRow // the groups new in the batch
-	prow   []int32  // their rows
+	rows     []int32
+	starts   []int64
+	gids     []int32
+	buf      []byte
+	keys     []arrow.Array
+	kbuf     []byte  // the encoded keys of the batch's rows
+	koff     []int32 // row i's key is kbuf[koff[i]:koff[i+1]]
+	kpos     []int32
+	kh       keyHasher
+	pend     []newRow // the groups new in the batch
+	prow     []int32  // their rows
+	due      []int32
+	sortBuf  []fastSort
+	fastKeys []int64
 }
 
 // NewTable returns an empty table, or an error for a configuration it
@@ -141,7 +161,7 @@ func NewTable(cfg Config) (*Table, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Table{cfg: cfg, index: map[string]int32{}, fastIdx: map[fastWin]int32{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
+	t := &Table{cfg: cfg, index: map[string]int32{}, wins: map[int64]*winGroups{}, wm: math.MinInt64, keyEnc: encs, accs: accs, out: out}
 	t.kh = keyHasher{mem: memory.DefaultAllocator, maxP: cfg.MaxParallelism}
 	t.fastKey = len(cfg.Keys) == 1 && cfg.Schema.Field(cfg.Keys[0]).Type.ID() == arrow.INT64
 	return t, nil
@@ -155,6 +175,34 @@ type removedGroup struct {
 
 // fastWin is the index key of a group whose key is one non-null int64.
 type fastWin struct{ key, start int64 }
+
+// winGroups are the groups of one window start: all of them, in the
+// order they were made, and those of fast keys by key.
+type winGroups struct {
+	groups []int32
+	fast   map[int64]int32
+}
+
+// winCache is an entry of Table.cache.
+type winCache struct {
+	start int64
+	w     *winGroups
+}
+
+// win returns the groups of the window starting at start, made if new.
+func (t *Table) win(start int64) *winGroups {
+	c := &t.cache[(uint64(start)*0x9E3779B97F4A7C15)>>61]
+	if c.w != nil && c.start == start {
+		return c.w
+	}
+	w := t.wins[start]
+	if w == nil {
+		w = &winGroups{fast: map[int64]int32{}}
+		t.wins[start] = w
+	}
+	c.start, c.w = start, w
+	return w
+}
 
 // fastOf returns the fastWin of the index key key, if it has one.
 func (t *Table) fastOf(key string) (fastWin, bool) {
@@ -173,7 +221,11 @@ func le64(s string) uint64 {
 // group returns the group of the index key key.
 func (t *Table) group(key string) (int32, bool) {
 	if fw, ok := t.fastOf(key); ok {
-		g, ok := t.fastIdx[fw]
+		w := t.wins[fw.start]
+		if w == nil {
+			return 0, false
+		}
+		g, ok := w.fast[fw.key]
 		return g, ok
 	}
 	g, ok := t.index[key]
@@ -260,22 +312,104 @@ func (t *Table) addFast() {
 	col := t.keys[0].(*array.Int64)
 	vals := col.Int64Values()
 	nulls := col.NullN() > 0
+	slots := t.slotsOn()
+	lastRow := int32(-1)
+	var base int
 	for p, row := range t.rows {
 		if nulls && col.IsNull(int(row)) {
 			t.gids[p] = t.groupOf([]byte{0}, row, t.starts[p])
 			continue
 		}
-		g, ok := t.fastIdx[fastWin{vals[row], t.starts[p]}]
+		start := t.starts[p]
+		var e *slot
+		if slots {
+			// A row's windows are consecutive pairs: its key's slots are
+			// looked up once.
+			if row != lastRow {
+				base, lastRow = t.keySlots(vals[row]), row
+			}
+			e = &t.slots[base+int(uint64(start/t.slideMs)&t.slotMask)]
+			if e.g1 != 0 && e.start == start {
+				t.gids[p] = e.g1 - 1
+				continue
+			}
+		}
+		g, ok := t.win(start).fast[vals[row]]
 		if !ok {
 			b := append(t.buf[:0], 1)
 			b = binary.LittleEndian.AppendUint64(b, uint64(vals[row]))
-			b = binary.LittleEndian.AppendUint64(b, uint64(t.starts[p]))
+			b = binary.LittleEndian.AppendUint64(b, uint64(start))
 			t.buf = b
-			g = t.newGroup(string(b), 0, t.starts[p])
+			g = t.newGroup(string(b), 0, start)
 			t.pend = append(t.pend, newRow{g, row})
+		}
+		if e != nil {
+			e.start, e.g1 = start, g+1
 		}
 		t.gids[p] = g
 	}
+}
+
+// slot caches, for a key of a fast table with sliding windows, the group
+// of one of its recent windows: the window starting at start, group
+// g1-1 (g1 == 0: empty). A key's slots are a ring indexed by start/slide.
+// A group is freed only when its window closes, and no row reaches a
+// closed window again, so an entry whose start matches is its group.
+type slot struct {
+	start int64
+	g1    int32
+}
+
+// slotsOn reports whether the table caches groups per key: one int64
+// key and sliding windows (a row in several windows).
+func (t *Table) slotsOn() bool {
+	sl := t.cfg.Spec.slide()
+	if !t.fastKey || sl >= t.cfg.Spec.Size {
+		return false
+	}
+	if t.slotMask == 0 {
+		per := (t.cfg.Spec.Size + sl - 1) / sl
+		r := uint64(1)
+		for r < uint64(per)+1 {
+			r <<= 1
+		}
+		t.slideMs, t.slotMask, t.keyIdx = sl, r-1, map[int64]int32{}
+	}
+	return true
+}
+
+// keySlots returns the index of the first slot of key, made if new.
+func (t *Table) keySlots(key int64) int {
+	r := int(t.slotMask + 1)
+	idx, ok := t.keyIdx[key]
+	if !ok {
+		if n := len(t.freeSlots); n > 0 {
+			idx = t.freeSlots[n-1]
+			t.freeSlots = t.freeSlots[:n-1]
+			clear(t.slots[int(idx)*r : int(idx+1)*r])
+		} else {
+			idx = int32(len(t.slots) / r)
+			t.slots = append(t.slots, make([]slot, r)...)
+		}
+		t.keyIdx[key] = idx
+	}
+	return int(idx) * r
+}
+
+// dropSlots forgets the slots of key when all its windows are closed.
+func (t *Table) dropSlots(key int64) {
+	idx, ok := t.keyIdx[key]
+	if !ok {
+		return
+	}
+	r := int(t.slotMask + 1)
+	for _, e := range t.slots[int(idx)*r : int(idx+1)*r] {
+		if e.g1 != 0 && !t.closed(e.start) {
+			return
+		}
+	}
+	delete(t.keyIdx, key)
+	t.freeSlots = append(t.freeSlots, idx)
 }
 
 // groupOf returns the group of the encoded key of row and window start,
@@ -336,7 +470,7 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 	if n := len(t.free); n > 0 {
 		g = t.free[n-1]
 		t.free = t.free[:n-1]
-		t.gkey[g], t.kgrp[g], t.start[g] = key, kg, start
+		t.gkey[g], t.kgrp[g], t.start[g], t.stored[g] = key, kg, start, false
 		for _, acc := range t.accs {
 			acc.reset(g)
 		}
@@ -347,12 +481,15 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 		t.start = append(t.start, start)
 		t.dirty = append(t.dirty, false)
 		t.changed = append(t.changed, false)
+		t.stored = append(t.stored, false)
 		for _, acc := range t.accs {
 			acc.grow(len(t.gkey))
 		}
 	}
+	w := t.win(start)
+	w.groups = append(w.groups, g)
 	if fw, ok := t.fastOf(key); ok {
-		t.fastIdx[fw] = g
+		w.fast[fw.key] = g
 	} else {
 		t.index[key] = g
 	}
@@ -370,29 +507,52 @@ func (t *Table) newGroup(key string, kg uint16, start int64) int32 {
 func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, error) {
 	t.wm = max(t.wm, watermark)
 	size := t.cfg.Spec.Size
-	var due, gone []int32
-	for g, key := range t.gkey {
-		if key == "" || t.start[g] > t.wm-size {
-			continue
-		}
-		if t.dirty[g] {
-			due = append(due, int32(g))
-		}
-		if t.closed(t.start[g]) {
-			gone = append(gone, int32(g))
+	// The windows due, oldest first.
+	var starts []int64
+	for start := range t.wins {
+		if start <= t.wm-size {
+			starts = append(starts, start)
 		}
 	}
+	if len(starts) == 0 {
+		return nil, nil
+	}
+	slices.Sort(starts)
+	due := t.due[:0]
+	allFast := true
+	for _, start := range starts {
+		from := len(due)
+		fast := true
+		for _, g := range t.wins[start].groups {
+			if t.dirty[g] {
+				due = append(due, g)
+				fast = fast && t.fastKey && len(t.gkey[g]) == 17 && t.gkey[g][0] == 1
+			}
+		}
+		// By key bytes within the window: for one non-null int64 key, the
+		// order of its little-endian bytes is that of the byte-reversed
+		// value.
+		allFast = allFast && fast
+		if fast {
+			t.sortFast(due[from:])
+		} else {
+			slices.SortFunc(due[from:], func(a, b int32) int { return cmp.Compare(t.gkey[a], t.gkey[b]) })
+		}
+	}
+	t.due = due
 	var out arrow.RecordBatch
 	if len(due) > 0 {
-		slices.SortFunc(due, func(a, b int32) int {
-			if c := cmp.Compare(t.start[a], t.start[b]); c != 0 {
-				return c
+		var fastKeys []int64
+		if allFast {
+			t.fastKeys = t.fastKeys[:0]
+			for _, g := range due {
+				t.fastKeys = append(t.fastKeys, int64(le64(t.gkey[g][1:9])))
 			}
-			return cmp.Compare(t.gkey[a], t.gkey[b])
-		})
+			fastKeys = t.fastKeys
+		}
 		var err error
-		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return []byte(t.gkey[g]) },
-			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size })
+		out, err = emit(mem, t.out, t.keyEnc, t.accs, due, func(g int32) []byte { return unsafe.Slice(unsafe.StringData(t.gkey[g]), len(t.gkey[g])) },
+			func(g int32) (int64, int64) { return t.start[g], t.start[g] + size }, fastKeys)
 		if err != nil {
 			return nil, err
 		}
@@ -400,18 +560,53 @@ func (t *Table) Fire(mem memory.Allocator, watermark int64) (arrow.RecordBatch, 
 			t.dirty[g], t.changed[g] = false, true
 		}
 	}
-	for _, g := range gone {
-		if fw, ok := t.fastOf(t.gkey[g]); ok {
-			delete(t.fastIdx, fw)
-		} else {
-			delete(t.index, t.gkey[g])
+	forgot := false
+	for _, start := range starts {
+		if !t.closed(start) {
+			continue
 		}
-		t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
-		t.gkey[g], t.changed[g] = "", false
-		t.free = append(t.free, g)
-		t.live--
+		for _, g := range t.wins[start].groups {
+			if fw, ok := t.fastOf(t.gkey[g]); !ok {
+				delete(t.index, t.gkey[g])
+			} else if t.keyIdx != nil {
+				t.dropSlots(fw.key)
+			}
+			if t.stored[g] {
+				t.removed = append(t.removed, removedGroup{t.kgrp[g], t.gkey[g]})
+			}
+			t.gkey[g], t.changed[g] = "", false
+			t.free = append(t.free, g)
+			t.live--
+		}
+		delete(t.wins, start)
+		forgot = true
+	}
+	if forgot {
+		t.cache = [8]winCache{}
 	}
 	return out, nil
+}
+
+// sortFast sorts groups of one window whose keys are one non-null int64
+// by their index keys' bytes.
+func (t *Table) sortFast(gs []int32) {
+	if len(gs) < 2 {
+		return
+	}
+	t.sortBuf = t.sortBuf[:0]
+	for _, g := range gs {
+		t.sortBuf = append(t.sortBuf, fastSort{bits.ReverseBytes64(le64(t.gkey[g][1:9])), g})
+	}
+	slices.SortFunc(t.sortBuf, func(a, b fastSort) int { return cmp.Compare(a.k, b.k) })
+	for i, e := range t.sortBuf {
+		gs[i] = e.g
+	}
+}
+
+// fastSort is a group and its sort key.
+type fastSort struct {
+	k uint64
+	g int32
 }
 
 func timeValues(a arrow.Array) []int64 {

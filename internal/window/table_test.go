@@ -346,9 +346,24 @@ func groupName(key *string, start int64) string {
 }
 
 // collect renders the fired rows, checking each fires once and only when
-// the watermark passed its window's end.
+// the watermark passed its window's end, and that they come ordered by
+// window start, then key bytes.
 func collect(t *testing.T, rec arrow.RecordBatch, wm int64, fired map[string]string, firedAt map[string]int64, updates bool) {
 	t.Helper()
+	enc, err := newKeyEncoder(rec.Column(0).DataType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prevKey []byte
+	prevStart := int64(math.MinInt64)
+	for i := range int(rec.NumRows()) {
+		start := int64(rec.Column(1).(*array.Timestamp).Value(i))
+		key := enc.append(nil, rec.Column(0), i)
+		if i > 0 && (start < prevStart || start == prevStart && string(key) < string(prevKey)) {
+			t.Errorf("row %d (start %d, key %x) after start %d, key %x: not in order", i, start, key, prevStart, prevKey)
+		}
+		prevStart, prevKey = start, key
+	}
 	cell := func(c, i int) string {
 		col := rec.Column(c)
 		if col.IsNull(i) {

@@ -164,11 +164,12 @@ func outputs(cfg *Config) ([]keyEncoder, []accumulator, *arrow.Schema, error) {
 }
 
 // emit returns the batch of the groups due, in their order: their keys
-// (decoded from key(g), the encoded key columns), bounds and aggregates.
-// Built-in aggregates append to a builder in a loop over the groups; a
-// user-defined one gives its array.
+// (decoded from key(g), the encoded key columns, or, when fastKeys is not
+// nil, the values of the one int64 key column, none null), bounds and
+// aggregates. Built-in aggregates append to a builder in a loop over the
+// groups; a user-defined one gives its array.
 func emit(mem memory.Allocator, out *arrow.Schema, encs []keyEncoder, accs []accumulator, due []int32,
-	key func(g int32) []byte, bounds func(g int32) (start, end int64)) (arrow.RecordBatch, error) {
+	key func(g int32) []byte, bounds func(g int32) (start, end int64), fastKeys []int64) (arrow.RecordBatch, error) {
 	cols := make([]arrow.Array, 0, out.NumFields())
 	defer func() {
 		for _, c := range cols {
@@ -182,17 +183,23 @@ func emit(mem memory.Allocator, out *arrow.Schema, encs []keyEncoder, accs []acc
 		defer kb[i].Release()
 		kb[i].Reserve(len(due))
 	}
+	if fastKeys != nil {
+		kb[0].(*array.Int64Builder).AppendValues(fastKeys, nil)
+	}
+	sb, eb := kb[nk].(*array.TimestampBuilder), kb[nk+1].(*array.TimestampBuilder)
 	for _, g := range due {
-		b := key(g)
-		for i, enc := range encs {
-			var err error
-			if b, err = enc.appendValue(kb[i], b); err != nil {
-				return nil, fmt.Errorf("window: group key: %w", err)
+		if fastKeys == nil {
+			b := key(g)
+			for i, enc := range encs {
+				var err error
+				if b, err = enc.appendValue(kb[i], b); err != nil {
+					return nil, fmt.Errorf("window: group key: %w", err)
+				}
 			}
 		}
 		start, end := bounds(g)
-		kb[nk].(*array.TimestampBuilder).Append(arrow.Timestamp(start))
-		kb[nk+1].(*array.TimestampBuilder).Append(arrow.Timestamp(end))
+		sb.UnsafeAppend(arrow.Timestamp(start))
+		eb.UnsafeAppend(arrow.Timestamp(end))
 	}
 	for _, b := range kb {
 		cols = append(cols, b.NewArray())

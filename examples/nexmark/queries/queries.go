@@ -18,13 +18,16 @@
 //	    closed auctions (IntervalJoin of auctions and bids, then keyed state
 //	    and event-time timers per auction and per category)
 //	q5  hot items: per sliding window of 10 s every 2 s, the auctions with the
-//	    most bids, all ties (Window count per auction, Window max per
-//	    window, WindowJoin on the count)
+//	    most bids, all ties (Window count per auction, a custom operator
+//	    keeping the counts at or above their window's running maximum,
+//	    Window max per window, WindowJoin on the count)
 //	q6  average selling price by seller: each time an auction closes, its
 //	    seller and the average final price of the seller's last 10 closed
 //	    auctions (as q4, the last prices in keyed list state per seller)
 //	q7  highest bid: per tumbling 10 s window, the bids at the window's
-//	    highest price (Window max, WindowJoin on the price)
+//	    highest price (a custom operator keeping the bids at or above
+//	    their window's running maximum, then Window max and WindowJoin on
+//	    the price)
 //	q8  monitor new users: the persons who registered and opened an auction
 //	    in the same tumbling 10 s window, once per person and window
 //	    (Window count of auctions per seller, WindowJoin with the persons)
@@ -104,7 +107,7 @@ func Build(q string, src meshflow.Source, sink meshflow.Sink) (*meshflow.Pipelin
 	}
 	events := p.Source("events", src, opts...)
 	var bids *meshflow.Stream
-	if q != "q3" && q != "q4" && q != "q6" && q != "q8" {
+	if q != "q3" && q != "q4" && q != "q6" && q != "q7" && q != "q8" {
 		bids = events.Filter("bids", meshflow.Col("type").Eq("bid"))
 	}
 	var out *meshflow.Stream
@@ -133,7 +136,7 @@ func Build(q string, src meshflow.Source, sink meshflow.Sink) (*meshflow.Pipelin
 	case "q6":
 		out = q6(events)
 	case "q7":
-		out = q7(bids)
+		out = q7(events)
 	case "q8":
 		out = q8(events)
 	}
@@ -167,12 +170,15 @@ func q3(events *meshflow.Stream) *meshflow.Stream {
 // timed by its window's end, so the windows of one sliding window's
 // counts are the 2 s tumbling windows starting at that end: there the
 // counts' maximum is taken and joined back with the counts equal to it.
+// Only the counts at or above their window's running maximum reach the
+// window and the join ([hotCandidates]).
 func q5(bids *meshflow.Stream) *meshflow.Stream {
 	counts := bids.Project("bid-cols", "auction", "date_time").KeyBy("auction").
 		Window("count", meshflow.SlidingWindows(10*time.Second, 2*time.Second, "date_time"),
 			[]meshflow.Aggregate{meshflow.Count().As("num")}).
 		Map("count-times", meshflow.Set("ws", meshflow.Col("window_start")), meshflow.Set("we", meshflow.Col("window_end"))).
-		Project("counts", "auction", "num", "ws", "we")
+		Project("all-counts", "auction", "num", "ws", "we").
+		Process("counts", newHotCandidates("we", "num", (2*time.Second).Milliseconds()), meshflow.OutputSchema(countsSchema))
 	best := counts.Window("max", meshflow.TumblingWindows(2*time.Second, "we"),
 		[]meshflow.Aggregate{meshflow.Max("num").As("max_num")}).
 		Map("max-time", meshflow.Set("at", meshflow.Col("window_start"))).
@@ -185,9 +191,13 @@ func q5(bids *meshflow.Stream) *meshflow.Stream {
 
 // q7: per tumbling 10 s window, the bids whose price is the window's
 // highest: the maximum per window (timed by the window's start), joined
-// with the bids of the same window on the price.
-func q7(bids *meshflow.Stream) *meshflow.Stream {
-	cols := bids.Project("bid-cols", "auction", "price", "bidder", "date_time", "extra")
+// with the bids of the same window on the price. Only the bids that may
+// be at their window's maximum reach the window and the join: those at or
+// above the highest price seen in their window so far ([maxCandidates],
+// which also keeps only the bids of the events).
+func q7(events *meshflow.Stream) *meshflow.Stream {
+	cols := events.Process("bid-candidates", newMaxCandidates((10 * time.Second).Milliseconds()),
+		meshflow.OutputSchema(bidColsSchema))
 	best := cols.Window("max", tumbling10s("date_time"), []meshflow.Aggregate{meshflow.Max("price").As("max_price")}).
 		Map("max-time", meshflow.Set("at", meshflow.Col("window_start"))).
 		Project("maxima", "max_price", "at")

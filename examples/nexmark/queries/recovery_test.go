@@ -27,14 +27,15 @@ import (
 	"github.com/meshflow/meshflow/persistence"
 )
 
-// TestClosingRecovery runs q4 and q6 with checkpoints every 100 ms on
+// TestClosingRecovery runs q4, q5, q6 and q7 with checkpoints every 100 ms on
 // generated events put out of order by up to 2 s, fed a batch of 100
 // events every 30 ms by a source that checkpoints its position. The sink
 // stages its rows per checkpoint and commits them when the checkpoint
 // completes; it refuses two completions once some rows are committed and
 // before the source has read everything, so the job recovers from its
-// last checkpoint mid-stream (join, keyed state and timers restored, the
-// source rewound). The committed rows, as a multiset, equal the
+// last checkpoint mid-stream (joins, windows, keyed state, timers and
+// the watermarks of q5's and q7's candidates restored, the source
+// rewound). The committed rows, as a multiset, equal the
 // reference: each once.
 func TestClosingRecovery(t *testing.T) {
 	g := nexmark.NewGenerator(nexmark.Config{Seed: 21, EventsPerSecond: 50})
@@ -42,7 +43,7 @@ func TestClosingRecovery(t *testing.T) {
 	for i := range evs {
 		evs[i] = g.NextEvent()
 	}
-	for _, q := range []string{"q4", "q6"} {
+	for _, q := range []string{"q4", "q5", "q6", "q7"} {
 		t.Run(q, func(t *testing.T) {
 			want := reference.Results(q, evs)
 			if len(want) == 0 {
