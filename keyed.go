@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -108,7 +109,13 @@ type KeyedState struct {
 	evicted   int
 
 	// timers
-	nextEvent, nextProc int64 // earliest registered, math.MaxInt64: none
+	nextEvent, nextProc int64 // earliest armed, math.MaxInt64: none
+	timers              map[string]*keyedTimer
+	eventTimers         timerHeap
+	procTimers          timerHeap
+	timerDirty          []*keyedTimer
+	tkbuf               []byte
+	fireBuf             []firing
 	ttlStates           []*stateDesc
 	ttlCursor           int // key group the incremental TTL cleanup is at
 }
@@ -145,6 +152,7 @@ func NewKeyedState(ctx context.Context, oc OperatorContext, opts KeyedOptions) (
 	ks := &KeyedState{
 		oc: oc, store: oc.KeyedState(), maxP: oc.MaxParallelism(), opts: opts,
 		now: opts.Now, cache: map[string]*cacheEntry{}, names: map[string]bool{},
+		timers:    map[string]*keyedTimer{},
 		nextEvent: math.MaxInt64, nextProc: math.MaxInt64,
 	}
 	if ks.now == nil {
@@ -153,7 +161,7 @@ func NewKeyedState(ctx context.Context, oc OperatorContext, opts KeyedOptions) (
 	ks.lo, ks.hi = oc.KeyGroups()
 	ks.ttlCursor = ks.lo
 	oc.RegisterFlusher(ks)
-	if err := ks.rearmTimers(ctx); err != nil {
+	if err := ks.loadTimers(ctx); err != nil {
 		return nil, err
 	}
 	return ks, nil
@@ -182,10 +190,16 @@ func (ks *KeyedState) FlushState(ctx context.Context) error {
 	return ks.cleanupExpired(ctx)
 }
 
-// flush writes the dirty entries in batches of at most 4096 writes or
-// 1 MiB, below Badger's transaction limit.
+// flush writes the dirty entries and the timer changes in batches of at
+// most 4096 writes or 1 MiB, below Badger's transaction limit.
 func (ks *KeyedState) flush(ctx context.Context) error {
-	if len(ks.dirtyList) == 0 {
+	return ks.flushValues(ctx, true)
+}
+
+// flushValues writes the dirty entries, and the timer changes when timers
+// is true.
+func (ks *KeyedState) flushValues(ctx context.Context, timers bool) error {
+	if len(ks.dirtyList) == 0 && (!timers || len(ks.timerDirty) == 0) {
 		return nil
 	}
 	b := &ks.batch
@@ -193,19 +207,21 @@ func (ks *KeyedState) flush(ctx context.Context) error {
 	for i, e := range ks.dirtyList {
 		ks.dirtyList[i] = nil
 		if e.present {
-			b.Put([]byte(e.key), e.val)
+			b.Put(unsafeBytes(e.key), e.val)
 		} else {
-			b.Delete([]byte(e.key))
+			b.Delete(unsafeBytes(e.key))
 		}
 		e.dirty = false
-		if b.Len() >= 4096 || b.Size() >= 1<<20 {
-			if err := ks.store.Apply(ctx, b); err != nil {
-				return fmt.Errorf("meshflow: keyed state: flush: %w", err)
-			}
-			b.Reset()
+		if err := ks.applyIfFull(ctx); err != nil {
+			return err
 		}
 	}
 	ks.dirtyList = ks.dirtyList[:0]
+	if timers {
+		if err := ks.flushTimers(ctx); err != nil {
+			return err
+		}
+	}
 	if b.Len() > 0 {
 		if err := ks.store.Apply(ctx, b); err != nil {
 			return fmt.Errorf("meshflow: keyed state: flush: %w", err)
@@ -215,11 +231,29 @@ func (ks *KeyedState) flush(ctx context.Context) error {
 	return nil
 }
 
-// spill runs when the cache passed its bound: it writes the changes and
+// applyIfFull writes the flush batch once it holds 4096 writes or 1 MiB.
+func (ks *KeyedState) applyIfFull(ctx context.Context) error {
+	b := &ks.batch
+	if b.Len() < 4096 && b.Size() < 1<<20 {
+		return nil
+	}
+	if err := ks.store.Apply(ctx, b); err != nil {
+		return fmt.Errorf("meshflow: keyed state: flush: %w", err)
+	}
+	b.Reset()
+	return nil
+}
+
+// unsafeBytes is the bytes of s without a copy; they must not be
+// modified (Batch.Put and Delete copy them).
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// spill runs when the cache passed its bound: it writes the changed values
+// (timers wait for the barrier) and
 // evicts entries not used since the last sweep (then any) until the cache
 // holds half the bound.
 func (ks *KeyedState) spill(ctx context.Context) error {
-	if err := ks.flush(ctx); err != nil {
+	if err := ks.flushValues(ctx, false); err != nil {
 		return err
 	}
 	ks.spills++
@@ -669,7 +703,7 @@ func (s *MapState[K, V]) Range(ctx context.Context, key StateKey, fn func(k K, v
 		return err
 	}
 	prefix = bytes.Clone(prefix)
-	if err := s.d.ks.flush(ctx); err != nil {
+	if err := s.d.ks.flushValues(ctx, false); err != nil {
 		return err
 	}
 	return s.d.ks.store.Scan(ctx, prefix, func(k, v []byte) error {
@@ -783,12 +817,102 @@ func codecOr[T any](c Codec[T]) Codec[T] {
 // Keyed timers
 //
 // A keyed timer is stored in keyed state, in its key's group, under
-// group | timerState | kind | time | key: it is checkpointed with the key
-// group and survives restarts. The runtime's own timers (tag
-// "meshflow.keyed") wake the KeyedState at the earliest one.
+// group | timerState | kind | time | key, with its tag as the value: it is
+// checkpointed with the key group and survives restarts. In between, the
+// instance keeps all its timers in memory, a min-heap of (time, key) per
+// kind, loaded from the store when the KeyedState is created: registering
+// and firing touch only the heap and a map, and the timers registered or
+// fired since the last flush are written to the store at the next
+// checkpoint barrier (FlushState), in the same batches as the cached
+// values. A timer registered and fired between two barriers never reaches
+// the store. The runtime's own timers (tag "meshflow.keyed") wake the
+// KeyedState at the earliest one.
 
-func (ks *KeyedState) timerKey(kind actors.TimerKind, at int64, key StateKey) []byte {
-	b := append([]byte(nil), key[:2]...)
+// keyedTimer is a registered timer, or a fired one whose deletion is not
+// written yet.
+type keyedTimer struct {
+	kind   actors.TimerKind
+	at     int64
+	key    StateKey // group | key bytes; never modified
+	sk     string   // its store key, its key in KeyedState.timers
+	tag    string
+	live   bool // registered and not fired
+	stored bool // in the store as of the last flush (with this tag)
+	dirty  bool // in KeyedState.timerDirty
+}
+
+// timerHeap is a min-heap of timers by (time, key).
+type timerHeap []*keyedTimer
+
+func timerLess(a, b *keyedTimer) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return bytes.Compare(a.key, b.key) < 0
+}
+
+func (h *timerHeap) push(t *keyedTimer) {
+	*h = append(*h, t)
+	q := *h
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !timerLess(q[i], q[p]) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() *keyedTimer {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = nil
+	q = q[:n]
+	*h = q
+	h.down(0)
+	return top
+}
+
+func (h timerHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && timerLess(h[r], h[l]) {
+			m = r
+		}
+		if !timerLess(h[m], h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h timerHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// heapOf is the heap of the timers of kind.
+func (ks *KeyedState) heapOf(kind actors.TimerKind) *timerHeap {
+	if kind == actors.ProcessingTimeTimer {
+		return &ks.procTimers
+	}
+	return &ks.eventTimers
+}
+
+// appendTimerKey appends the store key of a timer to b.
+func appendTimerKey(b []byte, kind actors.TimerKind, at int64, key StateKey) []byte {
+	b = append(b, key[:2]...)
 	b = binary.AppendUvarint(b, uint64(len(timerState)))
 	b = append(b, timerState...)
 	b = append(b, byte(kind))
@@ -804,27 +928,100 @@ func (ks *KeyedState) timerPrefix(group int, kind actors.TimerKind) []byte {
 }
 
 // RegisterEventTimer registers a timer of key firing when the watermark
-// reaches at. Registering the same (key, time, tag) again replaces it.
+// reaches at. Registering the same (key, time) again replaces its tag.
 func (ks *KeyedState) RegisterEventTimer(ctx context.Context, key StateKey, at time.Time, tag string) error {
-	return ks.registerTimer(ctx, actors.EventTimeTimer, key, at.UnixMicro(), tag)
+	return ks.registerTimer(actors.EventTimeTimer, key, at.UnixMicro(), tag)
 }
 
 // RegisterProcessingTimer registers a timer of key firing when the clock
 // (KeyedOptions.Now) reaches at.
 func (ks *KeyedState) RegisterProcessingTimer(ctx context.Context, key StateKey, at time.Time, tag string) error {
-	return ks.registerTimer(ctx, actors.ProcessingTimeTimer, key, at.UnixMicro(), tag)
+	return ks.registerTimer(actors.ProcessingTimeTimer, key, at.UnixMicro(), tag)
 }
 
-func (ks *KeyedState) registerTimer(ctx context.Context, kind actors.TimerKind, key StateKey, at int64, tag string) error {
+// TimerCount is the number of registered timers, which the instance keeps
+// in memory.
+func (ks *KeyedState) TimerCount() int { return len(ks.eventTimers) + len(ks.procTimers) }
+
+func (ks *KeyedState) registerTimer(kind actors.TimerKind, key StateKey, at int64, tag string) error {
 	if err := ks.owned(key); err != nil {
 		return err
 	}
-	var b persistence.Batch
-	b.Put(ks.timerKey(kind, at, key), []byte(tag))
-	if err := ks.store.Apply(ctx, &b); err != nil {
-		return fmt.Errorf("meshflow: keyed timer: %w", err)
+	ks.tkbuf = appendTimerKey(ks.tkbuf[:0], kind, at, key)
+	t, ok := ks.timers[string(ks.tkbuf)]
+	switch {
+	case ok && t.live:
+		if t.tag == tag {
+			return nil
+		}
+		t.tag, t.stored = tag, false
+		ks.markTimer(t)
+		return nil
+	case ok: // fired, its deletion not written yet: registered again
+		t.tag, t.live, t.stored = tag, true, t.stored && t.tag == tag
+	default:
+		t = &keyedTimer{kind: kind, at: at, key: StateKey(bytes.Clone(key)), sk: string(ks.tkbuf), tag: tag, live: true}
+		ks.timers[t.sk] = t
 	}
+	ks.markTimer(t)
+	ks.heapOf(kind).push(t)
 	ks.arm(kind, at)
+	return nil
+}
+
+// markTimer queues t's change for the next flush.
+func (ks *KeyedState) markTimer(t *keyedTimer) {
+	if t.dirty {
+		return
+	}
+	t.dirty = true
+	ks.timerDirty = append(ks.timerDirty, t)
+	if n := len(ks.timerDirty); n >= 4096 && n >= 2*len(ks.timers) {
+		ks.compactTimerDirty()
+	}
+}
+
+// compactTimerDirty drops from the dirty list the timers fired before
+// they were written: without checkpoints (no flush), the list would
+// otherwise keep every timer ever registered.
+func (ks *KeyedState) compactTimerDirty() {
+	w := 0
+	for _, t := range ks.timerDirty {
+		if !t.live && !t.stored {
+			t.dirty = false
+			continue
+		}
+		ks.timerDirty[w] = t
+		w++
+	}
+	clear(ks.timerDirty[w:])
+	ks.timerDirty = ks.timerDirty[:w]
+}
+
+// flushTimers adds the timer changes since the last flush to the batch of
+// flush.
+func (ks *KeyedState) flushTimers(ctx context.Context) error {
+	for i, t := range ks.timerDirty {
+		ks.timerDirty[i] = nil
+		t.dirty = false
+		switch {
+		case t.live && !t.stored:
+			ks.batch.Put([]byte(t.sk), []byte(t.tag))
+			t.stored = true
+		case !t.live:
+			if t.stored {
+				ks.batch.Delete([]byte(t.sk))
+				t.stored = false
+			}
+			if ks.timers[t.sk] == t {
+				delete(ks.timers, t.sk)
+			}
+		}
+		if err := ks.applyIfFull(ctx); err != nil {
+			return err
+		}
+	}
+	ks.timerDirty = ks.timerDirty[:0]
 	return nil
 }
 
@@ -844,45 +1041,50 @@ func (ks *KeyedState) arm(kind actors.TimerKind, at int64) {
 	}
 }
 
-// rearmTimers finds the earliest stored timer of each kind (after a
-// restore) and arms the runtime for it.
-func (ks *KeyedState) rearmTimers(ctx context.Context) error {
+// loadTimers reads the stored timers of the instance's key groups (after
+// a restore) into memory and arms the runtime for the earliest of each
+// kind.
+func (ks *KeyedState) loadTimers(ctx context.Context) error {
 	for _, kind := range []actors.TimerKind{actors.EventTimeTimer, actors.ProcessingTimeTimer} {
-		at, ok, err := ks.earliest(ctx, kind)
-		if err != nil {
-			return err
+		h := ks.heapOf(kind)
+		for g := ks.lo; g < ks.hi; g++ {
+			p := ks.timerPrefix(g, kind)
+			err := ks.store.Scan(ctx, p, func(k, v []byte) error {
+				if len(k) < len(p)+8 {
+					return fmt.Errorf("timer key %x too short", k)
+				}
+				t := &keyedTimer{
+					kind: kind, at: int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63)),
+					key: StateKey(append(actors.KeyGroupKey(nil, g), k[len(p)+8:]...)),
+					sk:  string(k), tag: string(v), live: true, stored: true,
+				}
+				ks.timers[t.sk] = t
+				*h = append(*h, t)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("meshflow: keyed timers: %w", err)
+			}
 		}
-		if ok {
-			ks.arm(kind, at)
+		h.init()
+		if len(*h) > 0 {
+			ks.arm(kind, (*h)[0].at)
 		}
 	}
 	return nil
 }
 
-var errStop = errors.New("stop")
-
-// earliest returns the earliest stored timer of kind.
-func (ks *KeyedState) earliest(ctx context.Context, kind actors.TimerKind) (int64, bool, error) {
-	best, found := int64(math.MaxInt64), false
-	for g := ks.lo; g < ks.hi; g++ {
-		p := ks.timerPrefix(g, kind)
-		err := ks.store.Scan(ctx, p, func(k, _ []byte) error {
-			if at := int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63)); at < best {
-				best, found = at, true
-			}
-			return errStop
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return 0, false, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
-	return best, found, nil
+// firing is a due timer of HandleTimer.
+type firing struct {
+	key StateKey
+	t   Timer
 }
 
 // HandleTimer fires the keyed timers due at runtime timer t, calling
-// KeyedOptions.OnTimer for each in time order, and reports whether t was
-// one of the keyed state's; the operator's OnTimer passes every timer to
-// it first.
+// KeyedOptions.OnTimer for each in order of (time, key), and reports
+// whether t was one of the keyed state's; the operator's OnTimer passes
+// every timer to it first. Timers the callbacks register fire at a later
+// call, even when already due.
 func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bool, error) {
 	if t.Tag != keyedTimerTag {
 		return false, nil
@@ -896,45 +1098,22 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 		ks.nextEvent = math.MaxInt64
 		now = max(now, int64(ks.oc.Timers().Watermark()))
 	}
-	type due struct {
-		key StateKey
-		t   Timer
-		sk  []byte
+	h := ks.heapOf(kind)
+	fire := ks.fireBuf[:0]
+	for len(*h) > 0 && (*h)[0].at <= now {
+		tm := h.pop()
+		tm.live = false
+		if tm.stored {
+			ks.markTimer(tm)
+		} else if ks.timers[tm.sk] == tm {
+			delete(ks.timers, tm.sk)
+		}
+		fire = append(fire, firing{tm.key, Timer{Kind: kind, Time: tm.at, Tag: tm.tag}})
 	}
-	var fire []due
-	for g := ks.lo; g < ks.hi; g++ {
-		p := ks.timerPrefix(g, kind)
-		err := ks.store.Scan(ctx, p, func(k, v []byte) error {
-			at := int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63))
-			if at > now {
-				return errStop
-			}
-			key := append(actors.KeyGroupKey(nil, g), k[len(p)+8:]...)
-			fire = append(fire, due{StateKey(key), Timer{Kind: kind, Time: at, Tag: string(v)}, bytes.Clone(k)})
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return true, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
-	slices.SortStableFunc(fire, func(a, b due) int {
-		if a.t.Time != b.t.Time {
-			if a.t.Time < b.t.Time {
-				return -1
-			}
-			return 1
-		}
-		return bytes.Compare(a.key, b.key)
-	})
-	if len(fire) > 0 {
-		var b persistence.Batch
-		for _, f := range fire {
-			b.Delete(f.sk)
-		}
-		if err := ks.store.Apply(ctx, &b); err != nil {
-			return true, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
+	defer func() {
+		clear(fire)
+		ks.fireBuf = fire[:0]
+	}()
 	for _, f := range fire {
 		if ks.opts.OnTimer == nil {
 			return true, errors.New("meshflow: keyed timer fired without KeyedOptions.OnTimer")
@@ -943,12 +1122,8 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 			return true, err
 		}
 	}
-	at, ok, err := ks.earliest(ctx, kind)
-	if err != nil {
-		return true, err
-	}
-	if ok {
-		ks.arm(kind, at)
+	if len(*h) > 0 {
+		ks.arm(kind, (*h)[0].at)
 	}
 	return true, nil
 }

@@ -537,6 +537,10 @@ func TestKeyedTimers(t *testing.T) {
 					}
 				}
 			}
+			// Timers reach the store at barriers: flush as a barrier would.
+			if err := ks.FlushState(ctx); err != nil {
+				return err
+			}
 			m, err := stateEntries(ctx, oc)
 			stored.Store(int64(m["\x00timers"]))
 			return err
