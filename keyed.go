@@ -94,17 +94,16 @@ type KeyedState struct {
 	opts   KeyedOptions
 	now    func() time.Time
 
-	cache map[string]*cacheEntry
-	// last is the entry of lastKey, the key used last: a read-modify-write
-	// looks the map up once. Reset when entries leave the cache.
-	last    *cacheEntry
-	lastKey []byte
-	bytes   int // cached bytes, as MemoryBound counts them
+	// states are the registered states; each caches its entries in its
+	// own map (stateDesc.cache).
+	states []*stateDesc
+	bytes  int // cached bytes, as MemoryBound counts them
 	// dirtyList holds the dirty entries, in the order they became dirty;
 	// they stay in the cache until flushed (eviction flushes first).
 	dirtyList []*cacheEntry
 	names     map[string]bool
 	batch     persistence.Batch
+	kbuf      []byte // scratch for store keys
 	spills    int
 	evicted   int
 
@@ -123,7 +122,8 @@ type KeyedState struct {
 // cacheEntry is a cached store entry: a value (present) or the knowledge
 // that the key has none.
 type cacheEntry struct {
-	key     string // its key in the cache map
+	d       *stateDesc
+	key     string // its key in d.cache (see stateDesc.cache)
 	val     []byte
 	present bool
 	dirty   bool
@@ -151,7 +151,7 @@ func NewKeyedState(ctx context.Context, oc OperatorContext, opts KeyedOptions) (
 	}
 	ks := &KeyedState{
 		oc: oc, store: oc.KeyedState(), maxP: oc.MaxParallelism(), opts: opts,
-		now: opts.Now, cache: map[string]*cacheEntry{}, names: map[string]bool{},
+		now: opts.Now, names: map[string]bool{},
 		timers:    map[string]*keyedTimer{},
 		nextEvent: math.MaxInt64, nextProc: math.MaxInt64,
 	}
@@ -206,10 +206,11 @@ func (ks *KeyedState) flushValues(ctx context.Context, timers bool) error {
 	b.Reset()
 	for i, e := range ks.dirtyList {
 		ks.dirtyList[i] = nil
+		ks.kbuf = e.d.appendStoreKey(ks.kbuf[:0], unsafeBytes(e.key))
 		if e.present {
-			b.Put(unsafeBytes(e.key), e.val)
+			b.Put(ks.kbuf, e.val)
 		} else {
-			b.Delete(unsafeBytes(e.key))
+			b.Delete(ks.kbuf)
 		}
 		e.dirty = false
 		if err := ks.applyIfFull(ctx); err != nil {
@@ -257,38 +258,45 @@ func (ks *KeyedState) spill(ctx context.Context) error {
 		return err
 	}
 	ks.spills++
-	ks.last = nil
+	for _, d := range ks.states {
+		d.last = nil
+	}
 	target := ks.opts.MemoryBound / 2
 	for pass := 0; pass < 2 && ks.bytes > target; pass++ {
-		for k, e := range ks.cache {
-			if ks.bytes <= target {
-				break
+		for _, d := range ks.states {
+			for k, e := range d.cache {
+				if ks.bytes <= target {
+					break
+				}
+				if e.used && pass == 0 {
+					e.used = false
+					continue
+				}
+				ks.bytes -= len(k) + len(e.val) + entryOverhead
+				ks.evicted++
+				delete(d.cache, k)
 			}
-			if e.used && pass == 0 {
-				e.used = false
-				continue
-			}
-			ks.bytes -= len(k) + len(e.val) + entryOverhead
-			ks.evicted++
-			delete(ks.cache, k)
 		}
 	}
 	return nil
 }
 
-// lookup returns the cache entry of key, reading the store on a miss.
-func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, error) {
-	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
-		ks.last.used = true
-		return ks.last, nil
-	}
-	if e, ok := ks.cache[string(key)]; ok {
+// lookup returns the cache entry of key (see stateDesc.cache), reading
+// the store on a miss.
+func (d *stateDesc) lookup(ctx context.Context, key []byte) (*cacheEntry, error) {
+	if e := d.last; e != nil && e.key == string(key) {
 		e.used = true
-		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 		return e, nil
 	}
-	v, err := ks.store.Get(ctx, key)
-	e := &cacheEntry{key: string(key), used: true}
+	if e, ok := d.cache[string(key)]; ok {
+		e.used = true
+		d.last = e
+		return e, nil
+	}
+	ks := d.ks
+	ks.kbuf = d.appendStoreKey(ks.kbuf[:0], key)
+	v, err := ks.store.Get(ctx, ks.kbuf)
+	e := &cacheEntry{d: d, key: string(key), used: true}
 	switch {
 	case err == nil:
 		e.val, e.present = v, true
@@ -296,9 +304,9 @@ func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, erro
 	default:
 		return nil, fmt.Errorf("meshflow: keyed state: read: %w", err)
 	}
-	ks.cache[e.key] = e
+	d.cache[e.key] = e
 	ks.bytes += len(key) + len(e.val) + entryOverhead
-	ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
+	d.last = e
 	return e, ks.checkBound(ctx)
 }
 
@@ -310,18 +318,17 @@ func (ks *KeyedState) checkBound(ctx context.Context) error {
 }
 
 // set caches a write of key (val nil and present false: a deletion).
-func (ks *KeyedState) set(ctx context.Context, key, val []byte, present bool) error {
-	var e *cacheEntry
-	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
-		e = ks.last
-	} else {
+func (d *stateDesc) set(ctx context.Context, key, val []byte, present bool) error {
+	ks := d.ks
+	e := d.last
+	if e == nil || e.key != string(key) {
 		var ok bool
-		if e, ok = ks.cache[string(key)]; !ok {
-			e = &cacheEntry{key: string(key)}
-			ks.cache[e.key] = e
+		if e, ok = d.cache[string(key)]; !ok {
+			e = &cacheEntry{d: d, key: string(key)}
+			d.cache[e.key] = e
 			ks.bytes += len(key) + entryOverhead
 		}
-		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
+		d.last = e
 	}
 	ks.bytes += len(val) - len(e.val)
 	if !e.dirty {
@@ -344,15 +351,25 @@ func (ks *KeyedState) owned(key StateKey) error {
 	return nil
 }
 
-// stateDesc is a registered state: its name and TTL.
+// stateDesc is a registered state: its name and TTL, and its cached
+// entries.
 type stateDesc struct {
 	ks   *KeyedState
 	name string
 	ttl  time.Duration
+	// cache holds the state's cached entries by their cache key: for
+	// value and list states the StateKey (so a lookup builds no key), for
+	// map states (isMap) the store key. last is the entry used last: a
+	// read-modify-write looks the map up once. Reset when entries leave
+	// the cache.
+	cache map[string]*cacheEntry
+	last  *cacheEntry
+	isMap bool
 	// prefix is uvarint(len(name)) | name: what follows the key group in
 	// the store keys of the state.
 	prefix []byte
 	buf    []byte // scratch for store keys
+	wbuf   []byte // scratch for values with their expiry
 }
 
 func (ks *KeyedState) register(name string, ttl time.Duration) (*stateDesc, error) {
@@ -366,7 +383,8 @@ func (ks *KeyedState) register(name string, ttl time.Duration) (*stateDesc, erro
 		return nil, fmt.Errorf("meshflow: keyed state %q: negative TTL", name)
 	}
 	ks.names[name] = true
-	d := &stateDesc{ks: ks, name: name, ttl: ttl}
+	d := &stateDesc{ks: ks, name: name, ttl: ttl, cache: map[string]*cacheEntry{}}
+	ks.states = append(ks.states, d)
 	d.prefix = binary.AppendUvarint(nil, uint64(len(name)))
 	d.prefix = append(d.prefix, name...)
 	if ttl > 0 {
@@ -390,6 +408,35 @@ func (d *stateDesc) storeKey(key StateKey, sub []byte) ([]byte, error) {
 	return b, nil
 }
 
+// appendStoreKey appends to b the store key of cache key ck.
+func (d *stateDesc) appendStoreKey(b, ck []byte) []byte {
+	if d.isMap {
+		return append(b, ck...)
+	}
+	b = append(b, ck[:2]...)
+	b = append(b, d.prefix...)
+	b = binary.AppendUvarint(b, uint64(len(ck)-2))
+	return append(b, ck[2:]...)
+}
+
+// cacheKey returns the cache key of store key k of the state, in buf.
+func (d *stateDesc) cacheKey(buf, k []byte) []byte {
+	if d.isMap {
+		return k
+	}
+	_, w := binary.Uvarint(k[2+len(d.prefix):])
+	return append(append(buf[:0], k[:2]...), k[2+len(d.prefix)+max(w, 0):]...)
+}
+
+// key checks key and returns it as the cache key of a value or list
+// state.
+func (d *stateDesc) key(key StateKey) ([]byte, error) {
+	if err := d.ks.owned(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
 // TTL encoding: a value of a state with a TTL starts with its expiry time,
 // 8 bytes big-endian microseconds since the Unix epoch.
 
@@ -397,9 +444,9 @@ func (d *stateDesc) wrap(v []byte) []byte {
 	if d.ttl == 0 {
 		return v
 	}
-	out := make([]byte, 8, 8+len(v))
-	binary.BigEndian.PutUint64(out, uint64(d.ks.now().Add(d.ttl).UnixMicro()))
-	return append(out, v...)
+	d.wbuf = binary.BigEndian.AppendUint64(d.wbuf[:0], uint64(d.ks.now().Add(d.ttl).UnixMicro()))
+	d.wbuf = append(d.wbuf, v...)
+	return d.wbuf
 }
 
 // unwrap returns the value, or ok false when it has expired.
@@ -413,26 +460,26 @@ func (d *stateDesc) unwrap(v []byte) (_ []byte, ok bool) {
 	return v[8:], true
 }
 
-// get reads the value of a store key, nil and false when absent or
+// get reads the value of a cache key, nil and false when absent or
 // expired (an expired entry is deleted).
 func (d *stateDesc) get(ctx context.Context, k []byte) ([]byte, bool, error) {
-	e, err := d.ks.lookup(ctx, k)
+	e, err := d.lookup(ctx, k)
 	if err != nil || !e.present {
 		return nil, false, err
 	}
 	v, ok := d.unwrap(e.val)
 	if !ok {
-		return nil, false, d.ks.set(ctx, k, nil, false)
+		return nil, false, d.set(ctx, k, nil, false)
 	}
 	return v, true, nil
 }
 
 func (d *stateDesc) put(ctx context.Context, k, v []byte) error {
-	return d.ks.set(ctx, k, d.wrap(v), true)
+	return d.set(ctx, k, d.wrap(v), true)
 }
 
 func (d *stateDesc) del(ctx context.Context, k []byte) error {
-	return d.ks.set(ctx, k, nil, false)
+	return d.set(ctx, k, nil, false)
 }
 
 // cleanupBudget is about how many entries of states with a TTL one flush
@@ -461,12 +508,19 @@ func (ks *KeyedState) cleanupExpired(ctx context.Context) error {
 				if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) > now {
 					return nil
 				}
-				if e, ok := ks.cache[string(k)]; ok {
+				ck := d.cacheKey(ks.kbuf, k)
+				if !d.isMap {
+					ks.kbuf = ck
+				}
+				if e, ok := d.cache[string(ck)]; ok {
 					if e.dirty {
 						return nil // a newer value waits in the cache
 					}
-					ks.bytes -= len(k) + len(e.val) + entryOverhead
-					delete(ks.cache, string(k))
+					ks.bytes -= len(ck) + len(e.val) + entryOverhead
+					delete(d.cache, string(ck))
+					if d.last == e {
+						d.last = nil
+					}
 				}
 				b.Delete(k)
 				return nil
@@ -516,7 +570,7 @@ func NewValueState[T any](ks *KeyedState, name string, opts StateOptions[T]) (*V
 // expired).
 func (s *ValueState[T]) Get(ctx context.Context, key StateKey) (T, bool, error) {
 	var zero T
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return zero, false, err
 	}
@@ -533,7 +587,7 @@ func (s *ValueState[T]) Get(ctx context.Context, key StateKey) (T, bool, error) 
 
 // Set sets the value of key.
 func (s *ValueState[T]) Set(ctx context.Context, key StateKey, v T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -543,7 +597,7 @@ func (s *ValueState[T]) Set(ctx context.Context, key StateKey, v T) error {
 
 // Delete removes the value of key.
 func (s *ValueState[T]) Delete(ctx context.Context, key StateKey) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -568,7 +622,7 @@ func NewListState[T any](ks *KeyedState, name string, opts StateOptions[T]) (*Li
 
 // Get returns the list of key (nil when empty).
 func (s *ListState[T]) Get(ctx context.Context, key StateKey) ([]T, error) {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return nil, err
 	}
@@ -594,7 +648,7 @@ func (s *ListState[T]) Get(ctx context.Context, key StateKey) ([]T, error) {
 
 // Add appends v to the list of key.
 func (s *ListState[T]) Add(ctx context.Context, key StateKey, v T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -612,7 +666,7 @@ func (s *ListState[T]) Add(ctx context.Context, key StateKey, v T) error {
 
 // Update replaces the list of key (an empty list deletes it).
 func (s *ListState[T]) Update(ctx context.Context, key StateKey, vs []T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -650,6 +704,7 @@ func NewMapState[K, V any](ks *KeyedState, name string, keyCodec Codec[K], opts 
 	if err != nil {
 		return nil, err
 	}
+	d.isMap = true
 	return &MapState[K, V]{d: d, kc: codecOr(keyCodec), vc: codecOr(opts.Codec)}, nil
 }
 
