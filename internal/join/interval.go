@@ -57,6 +57,10 @@ type Interval struct {
 	cut   [2]int64
 	added [2]int
 	kept  [2]int
+
+	pairs  [3][]int32 // scratch of Add: the pairs found
+	sorted [3][]int32 // and grouped by the other side's batch
+	ord    []int
 }
 
 // compactMin is the number of rows added since the last compaction of a
@@ -249,7 +253,10 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 
 	// Probe the other side: the other row's time must be in [lo, hi],
 	// computed per row with saturation so that no bound wraps around.
-	var mine, oseg, orow []int32
+	// The pairs, in buffers reused from call to call (takeCols and
+	// gather copy the rows).
+	mine, oseg, orow := j.pairs[0][:0], j.pairs[1][:0], j.pairs[2][:0]
+	defer func() { j.pairs[0], j.pairs[1], j.pairs[2] = mine[:0], oseg[:0], orow[:0] }()
 	if len(other.seg) > 0 {
 		for i, h := range j.hashes {
 			if !j.ok[i] {
@@ -298,12 +305,17 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	// sort when the pairs are grouped already, as with one batch).
 	ms, os, or := mine, oseg, orow
 	if !slices.IsSorted(oseg) {
-		ord := make([]int, len(mine))
+		ord := slices.Grow(j.ord[:0], len(mine))[:len(mine)]
+		j.ord = ord
 		for i := range ord {
 			ord[i] = i
 		}
 		slices.SortStableFunc(ord, func(a, b int) int { return cmp.Compare(oseg[a], oseg[b]) })
-		ms, os, or = make([]int32, len(ord)), make([]int32, len(ord)), make([]int32, len(ord))
+		n := len(ord)
+		j.sorted[0] = slices.Grow(j.sorted[0][:0], n)[:n]
+		j.sorted[1] = slices.Grow(j.sorted[1][:0], n)[:n]
+		j.sorted[2] = slices.Grow(j.sorted[2][:0], n)[:n]
+		ms, os, or = j.sorted[0], j.sorted[1], j.sorted[2]
 		for k, p := range ord {
 			ms[k], os[k], or[k] = mine[p], oseg[p], orow[p]
 		}
