@@ -128,6 +128,30 @@ type cacheEntry struct {
 	present bool
 	dirty   bool
 	used    bool // set on use, cleared by the eviction sweep
+	// Short keys and values are kept in the entry itself (key and val
+	// point here), so a lookup touches one object.
+	kinl [24]byte
+	vinl [32]byte
+}
+
+// newEntry returns an entry of cache key key of d, without a value.
+func newEntry(d *stateDesc, key []byte) *cacheEntry {
+	e := &cacheEntry{d: d}
+	if len(key) > 0 && len(key) <= len(e.kinl) {
+		n := copy(e.kinl[:], key)
+		e.key = unsafe.String(&e.kinl[0], n)
+	} else {
+		e.key = string(key)
+	}
+	return e
+}
+
+// setVal copies v into the entry's value.
+func (e *cacheEntry) setVal(v []byte) {
+	if cap(e.val) == 0 && len(v) <= len(e.vinl) {
+		e.val = e.vinl[:0]
+	}
+	e.val = append(e.val[:0], v...)
 }
 
 // Timer tags of the runtime timers that wake keyed timers up.
@@ -296,10 +320,12 @@ func (d *stateDesc) lookup(ctx context.Context, key []byte) (*cacheEntry, error)
 	ks := d.ks
 	ks.kbuf = d.appendStoreKey(ks.kbuf[:0], key)
 	v, err := ks.store.Get(ctx, ks.kbuf)
-	e := &cacheEntry{d: d, key: string(key), used: true}
+	e := newEntry(d, key)
+	e.used = true
 	switch {
 	case err == nil:
-		e.val, e.present = v, true
+		e.setVal(v)
+		e.present = true
 	case errors.Is(err, persistence.ErrNotFound):
 	default:
 		return nil, fmt.Errorf("meshflow: keyed state: read: %w", err)
@@ -324,7 +350,7 @@ func (d *stateDesc) set(ctx context.Context, key, val []byte, present bool) erro
 	if e == nil || e.key != string(key) {
 		var ok bool
 		if e, ok = d.cache[string(key)]; !ok {
-			e = &cacheEntry{d: d, key: string(key)}
+			e = newEntry(d, key)
 			d.cache[e.key] = e
 			ks.bytes += len(key) + entryOverhead
 		}
@@ -335,7 +361,7 @@ func (d *stateDesc) set(ctx context.Context, key, val []byte, present bool) erro
 		ks.dirtyList = append(ks.dirtyList, e)
 	}
 	// Copied into the entry's buffer: callers pass scratch buffers.
-	e.val = append(e.val[:0], val...)
+	e.setVal(val)
 	e.present, e.dirty, e.used = present, true, true
 	return ks.checkBound(ctx)
 }
