@@ -635,6 +635,9 @@ func (s *ValueState[T]) Delete(ctx context.Context, key StateKey) error {
 type ListState[T any] struct {
 	d     *stateDesc
 	codec Codec[T]
+	// Scratch of Add and Update: the encoded element and list (the cache
+	// copies the list).
+	ebuf, lbuf []byte
 }
 
 // NewListState registers the list state name of ks.
@@ -682,11 +685,11 @@ func (s *ListState[T]) Add(ctx context.Context, key StateKey, v T) error {
 	if err != nil {
 		return err
 	}
-	enc := s.codec.Append(nil, v)
-	nv := make([]byte, 0, len(old)+binary.MaxVarintLen64+len(enc))
-	nv = append(nv, old...)
-	nv = binary.AppendUvarint(nv, uint64(len(enc)))
-	nv = append(nv, enc...)
+	s.ebuf = s.codec.Append(s.ebuf[:0], v)
+	nv := append(s.lbuf[:0], old...)
+	nv = binary.AppendUvarint(nv, uint64(len(s.ebuf)))
+	nv = append(nv, s.ebuf...)
+	s.lbuf = nv
 	return s.d.put(ctx, k, nv)
 }
 
@@ -699,12 +702,13 @@ func (s *ListState[T]) Update(ctx context.Context, key StateKey, vs []T) error {
 	if len(vs) == 0 {
 		return s.d.del(ctx, k)
 	}
-	var nv []byte
+	nv := s.lbuf[:0]
 	for _, v := range vs {
-		enc := s.codec.Append(nil, v)
-		nv = binary.AppendUvarint(nv, uint64(len(enc)))
-		nv = append(nv, enc...)
+		s.ebuf = s.codec.Append(s.ebuf[:0], v)
+		nv = binary.AppendUvarint(nv, uint64(len(s.ebuf)))
+		nv = append(nv, s.ebuf...)
 	}
+	s.lbuf = nv
 	return s.d.put(ctx, k, nv)
 }
 
@@ -720,6 +724,7 @@ type MapState[K, V any] struct {
 	kc   Codec[K]
 	vc   Codec[V]
 	kbuf []byte
+	vbuf []byte // scratch of Put (the cache copies the value)
 }
 
 // NewMapState registers the map state name of ks. Its map keys are
@@ -763,7 +768,8 @@ func (s *MapState[K, V]) Put(ctx context.Context, key StateKey, mk K, v V) error
 	if err != nil {
 		return err
 	}
-	return s.d.put(ctx, k, s.vc.Append(nil, v))
+	s.vbuf = s.vc.Append(s.vbuf[:0], v)
+	return s.d.put(ctx, k, s.vbuf)
 }
 
 // Delete removes mk from the map of key.
