@@ -104,6 +104,7 @@ type KeyedState struct {
 	names     map[string]bool
 	batch     persistence.Batch
 	kbuf      []byte // scratch for store keys
+	victims   []*cacheEntry
 	spills    int
 	evicted   int
 
@@ -288,18 +289,28 @@ func (ks *KeyedState) spill(ctx context.Context) error {
 	target := ks.opts.MemoryBound / 2
 	for pass := 0; pass < 2 && ks.bytes > target; pass++ {
 		for _, d := range ks.states {
-			for k, e := range d.cache {
+			victims := ks.victims[:0]
+			for _, s := range d.cache.slots {
 				if ks.bytes <= target {
 					break
+				}
+				e := s.e
+				if s.h == 0 {
+					continue
 				}
 				if e.used && pass == 0 {
 					e.used = false
 					continue
 				}
-				ks.bytes -= len(k) + len(e.val) + entryOverhead
+				ks.bytes -= len(e.key) + len(e.val) + entryOverhead
 				ks.evicted++
-				delete(d.cache, k)
+				victims = append(victims, e)
 			}
+			for i, e := range victims {
+				d.cache.del(unsafeBytes(e.key))
+				victims[i] = nil
+			}
+			ks.victims = victims[:0]
 		}
 	}
 	return nil
@@ -312,7 +323,7 @@ func (d *stateDesc) lookup(ctx context.Context, key []byte) (*cacheEntry, error)
 		e.used = true
 		return e, nil
 	}
-	if e, ok := d.cache[string(key)]; ok {
+	if e := d.cache.get(key); e != nil {
 		e.used = true
 		d.last = e
 		return e, nil
@@ -330,7 +341,7 @@ func (d *stateDesc) lookup(ctx context.Context, key []byte) (*cacheEntry, error)
 	default:
 		return nil, fmt.Errorf("meshflow: keyed state: read: %w", err)
 	}
-	d.cache[e.key] = e
+	d.cache.put(e)
 	ks.bytes += len(key) + len(e.val) + entryOverhead
 	d.last = e
 	return e, ks.checkBound(ctx)
@@ -348,10 +359,9 @@ func (d *stateDesc) set(ctx context.Context, key, val []byte, present bool) erro
 	ks := d.ks
 	e := d.last
 	if e == nil || e.key != string(key) {
-		var ok bool
-		if e, ok = d.cache[string(key)]; !ok {
+		if e = d.cache.get(key); e == nil {
 			e = newEntry(d, key)
-			d.cache[e.key] = e
+			d.cache.put(e)
 			ks.bytes += len(key) + entryOverhead
 		}
 		d.last = e
@@ -388,7 +398,7 @@ type stateDesc struct {
 	// map states (isMap) the store key. last is the entry used last: a
 	// read-modify-write looks the map up once. Reset when entries leave
 	// the cache.
-	cache map[string]*cacheEntry
+	cache entryIndex
 	last  *cacheEntry
 	isMap bool
 	// prefix is uvarint(len(name)) | name: what follows the key group in
@@ -409,7 +419,7 @@ func (ks *KeyedState) register(name string, ttl time.Duration) (*stateDesc, erro
 		return nil, fmt.Errorf("meshflow: keyed state %q: negative TTL", name)
 	}
 	ks.names[name] = true
-	d := &stateDesc{ks: ks, name: name, ttl: ttl, cache: map[string]*cacheEntry{}}
+	d := &stateDesc{ks: ks, name: name, ttl: ttl, cache: newEntryIndex()}
 	ks.states = append(ks.states, d)
 	d.prefix = binary.AppendUvarint(nil, uint64(len(name)))
 	d.prefix = append(d.prefix, name...)
@@ -538,12 +548,12 @@ func (ks *KeyedState) cleanupExpired(ctx context.Context) error {
 				if !d.isMap {
 					ks.kbuf = ck
 				}
-				if e, ok := d.cache[string(ck)]; ok {
+				if e := d.cache.get(ck); e != nil {
 					if e.dirty {
 						return nil // a newer value waits in the cache
 					}
 					ks.bytes -= len(ck) + len(e.val) + entryOverhead
-					delete(d.cache, string(ck))
+					d.cache.del(ck)
 					if d.last == e {
 						d.last = nil
 					}
