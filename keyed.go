@@ -1036,10 +1036,6 @@ func (ks *KeyedState) RegisterProcessingTimer(ctx context.Context, key StateKey,
 	return ks.registerTimer(actors.ProcessingTimeTimer, key, at.UnixMicro(), tag)
 }
 
-// TimerCount is the number of registered timers, which the instance keeps
-// in memory.
-func (ks *KeyedState) TimerCount() int { return len(ks.eventTimers) + len(ks.procTimers) }
-
 func (ks *KeyedState) registerTimer(kind actors.TimerKind, key StateKey, at int64, tag string) error {
 	if err := ks.owned(key); err != nil {
 		return err

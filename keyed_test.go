@@ -599,11 +599,20 @@ func TestKeyedTimers(t *testing.T) {
 					}
 				}
 			}
-			// Timers reach the store at barriers: flush as a barrier would.
+			// Timers registered or fired reach the store at barriers
+			// only: until then it holds what the last flush wrote.
+			m, err := stateEntries(ctx, oc)
+			if err != nil {
+				return err
+			}
+			if got := int64(m["\x00timers"]); got != stored.Load() {
+				return fmt.Errorf("%d timers stored before the flush, %d after the last", got, stored.Load())
+			}
+			// Flush as a barrier would.
 			if err := ks.FlushState(ctx); err != nil {
 				return err
 			}
-			m, err := stateEntries(ctx, oc)
+			m, err = stateEntries(ctx, oc)
 			stored.Store(int64(m["\x00timers"]))
 			return err
 		},
