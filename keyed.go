@@ -71,7 +71,8 @@ type KeyedOptions struct {
 	// batches and the cache is evicted to half the bound. Writes spilled
 	// during one call of the operator are buffered by the runtime until the
 	// call returns (see OperatorContext.State), so the memory in use is the
-	// bound plus what one call writes.
+	// bound plus what one call writes. Keyed timers are held in memory
+	// outside the bound (see RegisterEventTimer).
 	MemoryBound int
 	// Now is the clock of TTLs and processing-time timers; time.Now when
 	// nil (tests set their own).
