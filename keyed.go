@@ -10,6 +10,7 @@ import (
 	"math"
 	"slices"
 	"time"
+	"unsafe"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -70,7 +71,8 @@ type KeyedOptions struct {
 	// batches and the cache is evicted to half the bound. Writes spilled
 	// during one call of the operator are buffered by the runtime until the
 	// call returns (see OperatorContext.State), so the memory in use is the
-	// bound plus what one call writes.
+	// bound plus what one call writes. Keyed timers are held in memory
+	// outside the bound (see RegisterEventTimer).
 	MemoryBound int
 	// Now is the clock of TTLs and processing-time timers; time.Now when
 	// nil (tests set their own).
@@ -93,22 +95,28 @@ type KeyedState struct {
 	opts   KeyedOptions
 	now    func() time.Time
 
-	cache map[string]*cacheEntry
-	// last is the entry of lastKey, the key used last: a read-modify-write
-	// looks the map up once. Reset when entries leave the cache.
-	last    *cacheEntry
-	lastKey []byte
-	bytes   int // cached bytes, as MemoryBound counts them
+	// states are the registered states; each caches its entries in its
+	// own map (stateDesc.cache).
+	states []*stateDesc
+	bytes  int // cached bytes, as MemoryBound counts them
 	// dirtyList holds the dirty entries, in the order they became dirty;
 	// they stay in the cache until flushed (eviction flushes first).
 	dirtyList []*cacheEntry
 	names     map[string]bool
 	batch     persistence.Batch
+	kbuf      []byte // scratch for store keys
+	victims   []*cacheEntry
 	spills    int
 	evicted   int
 
 	// timers
-	nextEvent, nextProc int64 // earliest registered, math.MaxInt64: none
+	nextEvent, nextProc int64 // earliest armed, math.MaxInt64: none
+	timers              map[string]*keyedTimer
+	eventTimers         timerHeap
+	procTimers          timerHeap
+	timerDirty          []*keyedTimer
+	tkbuf               []byte
+	fireBuf             []firing
 	ttlStates           []*stateDesc
 	ttlCursor           int // key group the incremental TTL cleanup is at
 }
@@ -116,11 +124,36 @@ type KeyedState struct {
 // cacheEntry is a cached store entry: a value (present) or the knowledge
 // that the key has none.
 type cacheEntry struct {
-	key     string // its key in the cache map
+	d       *stateDesc
+	key     string // its key in d.cache (see stateDesc.cache)
 	val     []byte
 	present bool
 	dirty   bool
 	used    bool // set on use, cleared by the eviction sweep
+	// Short keys and values are kept in the entry itself (key and val
+	// point here), so a lookup touches one object.
+	kinl [24]byte
+	vinl [32]byte
+}
+
+// newEntry returns an entry of cache key key of d, without a value.
+func newEntry(d *stateDesc, key []byte) *cacheEntry {
+	e := &cacheEntry{d: d}
+	if len(key) > 0 && len(key) <= len(e.kinl) {
+		n := copy(e.kinl[:], key)
+		e.key = unsafe.String(&e.kinl[0], n)
+	} else {
+		e.key = string(key)
+	}
+	return e
+}
+
+// setVal copies v into the entry's value.
+func (e *cacheEntry) setVal(v []byte) {
+	if cap(e.val) == 0 && len(v) <= len(e.vinl) {
+		e.val = e.vinl[:0]
+	}
+	e.val = append(e.val[:0], v...)
 }
 
 // Timer tags of the runtime timers that wake keyed timers up.
@@ -144,7 +177,8 @@ func NewKeyedState(ctx context.Context, oc OperatorContext, opts KeyedOptions) (
 	}
 	ks := &KeyedState{
 		oc: oc, store: oc.KeyedState(), maxP: oc.MaxParallelism(), opts: opts,
-		now: opts.Now, cache: map[string]*cacheEntry{}, names: map[string]bool{},
+		now: opts.Now, names: map[string]bool{},
+		timers:    map[string]*keyedTimer{},
 		nextEvent: math.MaxInt64, nextProc: math.MaxInt64,
 	}
 	if ks.now == nil {
@@ -153,7 +187,7 @@ func NewKeyedState(ctx context.Context, oc OperatorContext, opts KeyedOptions) (
 	ks.lo, ks.hi = oc.KeyGroups()
 	ks.ttlCursor = ks.lo
 	oc.RegisterFlusher(ks)
-	if err := ks.rearmTimers(ctx); err != nil {
+	if err := ks.loadTimers(ctx); err != nil {
 		return nil, err
 	}
 	return ks, nil
@@ -182,30 +216,39 @@ func (ks *KeyedState) FlushState(ctx context.Context) error {
 	return ks.cleanupExpired(ctx)
 }
 
-// flush writes the dirty entries in batches of at most 4096 writes or
-// 1 MiB, below Badger's transaction limit.
+// flush writes the dirty entries and the timer changes in batches of at
+// most 4096 writes or 1 MiB, below Badger's transaction limit.
 func (ks *KeyedState) flush(ctx context.Context) error {
-	if len(ks.dirtyList) == 0 {
+	return ks.flushValues(ctx, true)
+}
+
+// flushValues writes the dirty entries, and the timer changes when timers
+// is true.
+func (ks *KeyedState) flushValues(ctx context.Context, timers bool) error {
+	if len(ks.dirtyList) == 0 && (!timers || len(ks.timerDirty) == 0) {
 		return nil
 	}
 	b := &ks.batch
 	b.Reset()
 	for i, e := range ks.dirtyList {
 		ks.dirtyList[i] = nil
+		ks.kbuf = e.d.appendStoreKey(ks.kbuf[:0], unsafeBytes(e.key))
 		if e.present {
-			b.Put([]byte(e.key), e.val)
+			b.Put(ks.kbuf, e.val)
 		} else {
-			b.Delete([]byte(e.key))
+			b.Delete(ks.kbuf)
 		}
 		e.dirty = false
-		if b.Len() >= 4096 || b.Size() >= 1<<20 {
-			if err := ks.store.Apply(ctx, b); err != nil {
-				return fmt.Errorf("meshflow: keyed state: flush: %w", err)
-			}
-			b.Reset()
+		if err := ks.applyIfFull(ctx); err != nil {
+			return err
 		}
 	}
 	ks.dirtyList = ks.dirtyList[:0]
+	if timers {
+		if err := ks.flushTimers(ctx); err != nil {
+			return err
+		}
+	}
 	if b.Len() > 0 {
 		if err := ks.store.Apply(ctx, b); err != nil {
 			return fmt.Errorf("meshflow: keyed state: flush: %w", err)
@@ -215,56 +258,93 @@ func (ks *KeyedState) flush(ctx context.Context) error {
 	return nil
 }
 
-// spill runs when the cache passed its bound: it writes the changes and
+// applyIfFull writes the flush batch once it holds 4096 writes or 1 MiB.
+func (ks *KeyedState) applyIfFull(ctx context.Context) error {
+	b := &ks.batch
+	if b.Len() < 4096 && b.Size() < 1<<20 {
+		return nil
+	}
+	if err := ks.store.Apply(ctx, b); err != nil {
+		return fmt.Errorf("meshflow: keyed state: flush: %w", err)
+	}
+	b.Reset()
+	return nil
+}
+
+// unsafeBytes is the bytes of s without a copy; they must not be
+// modified (Batch.Put and Delete copy them).
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// spill runs when the cache passed its bound: it writes the changed values
+// (timers wait for the barrier) and
 // evicts entries not used since the last sweep (then any) until the cache
 // holds half the bound.
 func (ks *KeyedState) spill(ctx context.Context) error {
-	if err := ks.flush(ctx); err != nil {
+	if err := ks.flushValues(ctx, false); err != nil {
 		return err
 	}
 	ks.spills++
-	ks.last = nil
+	for _, d := range ks.states {
+		d.last = nil
+	}
 	target := ks.opts.MemoryBound / 2
 	for pass := 0; pass < 2 && ks.bytes > target; pass++ {
-		for k, e := range ks.cache {
-			if ks.bytes <= target {
-				break
+		for _, d := range ks.states {
+			victims := ks.victims[:0]
+			for _, s := range d.cache.slots {
+				if ks.bytes <= target {
+					break
+				}
+				e := s.e
+				if s.h == 0 {
+					continue
+				}
+				if e.used && pass == 0 {
+					e.used = false
+					continue
+				}
+				ks.bytes -= len(e.key) + len(e.val) + entryOverhead
+				ks.evicted++
+				victims = append(victims, e)
 			}
-			if e.used && pass == 0 {
-				e.used = false
-				continue
+			for i, e := range victims {
+				d.cache.del(unsafeBytes(e.key))
+				victims[i] = nil
 			}
-			ks.bytes -= len(k) + len(e.val) + entryOverhead
-			ks.evicted++
-			delete(ks.cache, k)
+			ks.victims = victims[:0]
 		}
 	}
 	return nil
 }
 
-// lookup returns the cache entry of key, reading the store on a miss.
-func (ks *KeyedState) lookup(ctx context.Context, key []byte) (*cacheEntry, error) {
-	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
-		ks.last.used = true
-		return ks.last, nil
-	}
-	if e, ok := ks.cache[string(key)]; ok {
+// lookup returns the cache entry of key (see stateDesc.cache), reading
+// the store on a miss.
+func (d *stateDesc) lookup(ctx context.Context, key []byte) (*cacheEntry, error) {
+	if e := d.last; e != nil && e.key == string(key) {
 		e.used = true
-		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
 		return e, nil
 	}
-	v, err := ks.store.Get(ctx, key)
-	e := &cacheEntry{key: string(key), used: true}
+	if e := d.cache.get(key); e != nil {
+		e.used = true
+		d.last = e
+		return e, nil
+	}
+	ks := d.ks
+	ks.kbuf = d.appendStoreKey(ks.kbuf[:0], key)
+	v, err := ks.store.Get(ctx, ks.kbuf)
+	e := newEntry(d, key)
+	e.used = true
 	switch {
 	case err == nil:
-		e.val, e.present = v, true
+		e.setVal(v)
+		e.present = true
 	case errors.Is(err, persistence.ErrNotFound):
 	default:
 		return nil, fmt.Errorf("meshflow: keyed state: read: %w", err)
 	}
-	ks.cache[e.key] = e
+	d.cache.put(e)
 	ks.bytes += len(key) + len(e.val) + entryOverhead
-	ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
+	d.last = e
 	return e, ks.checkBound(ctx)
 }
 
@@ -276,25 +356,23 @@ func (ks *KeyedState) checkBound(ctx context.Context) error {
 }
 
 // set caches a write of key (val nil and present false: a deletion).
-func (ks *KeyedState) set(ctx context.Context, key, val []byte, present bool) error {
-	var e *cacheEntry
-	if ks.last != nil && bytes.Equal(key, ks.lastKey) {
-		e = ks.last
-	} else {
-		var ok bool
-		if e, ok = ks.cache[string(key)]; !ok {
-			e = &cacheEntry{key: string(key)}
-			ks.cache[e.key] = e
+func (d *stateDesc) set(ctx context.Context, key, val []byte, present bool) error {
+	ks := d.ks
+	e := d.last
+	if e == nil || e.key != string(key) {
+		if e = d.cache.get(key); e == nil {
+			e = newEntry(d, key)
+			d.cache.put(e)
 			ks.bytes += len(key) + entryOverhead
 		}
-		ks.last, ks.lastKey = e, append(ks.lastKey[:0], key...)
+		d.last = e
 	}
 	ks.bytes += len(val) - len(e.val)
 	if !e.dirty {
 		ks.dirtyList = append(ks.dirtyList, e)
 	}
 	// Copied into the entry's buffer: callers pass scratch buffers.
-	e.val = append(e.val[:0], val...)
+	e.setVal(val)
 	e.present, e.dirty, e.used = present, true, true
 	return ks.checkBound(ctx)
 }
@@ -310,15 +388,25 @@ func (ks *KeyedState) owned(key StateKey) error {
 	return nil
 }
 
-// stateDesc is a registered state: its name and TTL.
+// stateDesc is a registered state: its name and TTL, and its cached
+// entries.
 type stateDesc struct {
 	ks   *KeyedState
 	name string
 	ttl  time.Duration
+	// cache holds the state's cached entries by their cache key: for
+	// value and list states the StateKey (so a lookup builds no key), for
+	// map states (isMap) the store key. last is the entry used last: a
+	// read-modify-write looks the map up once. Reset when entries leave
+	// the cache.
+	cache entryIndex
+	last  *cacheEntry
+	isMap bool
 	// prefix is uvarint(len(name)) | name: what follows the key group in
 	// the store keys of the state.
 	prefix []byte
 	buf    []byte // scratch for store keys
+	wbuf   []byte // scratch for values with their expiry
 }
 
 func (ks *KeyedState) register(name string, ttl time.Duration) (*stateDesc, error) {
@@ -332,7 +420,8 @@ func (ks *KeyedState) register(name string, ttl time.Duration) (*stateDesc, erro
 		return nil, fmt.Errorf("meshflow: keyed state %q: negative TTL", name)
 	}
 	ks.names[name] = true
-	d := &stateDesc{ks: ks, name: name, ttl: ttl}
+	d := &stateDesc{ks: ks, name: name, ttl: ttl, cache: newEntryIndex()}
+	ks.states = append(ks.states, d)
 	d.prefix = binary.AppendUvarint(nil, uint64(len(name)))
 	d.prefix = append(d.prefix, name...)
 	if ttl > 0 {
@@ -356,6 +445,35 @@ func (d *stateDesc) storeKey(key StateKey, sub []byte) ([]byte, error) {
 	return b, nil
 }
 
+// appendStoreKey appends to b the store key of cache key ck.
+func (d *stateDesc) appendStoreKey(b, ck []byte) []byte {
+	if d.isMap {
+		return append(b, ck...)
+	}
+	b = append(b, ck[:2]...)
+	b = append(b, d.prefix...)
+	b = binary.AppendUvarint(b, uint64(len(ck)-2))
+	return append(b, ck[2:]...)
+}
+
+// cacheKey returns the cache key of store key k of the state, in buf.
+func (d *stateDesc) cacheKey(buf, k []byte) []byte {
+	if d.isMap {
+		return k
+	}
+	_, w := binary.Uvarint(k[2+len(d.prefix):])
+	return append(append(buf[:0], k[:2]...), k[2+len(d.prefix)+max(w, 0):]...)
+}
+
+// key checks key and returns it as the cache key of a value or list
+// state.
+func (d *stateDesc) key(key StateKey) ([]byte, error) {
+	if err := d.ks.owned(key); err != nil {
+		return nil, err
+	}
+	return key, nil
+}
+
 // TTL encoding: a value of a state with a TTL starts with its expiry time,
 // 8 bytes big-endian microseconds since the Unix epoch.
 
@@ -363,9 +481,9 @@ func (d *stateDesc) wrap(v []byte) []byte {
 	if d.ttl == 0 {
 		return v
 	}
-	out := make([]byte, 8, 8+len(v))
-	binary.BigEndian.PutUint64(out, uint64(d.ks.now().Add(d.ttl).UnixMicro()))
-	return append(out, v...)
+	d.wbuf = binary.BigEndian.AppendUint64(d.wbuf[:0], uint64(d.ks.now().Add(d.ttl).UnixMicro()))
+	d.wbuf = append(d.wbuf, v...)
+	return d.wbuf
 }
 
 // unwrap returns the value, or ok false when it has expired.
@@ -379,26 +497,26 @@ func (d *stateDesc) unwrap(v []byte) (_ []byte, ok bool) {
 	return v[8:], true
 }
 
-// get reads the value of a store key, nil and false when absent or
+// get reads the value of a cache key, nil and false when absent or
 // expired (an expired entry is deleted).
 func (d *stateDesc) get(ctx context.Context, k []byte) ([]byte, bool, error) {
-	e, err := d.ks.lookup(ctx, k)
+	e, err := d.lookup(ctx, k)
 	if err != nil || !e.present {
 		return nil, false, err
 	}
 	v, ok := d.unwrap(e.val)
 	if !ok {
-		return nil, false, d.ks.set(ctx, k, nil, false)
+		return nil, false, d.set(ctx, k, nil, false)
 	}
 	return v, true, nil
 }
 
 func (d *stateDesc) put(ctx context.Context, k, v []byte) error {
-	return d.ks.set(ctx, k, d.wrap(v), true)
+	return d.set(ctx, k, d.wrap(v), true)
 }
 
 func (d *stateDesc) del(ctx context.Context, k []byte) error {
-	return d.ks.set(ctx, k, nil, false)
+	return d.set(ctx, k, nil, false)
 }
 
 // cleanupBudget is about how many entries of states with a TTL one flush
@@ -427,12 +545,19 @@ func (ks *KeyedState) cleanupExpired(ctx context.Context) error {
 				if len(v) >= 8 && int64(binary.BigEndian.Uint64(v)) > now {
 					return nil
 				}
-				if e, ok := ks.cache[string(k)]; ok {
+				ck := d.cacheKey(ks.kbuf, k)
+				if !d.isMap {
+					ks.kbuf = ck
+				}
+				if e := d.cache.get(ck); e != nil {
 					if e.dirty {
 						return nil // a newer value waits in the cache
 					}
-					ks.bytes -= len(k) + len(e.val) + entryOverhead
-					delete(ks.cache, string(k))
+					ks.bytes -= len(ck) + len(e.val) + entryOverhead
+					d.cache.del(ck)
+					if d.last == e {
+						d.last = nil
+					}
 				}
 				b.Delete(k)
 				return nil
@@ -482,7 +607,7 @@ func NewValueState[T any](ks *KeyedState, name string, opts StateOptions[T]) (*V
 // expired).
 func (s *ValueState[T]) Get(ctx context.Context, key StateKey) (T, bool, error) {
 	var zero T
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return zero, false, err
 	}
@@ -499,7 +624,7 @@ func (s *ValueState[T]) Get(ctx context.Context, key StateKey) (T, bool, error) 
 
 // Set sets the value of key.
 func (s *ValueState[T]) Set(ctx context.Context, key StateKey, v T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -509,7 +634,7 @@ func (s *ValueState[T]) Set(ctx context.Context, key StateKey, v T) error {
 
 // Delete removes the value of key.
 func (s *ValueState[T]) Delete(ctx context.Context, key StateKey) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -521,6 +646,9 @@ func (s *ValueState[T]) Delete(ctx context.Context, key StateKey) error {
 type ListState[T any] struct {
 	d     *stateDesc
 	codec Codec[T]
+	// Scratch of Add and Update: the encoded element and list (the cache
+	// copies the list).
+	ebuf, lbuf []byte
 }
 
 // NewListState registers the list state name of ks.
@@ -534,7 +662,7 @@ func NewListState[T any](ks *KeyedState, name string, opts StateOptions[T]) (*Li
 
 // Get returns the list of key (nil when empty).
 func (s *ListState[T]) Get(ctx context.Context, key StateKey) ([]T, error) {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return nil, err
 	}
@@ -560,7 +688,7 @@ func (s *ListState[T]) Get(ctx context.Context, key StateKey) ([]T, error) {
 
 // Add appends v to the list of key.
 func (s *ListState[T]) Add(ctx context.Context, key StateKey, v T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
@@ -568,29 +696,30 @@ func (s *ListState[T]) Add(ctx context.Context, key StateKey, v T) error {
 	if err != nil {
 		return err
 	}
-	enc := s.codec.Append(nil, v)
-	nv := make([]byte, 0, len(old)+binary.MaxVarintLen64+len(enc))
-	nv = append(nv, old...)
-	nv = binary.AppendUvarint(nv, uint64(len(enc)))
-	nv = append(nv, enc...)
+	s.ebuf = s.codec.Append(s.ebuf[:0], v)
+	nv := append(s.lbuf[:0], old...)
+	nv = binary.AppendUvarint(nv, uint64(len(s.ebuf)))
+	nv = append(nv, s.ebuf...)
+	s.lbuf = nv
 	return s.d.put(ctx, k, nv)
 }
 
 // Update replaces the list of key (an empty list deletes it).
 func (s *ListState[T]) Update(ctx context.Context, key StateKey, vs []T) error {
-	k, err := s.d.storeKey(key, nil)
+	k, err := s.d.key(key)
 	if err != nil {
 		return err
 	}
 	if len(vs) == 0 {
 		return s.d.del(ctx, k)
 	}
-	var nv []byte
+	nv := s.lbuf[:0]
 	for _, v := range vs {
-		enc := s.codec.Append(nil, v)
-		nv = binary.AppendUvarint(nv, uint64(len(enc)))
-		nv = append(nv, enc...)
+		s.ebuf = s.codec.Append(s.ebuf[:0], v)
+		nv = binary.AppendUvarint(nv, uint64(len(s.ebuf)))
+		nv = append(nv, s.ebuf...)
 	}
+	s.lbuf = nv
 	return s.d.put(ctx, k, nv)
 }
 
@@ -606,6 +735,7 @@ type MapState[K, V any] struct {
 	kc   Codec[K]
 	vc   Codec[V]
 	kbuf []byte
+	vbuf []byte // scratch of Put (the cache copies the value)
 }
 
 // NewMapState registers the map state name of ks. Its map keys are
@@ -616,6 +746,7 @@ func NewMapState[K, V any](ks *KeyedState, name string, keyCodec Codec[K], opts 
 	if err != nil {
 		return nil, err
 	}
+	d.isMap = true
 	return &MapState[K, V]{d: d, kc: codecOr(keyCodec), vc: codecOr(opts.Codec)}, nil
 }
 
@@ -648,7 +779,8 @@ func (s *MapState[K, V]) Put(ctx context.Context, key StateKey, mk K, v V) error
 	if err != nil {
 		return err
 	}
-	return s.d.put(ctx, k, s.vc.Append(nil, v))
+	s.vbuf = s.vc.Append(s.vbuf[:0], v)
+	return s.d.put(ctx, k, s.vbuf)
 }
 
 // Delete removes mk from the map of key.
@@ -669,7 +801,7 @@ func (s *MapState[K, V]) Range(ctx context.Context, key StateKey, fn func(k K, v
 		return err
 	}
 	prefix = bytes.Clone(prefix)
-	if err := s.d.ks.flush(ctx); err != nil {
+	if err := s.d.ks.flushValues(ctx, false); err != nil {
 		return err
 	}
 	return s.d.ks.store.Scan(ctx, prefix, func(k, v []byte) error {
@@ -783,12 +915,102 @@ func codecOr[T any](c Codec[T]) Codec[T] {
 // Keyed timers
 //
 // A keyed timer is stored in keyed state, in its key's group, under
-// group | timerState | kind | time | key: it is checkpointed with the key
-// group and survives restarts. The runtime's own timers (tag
-// "meshflow.keyed") wake the KeyedState at the earliest one.
+// group | timerState | kind | time | key, with its tag as the value: it is
+// checkpointed with the key group and survives restarts. In between, the
+// instance keeps all its timers in memory, a min-heap of (time, key) per
+// kind, loaded from the store when the KeyedState is created: registering
+// and firing touch only the heap and a map, and the timers registered or
+// fired since the last flush are written to the store at the next
+// checkpoint barrier (FlushState), in the same batches as the cached
+// values. A timer registered and fired between two barriers never reaches
+// the store. The runtime's own timers (tag "meshflow.keyed") wake the
+// KeyedState at the earliest one.
 
-func (ks *KeyedState) timerKey(kind actors.TimerKind, at int64, key StateKey) []byte {
-	b := append([]byte(nil), key[:2]...)
+// keyedTimer is a registered timer, or a fired one whose deletion is not
+// written yet.
+type keyedTimer struct {
+	kind   actors.TimerKind
+	at     int64
+	key    StateKey // group | key bytes; never modified
+	sk     string   // its store key, its key in KeyedState.timers
+	tag    string
+	live   bool // registered and not fired
+	stored bool // in the store as of the last flush (with this tag)
+	dirty  bool // in KeyedState.timerDirty
+}
+
+// timerHeap is a min-heap of timers by (time, key).
+type timerHeap []*keyedTimer
+
+func timerLess(a, b *keyedTimer) bool {
+	if a.at != b.at {
+		return a.at < b.at
+	}
+	return bytes.Compare(a.key, b.key) < 0
+}
+
+func (h *timerHeap) push(t *keyedTimer) {
+	*h = append(*h, t)
+	q := *h
+	i := len(q) - 1
+	for i > 0 {
+		p := (i - 1) / 2
+		if !timerLess(q[i], q[p]) {
+			break
+		}
+		q[i], q[p] = q[p], q[i]
+		i = p
+	}
+}
+
+func (h *timerHeap) pop() *keyedTimer {
+	q := *h
+	top := q[0]
+	n := len(q) - 1
+	q[0] = q[n]
+	q[n] = nil
+	q = q[:n]
+	*h = q
+	h.down(0)
+	return top
+}
+
+func (h timerHeap) down(i int) {
+	n := len(h)
+	for {
+		l := 2*i + 1
+		if l >= n {
+			return
+		}
+		m := l
+		if r := l + 1; r < n && timerLess(h[r], h[l]) {
+			m = r
+		}
+		if !timerLess(h[m], h[i]) {
+			return
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+}
+
+func (h timerHeap) init() {
+	for i := len(h)/2 - 1; i >= 0; i-- {
+		h.down(i)
+	}
+}
+
+// heapOf is the heap of the timers of kind.
+func (ks *KeyedState) heapOf(kind actors.TimerKind) *timerHeap {
+	if kind == actors.ProcessingTimeTimer {
+		return &ks.procTimers
+	}
+	return &ks.eventTimers
+}
+
+// appendTimerKey appends the store key of a timer to b.
+func appendTimerKey(b []byte, kind actors.TimerKind, at int64, key StateKey) []byte {
+	b = append(b, key[:2]...)
 	b = binary.AppendUvarint(b, uint64(len(timerState)))
 	b = append(b, timerState...)
 	b = append(b, byte(kind))
@@ -804,27 +1026,96 @@ func (ks *KeyedState) timerPrefix(group int, kind actors.TimerKind) []byte {
 }
 
 // RegisterEventTimer registers a timer of key firing when the watermark
-// reaches at. Registering the same (key, time, tag) again replaces it.
+// reaches at. Registering the same (key, time) again replaces its tag.
 func (ks *KeyedState) RegisterEventTimer(ctx context.Context, key StateKey, at time.Time, tag string) error {
-	return ks.registerTimer(ctx, actors.EventTimeTimer, key, at.UnixMicro(), tag)
+	return ks.registerTimer(actors.EventTimeTimer, key, at.UnixMicro(), tag)
 }
 
 // RegisterProcessingTimer registers a timer of key firing when the clock
 // (KeyedOptions.Now) reaches at.
 func (ks *KeyedState) RegisterProcessingTimer(ctx context.Context, key StateKey, at time.Time, tag string) error {
-	return ks.registerTimer(ctx, actors.ProcessingTimeTimer, key, at.UnixMicro(), tag)
+	return ks.registerTimer(actors.ProcessingTimeTimer, key, at.UnixMicro(), tag)
 }
 
-func (ks *KeyedState) registerTimer(ctx context.Context, kind actors.TimerKind, key StateKey, at int64, tag string) error {
+func (ks *KeyedState) registerTimer(kind actors.TimerKind, key StateKey, at int64, tag string) error {
 	if err := ks.owned(key); err != nil {
 		return err
 	}
-	var b persistence.Batch
-	b.Put(ks.timerKey(kind, at, key), []byte(tag))
-	if err := ks.store.Apply(ctx, &b); err != nil {
-		return fmt.Errorf("meshflow: keyed timer: %w", err)
+	ks.tkbuf = appendTimerKey(ks.tkbuf[:0], kind, at, key)
+	t, ok := ks.timers[string(ks.tkbuf)]
+	switch {
+	case ok && t.live:
+		if t.tag == tag {
+			return nil
+		}
+		t.tag, t.stored = tag, false
+		ks.markTimer(t)
+		return nil
+	case ok: // fired, its deletion not written yet: registered again
+		t.tag, t.live, t.stored = tag, true, t.stored && t.tag == tag
+	default:
+		t = &keyedTimer{kind: kind, at: at, key: StateKey(bytes.Clone(key)), sk: string(ks.tkbuf), tag: tag, live: true}
+		ks.timers[t.sk] = t
 	}
+	ks.markTimer(t)
+	ks.heapOf(kind).push(t)
 	ks.arm(kind, at)
+	return nil
+}
+
+// markTimer queues t's change for the next flush.
+func (ks *KeyedState) markTimer(t *keyedTimer) {
+	if t.dirty {
+		return
+	}
+	t.dirty = true
+	ks.timerDirty = append(ks.timerDirty, t)
+	if n := len(ks.timerDirty); n >= 4096 && n >= 2*len(ks.timers) {
+		ks.compactTimerDirty()
+	}
+}
+
+// compactTimerDirty drops from the dirty list the timers fired before
+// they were written: without checkpoints (no flush), the list would
+// otherwise keep every timer ever registered.
+func (ks *KeyedState) compactTimerDirty() {
+	w := 0
+	for _, t := range ks.timerDirty {
+		if !t.live && !t.stored {
+			t.dirty = false
+			continue
+		}
+		ks.timerDirty[w] = t
+		w++
+	}
+	clear(ks.timerDirty[w:])
+	ks.timerDirty = ks.timerDirty[:w]
+}
+
+// flushTimers adds the timer changes since the last flush to the batch of
+// flush.
+func (ks *KeyedState) flushTimers(ctx context.Context) error {
+	for i, t := range ks.timerDirty {
+		ks.timerDirty[i] = nil
+		t.dirty = false
+		switch {
+		case t.live && !t.stored:
+			ks.batch.Put([]byte(t.sk), []byte(t.tag))
+			t.stored = true
+		case !t.live:
+			if t.stored {
+				ks.batch.Delete([]byte(t.sk))
+				t.stored = false
+			}
+			if ks.timers[t.sk] == t {
+				delete(ks.timers, t.sk)
+			}
+		}
+		if err := ks.applyIfFull(ctx); err != nil {
+			return err
+		}
+	}
+	ks.timerDirty = ks.timerDirty[:0]
 	return nil
 }
 
@@ -844,45 +1135,50 @@ func (ks *KeyedState) arm(kind actors.TimerKind, at int64) {
 	}
 }
 
-// rearmTimers finds the earliest stored timer of each kind (after a
-// restore) and arms the runtime for it.
-func (ks *KeyedState) rearmTimers(ctx context.Context) error {
+// loadTimers reads the stored timers of the instance's key groups (after
+// a restore) into memory and arms the runtime for the earliest of each
+// kind.
+func (ks *KeyedState) loadTimers(ctx context.Context) error {
 	for _, kind := range []actors.TimerKind{actors.EventTimeTimer, actors.ProcessingTimeTimer} {
-		at, ok, err := ks.earliest(ctx, kind)
-		if err != nil {
-			return err
+		h := ks.heapOf(kind)
+		for g := ks.lo; g < ks.hi; g++ {
+			p := ks.timerPrefix(g, kind)
+			err := ks.store.Scan(ctx, p, func(k, v []byte) error {
+				if len(k) < len(p)+8 {
+					return fmt.Errorf("timer key %x too short", k)
+				}
+				t := &keyedTimer{
+					kind: kind, at: int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63)),
+					key: StateKey(append(actors.KeyGroupKey(nil, g), k[len(p)+8:]...)),
+					sk:  string(k), tag: string(v), live: true, stored: true,
+				}
+				ks.timers[t.sk] = t
+				*h = append(*h, t)
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("meshflow: keyed timers: %w", err)
+			}
 		}
-		if ok {
-			ks.arm(kind, at)
+		h.init()
+		if len(*h) > 0 {
+			ks.arm(kind, (*h)[0].at)
 		}
 	}
 	return nil
 }
 
-var errStop = errors.New("stop")
-
-// earliest returns the earliest stored timer of kind.
-func (ks *KeyedState) earliest(ctx context.Context, kind actors.TimerKind) (int64, bool, error) {
-	best, found := int64(math.MaxInt64), false
-	for g := ks.lo; g < ks.hi; g++ {
-		p := ks.timerPrefix(g, kind)
-		err := ks.store.Scan(ctx, p, func(k, _ []byte) error {
-			if at := int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63)); at < best {
-				best, found = at, true
-			}
-			return errStop
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return 0, false, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
-	return best, found, nil
+// firing is a due timer of HandleTimer.
+type firing struct {
+	key StateKey
+	t   Timer
 }
 
 // HandleTimer fires the keyed timers due at runtime timer t, calling
-// KeyedOptions.OnTimer for each in time order, and reports whether t was
-// one of the keyed state's; the operator's OnTimer passes every timer to
-// it first.
+// KeyedOptions.OnTimer for each in order of (time, key), and reports
+// whether t was one of the keyed state's; the operator's OnTimer passes
+// every timer to it first. Timers the callbacks register fire at a later
+// call, even when already due.
 func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bool, error) {
 	if t.Tag != keyedTimerTag {
 		return false, nil
@@ -896,45 +1192,22 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 		ks.nextEvent = math.MaxInt64
 		now = max(now, int64(ks.oc.Timers().Watermark()))
 	}
-	type due struct {
-		key StateKey
-		t   Timer
-		sk  []byte
+	h := ks.heapOf(kind)
+	fire := ks.fireBuf[:0]
+	for len(*h) > 0 && (*h)[0].at <= now {
+		tm := h.pop()
+		tm.live = false
+		if tm.stored {
+			ks.markTimer(tm)
+		} else if ks.timers[tm.sk] == tm {
+			delete(ks.timers, tm.sk)
+		}
+		fire = append(fire, firing{tm.key, Timer{Kind: kind, Time: tm.at, Tag: tm.tag}})
 	}
-	var fire []due
-	for g := ks.lo; g < ks.hi; g++ {
-		p := ks.timerPrefix(g, kind)
-		err := ks.store.Scan(ctx, p, func(k, v []byte) error {
-			at := int64(binary.BigEndian.Uint64(k[len(p):]) ^ (1 << 63))
-			if at > now {
-				return errStop
-			}
-			key := append(actors.KeyGroupKey(nil, g), k[len(p)+8:]...)
-			fire = append(fire, due{StateKey(key), Timer{Kind: kind, Time: at, Tag: string(v)}, bytes.Clone(k)})
-			return nil
-		})
-		if err != nil && !errors.Is(err, errStop) {
-			return true, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
-	slices.SortStableFunc(fire, func(a, b due) int {
-		if a.t.Time != b.t.Time {
-			if a.t.Time < b.t.Time {
-				return -1
-			}
-			return 1
-		}
-		return bytes.Compare(a.key, b.key)
-	})
-	if len(fire) > 0 {
-		var b persistence.Batch
-		for _, f := range fire {
-			b.Delete(f.sk)
-		}
-		if err := ks.store.Apply(ctx, &b); err != nil {
-			return true, fmt.Errorf("meshflow: keyed timers: %w", err)
-		}
-	}
+	defer func() {
+		clear(fire)
+		ks.fireBuf = fire[:0]
+	}()
 	for _, f := range fire {
 		if ks.opts.OnTimer == nil {
 			return true, errors.New("meshflow: keyed timer fired without KeyedOptions.OnTimer")
@@ -943,12 +1216,8 @@ func (ks *KeyedState) HandleTimer(ctx context.Context, t Timer, out Emitter) (bo
 			return true, err
 		}
 	}
-	at, ok, err := ks.earliest(ctx, kind)
-	if err != nil {
-		return true, err
-	}
-	if ok {
-		ks.arm(kind, at)
+	if len(*h) > 0 {
+		ks.arm(kind, (*h)[0].at)
 	}
 	return true, nil
 }

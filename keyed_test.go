@@ -466,6 +466,68 @@ func TestKeyedTTL(t *testing.T) {
 	}
 }
 
+// TestKeyedTTLCleanupEvictsCache: the TTL cleanup of FlushState removes
+// the expired entries it deletes from the store from the cache too, for
+// value, list and map states.
+func TestKeyedTTLCleanupEvictsCache(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	b := array.NewRecordBuilder(mem, kvSchema)
+	defer b.Release()
+	for k := range int64(10) {
+		b.Field(0).(*array.Int64Builder).Append(k)
+		b.Field(1).(*array.Int64Builder).Append(k)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	var now atomic.Int64
+	now.Store(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).UnixMicro())
+	var (
+		vals  *meshflow.ValueState[string]
+		maps  *meshflow.MapState[string, int64]
+		lists *meshflow.ListState[int64]
+		errs  []error
+	)
+	op := &scriptOp{
+		opts: meshflow.KeyedOptions{Now: func() time.Time { return time.UnixMicro(now.Load()) }},
+		setup: func(ks *meshflow.KeyedState) (err error) {
+			o := meshflow.StateOptions[int64]{TTL: time.Hour}
+			if vals, err = meshflow.NewValueState[string](ks, "vals", meshflow.StateOptions[string]{TTL: time.Hour}); err != nil {
+				return err
+			}
+			if maps, err = meshflow.NewMapState[string, int64](ks, "maps", nil, o); err != nil {
+				return err
+			}
+			lists, err = meshflow.NewListState[int64](ks, "lists", o)
+			return err
+		},
+		step: func(ctx context.Context, _ meshflow.OperatorContext, ks *meshflow.KeyedState, keys *meshflow.KeyRows, _ arrow.RecordBatch, _ int) error {
+			for i := range keys.Len() {
+				key := keys.Key(i)
+				if err := errors.Join(vals.Set(ctx, key, "v"), maps.Put(ctx, key, "a", int64(i)), lists.Add(ctx, key, int64(i))); err != nil {
+					return err
+				}
+			}
+			if err := ks.FlushState(ctx); err != nil { // written: the entries are clean
+				return err
+			}
+			before := ks.CachedBytes()
+			now.Add((2 * time.Hour).Microseconds())
+			if err := ks.FlushState(ctx); err != nil { // expired: cleaned up
+				return err
+			}
+			if before == 0 || ks.CachedBytes() != 0 {
+				errs = append(errs, fmt.Errorf("cached bytes %d before the cleanup, %d after, want > 0 and 0", before, ks.CachedBytes()))
+			}
+			return nil
+		},
+	}
+	runScript(t, mem, meshflow.FromBatches(rec), func() meshflow.Operator { return op })
+	for _, err := range errs {
+		t.Error(err)
+	}
+}
+
 var keyedTSSchema = arrow.NewSchema([]arrow.Field{
 	{Name: "k", Type: arrow.PrimitiveTypes.Int64},
 	{Name: "ts", Type: &arrow.TimestampType{Unit: arrow.Microsecond}},
@@ -537,7 +599,20 @@ func TestKeyedTimers(t *testing.T) {
 					}
 				}
 			}
+			// Timers registered or fired reach the store at barriers
+			// only: until then it holds what the last flush wrote.
 			m, err := stateEntries(ctx, oc)
+			if err != nil {
+				return err
+			}
+			if got := int64(m["\x00timers"]); got != stored.Load() {
+				return fmt.Errorf("%d timers stored before the flush, %d after the last", got, stored.Load())
+			}
+			// Flush as a barrier would.
+			if err := ks.FlushState(ctx); err != nil {
+				return err
+			}
+			m, err = stateEntries(ctx, oc)
 			stored.Store(int64(m["\x00timers"]))
 			return err
 		},

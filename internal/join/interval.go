@@ -32,6 +32,14 @@ type IntervalConfig struct {
 // may still join, and indexes those rows by key hash; a batch is released
 // when Expire has dropped all its rows, so a long-lived row keeps its
 // whole batch alive. Close releases everything.
+//
+// Expiry is amortised: a row is dead as soon as the watermark passes it
+// (probes skip it), but Expire compacts a side, a pass over its rows, only
+// when about half of them are dead (the watermark passed the median time
+// of the rows kept by the last compaction) or when as many rows were added
+// since as it kept (at least compactMin). So a side holds at most about
+// twice its live rows plus compactMin dead ones, and each row costs O(1)
+// expiry work whatever the number of watermarks.
 type Interval struct {
 	cfg   IntervalConfig
 	out   *arrow.Schema
@@ -42,7 +50,22 @@ type Interval struct {
 	ok       []bool
 	timeless bool    // no time columns: every time is 0
 	zeros    []int64 // the times of a timeless batch
+
+	// Compaction of each side (see Expire): the side is compacted once
+	// the watermark kills rows of time cut, or added reaches
+	// max(kept, compactMin).
+	cut   [2]int64
+	added [2]int
+	kept  [2]int
+
+	pairs  [3][]int32 // scratch of Add: the pairs found
+	sorted [3][]int32 // and grouped by the other side's batch
+	ord    []int
 }
+
+// compactMin is the number of rows added since the last compaction of a
+// side that always allows another.
+const compactMin = 1024
 
 // times returns the time column of rec (nil when timeless) and its
 // values.
@@ -155,6 +178,7 @@ func NewInterval(cfg IntervalConfig) (*Interval, error) {
 		return nil, err
 	}
 	j := &Interval{cfg: cfg, out: arrow.NewSchema(fields, nil), wm: math.MinInt64, timeless: timeless}
+	j.cut = [2]int64{math.MinInt64, math.MinInt64}
 	j.sides = [2]*bufferedSide{newBufferedSide(&j.cfg.Left, true), newBufferedSide(&j.cfg.Right, true)}
 	return j, nil
 }
@@ -162,8 +186,17 @@ func NewInterval(cfg IntervalConfig) (*Interval, error) {
 // Schema is the schema of the batches Add returns.
 func (j *Interval) Schema() *arrow.Schema { return j.out }
 
-// Len is the number of rows of side w buffered.
-func (j *Interval) Len(w Which) int { return len(j.sides[w].seg) }
+// Len is the number of rows of side w buffered that may still join (dead
+// rows waiting for a compaction are not counted).
+func (j *Interval) Len(w Which) int {
+	s, n := j.sides[w], 0
+	for _, t := range s.time {
+		if !j.dead(w, t, j.wm) {
+			n++
+		}
+	}
+	return n
+}
 
 // dead reports whether a row of side w at time t can join no row at or
 // after watermark wm.
@@ -220,7 +253,10 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 
 	// Probe the other side: the other row's time must be in [lo, hi],
 	// computed per row with saturation so that no bound wraps around.
-	var mine, oseg, orow []int32
+	// The pairs, in buffers reused from call to call (takeCols and
+	// gather copy the rows).
+	mine, oseg, orow := j.pairs[0][:0], j.pairs[1][:0], j.pairs[2][:0]
+	defer func() { j.pairs[0], j.pairs[1], j.pairs[2] = mine[:0], oseg[:0], orow[:0] }()
 	if len(other.seg) > 0 {
 		for i, h := range j.hashes {
 			if !j.ok[i] {
@@ -237,7 +273,7 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 				lo, hi = satSub(ts[i], j.cfg.Upper), satSub(ts[i], j.cfg.Lower)
 			}
 			for ; e >= 0; e = other.next[e] {
-				if t := other.time[e]; t < lo || t > hi {
+				if t := other.time[e]; t < lo || t > hi || j.dead(1-w, t, j.wm) {
 					continue
 				}
 				s, r := other.seg[e], other.row[e]
@@ -257,6 +293,7 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	for i, h := range j.hashes {
 		if j.ok[i] && !j.dead(w, ts[i], j.wm) {
 			me.insert(id, int32(i), ts[i], h)
+			j.added[w]++
 		}
 	}
 	me.segs.releaseUnused(id)
@@ -268,12 +305,17 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 	// sort when the pairs are grouped already, as with one batch).
 	ms, os, or := mine, oseg, orow
 	if !slices.IsSorted(oseg) {
-		ord := make([]int, len(mine))
+		ord := slices.Grow(j.ord[:0], len(mine))[:len(mine)]
+		j.ord = ord
 		for i := range ord {
 			ord[i] = i
 		}
 		slices.SortStableFunc(ord, func(a, b int) int { return cmp.Compare(oseg[a], oseg[b]) })
-		ms, os, or = make([]int32, len(ord)), make([]int32, len(ord)), make([]int32, len(ord))
+		n := len(ord)
+		j.sorted[0] = slices.Grow(j.sorted[0][:0], n)[:n]
+		j.sorted[1] = slices.Grow(j.sorted[1][:0], n)[:n]
+		j.sorted[2] = slices.Grow(j.sorted[2][:0], n)[:n]
+		ms, os, or = j.sorted[0], j.sorted[1], j.sorted[2]
 		for k, p := range ord {
 			ms[k], os[k], or[k] = mine[p], oseg[p], orow[p]
 		}
@@ -294,18 +336,44 @@ func (j *Interval) Add(mem memory.Allocator, w Which, rec arrow.RecordBatch) (ar
 }
 
 // Expire drops the buffered rows that no row at or after watermark can
-// join (left: time+Upper < watermark; right: time-Lower < watermark) and
-// releases the batches left without a buffered row. Later Adds do not
-// buffer rows already that old. A watermark below an earlier one is
-// ignored.
+// join (left: time+Upper < watermark; right: time-Lower < watermark):
+// from then on they join no row, and they are removed, and the batches
+// left without a buffered row released, by the next compaction of their
+// side (see [Interval]). Later Adds do not buffer rows already that old.
+// A watermark below an earlier one is ignored.
 func (j *Interval) Expire(watermark int64) {
 	if watermark <= j.wm {
 		return
 	}
 	j.wm = watermark
-	for w, s := range j.sides {
-		s.retain(func(e int) bool { return !j.dead(Which(w), s.time[e], watermark) })
+	for w := range j.sides {
+		if len(j.sides[w].seg) > 0 && (j.dead(Which(w), j.cut[w], watermark) || j.added[w] >= max(j.kept[w], compactMin)) {
+			j.compact(Which(w))
+		}
 	}
+}
+
+// compact removes the dead rows of side w, releases the batches left
+// without a row and sets the side's next compaction: when the median time
+// of its rows (sampled) is dead.
+func (j *Interval) compact(w Which) {
+	s := j.sides[w]
+	s.retain(func(e int) bool { return !j.dead(w, s.time[e], j.wm) })
+	j.added[w], j.kept[w] = 0, len(s.time)
+	n := len(s.time)
+	if n == 0 {
+		j.cut[w] = math.MinInt64 // compact the rows added next at once
+		return
+	}
+	// The rows are about in time order: 63 evenly spaced ones sample
+	// their times.
+	var sample [63]int64
+	k := min(n, len(sample))
+	for i := range k {
+		sample[i] = s.time[i*n/k]
+	}
+	slices.Sort(sample[:k])
+	j.cut[w] = sample[k/2]
 }
 
 // Close releases every buffered batch. The join is unusable after.

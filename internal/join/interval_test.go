@@ -465,3 +465,90 @@ func TestIntervalUnbounded(t *testing.T) {
 		t.Fatal("a bounded interval without a time column: no error")
 	}
 }
+
+// TestIntervalLazyExpiry: a row the watermark killed joins no row even
+// while it waits for its side's compaction, and a side fed and expired
+// batch after batch never holds more than about twice its live rows plus
+// compactMin, and releases every batch once all rows are dead.
+func TestIntervalLazyExpiry(t *testing.T) {
+	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
+	defer mem.AssertSize(t, 0)
+	t.Run("dead rows do not join", func(t *testing.T) {
+		j, err := NewInterval(intervalCfg(-5, 10))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer j.Close()
+		var rows []row
+		for i := range int64(100) {
+			rows = append(rows, row{sp(fmt.Sprint("k", i)), ip(i), i})
+		}
+		l := build(mem, leftSchema, rows)
+		defer l.Release()
+		if out, err := j.Add(mem, Left, l); err != nil || out != nil {
+			t.Fatalf("add: %v, %v", out, err)
+		}
+		j.Expire(50) // compacts (first watermark): left rows below 40 go
+		j.Expire(60) // kills 40..49, below the median: no compaction
+		if got := j.Len(Left); got != 50 {
+			t.Fatalf("%d live left rows, want 50", got)
+		}
+		if held := len(j.sides[Left].seg); held != 60 {
+			t.Fatalf("%d left rows held, want 60 (the test needs rows dead and not compacted)", held)
+		}
+		// Right 45 would join left 42 (42-5 <= 45 <= 42+10), but left 42
+		// is dead; right 55 joins left 50 and 55.
+		r := build(mem, rightSchema, []row{{sp("k42"), ip(45), 1000}, {sp("k50"), ip(55), 1001}, {sp("k55"), ip(55), 1002}})
+		defer r.Release()
+		out, err := j.Add(mem, Right, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out == nil {
+			t.Fatal("no pairs")
+		}
+		defer out.Release()
+		got := pairsOf(t, out, "left_id", "right_id")
+		slices.Sort(got)
+		if want := []string{"50-1001", "55-1002"}; !slices.Equal(got, want) {
+			t.Fatalf("pairs %v, want %v", got, want)
+		}
+	})
+	t.Run("bounded and released", func(t *testing.T) {
+		j, err := NewInterval(intervalCfg(0, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer j.Close()
+		const batch = 100
+		ts := int64(0)
+		for b := range 300 {
+			var rows []row
+			for i := range batch {
+				rows = append(rows, row{sp(fmt.Sprint("k", i%7)), ip(ts), int64(b*batch + i)})
+				ts++
+			}
+			l := build(mem, leftSchema, rows)
+			out, err := j.Add(mem, Left, l)
+			l.Release()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out != nil {
+				out.Release()
+			}
+			j.Expire(ts - 500) // rows before ts-1500 are dead
+			live, held := j.Len(Left), len(j.sides[Left].seg)
+			if live != int(min(ts, 1500)) {
+				t.Fatalf("batch %d: %d live rows, want %d", b, live, min(ts, 1500))
+			}
+			if held > 2*live+compactMin+batch {
+				t.Fatalf("batch %d: %d rows held for %d live", b, held, live)
+			}
+		}
+		j.Expire(math.MaxInt64)
+		if n := j.sides[Left].segs.retainedRows(); n != 0 || j.Len(Left) != 0 {
+			t.Fatalf("%d rows retained after everything expired", n)
+		}
+	})
+}

@@ -41,6 +41,9 @@ func (b *bufferedSide) buffered(mem memory.Allocator) (arrow.RecordBatch, error)
 // Buffered returns the rows side w buffers, for a checkpoint (nil when
 // none). The batch is handed over.
 func (j *Interval) Buffered(mem memory.Allocator, w Which) (arrow.RecordBatch, error) {
+	if len(j.sides[w].seg) > 0 {
+		j.compact(w) // the dead rows are left out
+	}
 	return j.sides[w].buffered(mem)
 }
 
@@ -74,6 +77,7 @@ func (j *Interval) Restore(w Which, rec arrow.RecordBatch) error {
 	for i, h := range j.hashes {
 		if j.ok[i] && !j.dead(w, ts[i], j.wm) {
 			me.insert(id, int32(i), ts[i], h)
+			j.added[w]++
 		}
 	}
 	me.segs.releaseUnused(id)
