@@ -175,6 +175,16 @@ func NewMap(assigns ...Assignment) *Map {
 }
 
 func (m *Map) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
+	rec, err := m.apply(ctx, in)
+	if err != nil {
+		return err
+	}
+	actors.EmitSameRows(out, rec)
+	return nil
+}
+
+// apply returns the mapped batch (handed over); in is borrowed.
+func (m *Map) apply(ctx context.Context, in arrow.RecordBatch) (arrow.RecordBatch, error) {
 	vals := make([]arrow.Array, len(m.Assign))
 	defer func() {
 		for _, v := range vals {
@@ -186,11 +196,11 @@ func (m *Map) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emit
 	for i := range m.Assign {
 		b, err := m.bound[i].get(in.Schema())
 		if err != nil {
-			return fmt.Errorf("map %s: %w", m.Assign[i].Name, err)
+			return nil, fmt.Errorf("map %s: %w", m.Assign[i].Name, err)
 		}
 		v, err := b.Eval(ctx, m.mem, in)
 		if err != nil {
-			return fmt.Errorf("map %s = %s: %w", m.Assign[i].Name, m.Assign[i].Expr, err)
+			return nil, fmt.Errorf("map %s = %s: %w", m.Assign[i].Name, m.Assign[i].Expr, err)
 		}
 		vals[i] = v
 	}
@@ -215,8 +225,7 @@ func (m *Map) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emit
 	for i, t := range m.target {
 		cols[t] = vals[i]
 	}
-	actors.EmitSameRows(out, array.NewRecordBatch(m.out, cols, in.NumRows()))
-	return nil
+	return array.NewRecordBatch(m.out, cols, in.NumRows()), nil
 }
 
 // BatchFunc is a user function over one batch. in is borrowed; the returned
