@@ -111,7 +111,7 @@ func (s rowSink) Process(ctx context.Context, in arrow.RecordBatch, _ actors.Emi
 	return nil
 }
 
-// TestFusedChainEquivalence: chains of filters, projections and maps give
+// TestFusedChainEquivalence: chains of filters and projections give
 // the same rows, in the same order, at the same positions, and fail with
 // the same errors, fused (one vertex) as apart (a one-input Union between
 // the operators keeps them apart), over random batches with nulls.
@@ -143,10 +143,8 @@ func TestFusedChainEquivalence(t *testing.T) {
 		{"two filters, project", []step{filter(Col("a").Gt(0)), filter(Col("b").Mod(3).Eq(0)), project("id", "b")}, 3, nil},
 		{"three filters", []step{filter(Col("s").Eq("x")), filter(Col("a").Lt(Col("b"))), filter(Col("b").Ne(0))}, 3, nil},
 		{"filter, project, filter", []step{filter(Col("a").Ge(0)), project("id", "b", "a"), filter(Col("b").Gt(Col("a"))), project("b", "id")}, 3, nil},
-		{"filters, project, map, project", []step{filter(Col("s").Ne("y")), filter(Col("a").Ne(0)), project("id", "a", "b"),
-			mapc(Set("c", Col("b").Mul(Col("a"))), Set("a", Col("a").Add(1))), project("id", "c", "a")}, 3, nil},
-		{"filter, map", []step{filter(Col("b").Lt(5)), mapc(Set("d", Col("b").Mod(4)))}, 3, nil},
-		{"map ends the filters", []step{filter(Col("a").Gt(-2)), mapc(Set("e", Col("a").Mul(2))), filter(Col("e").Ne(2)), project("id", "e")}, 4, nil},
+		{"filters, projects", []step{filter(Col("s").Ne("y")), filter(Col("a").Ne(0)), project("id", "a", "b"), project("id", "b")}, 3, nil},
+		{"a map ends the chain", []step{filter(Col("a").Gt(-2)), project("id", "a"), mapc(Set("e", Col("a").Mul(2))), filter(Col("e").Ne(2)), project("id", "e")}, 5, nil},
 		{"second predicate fails only on dropped rows", []step{filter(Col("a").Ne(0)), filter(Col("b").Mod(Col("a")).Eq(0)), project("id", "a", "b")}, 3, nil},
 		{"second predicate fails on kept rows", []step{filter(Col("b").Gt(-100)), filter(Col("b").Mod(Col("a")).Eq(0))}, 3, kernels.ErrDivideByZero},
 		{"first predicate fails", []step{filter(Col("b").Mod(Col("a")).Eq(1)), filter(Col("a").Ne(0))}, 3, kernels.ErrDivideByZero},

@@ -75,7 +75,6 @@ type node struct {
 	filter  expr.Expr
 	project []string
 	assigns []operators.Assignment
-	mapOp   bool
 	union   bool
 	custom  bool
 	window  *windowNode
@@ -159,15 +158,15 @@ func (p *Pipeline) Source(name string, src Source, opts ...Option) *Stream {
 
 // Filter keeps the rows for which pred is true; a null result drops the row.
 //
-// A filter starts a fused chain: the filters, projections and maps after
-// it, each the only consumer of the one before, without KeyBy and with the
-// same parallelism, run in the filter's instances as one operator (up to
-// a filter after a map, which starts a chain of its own). The chain
-// evaluates its filters' predicates over the input and ANDs them, then
-// copies only the kept rows of the columns the projections leave, once;
-// the results, row positions and errors are those of the operators run
-// apart. The job's status and stats show the chain under the first
-// filter's name; the fused operators have no vertex of their own.
+// A filter starts a fused chain: the filters and projections after it,
+// each the only consumer of the one before, without KeyBy and with the
+// same parallelism, run in the filter's instances as one operator. The
+// chain evaluates its filters' predicates over the input and ANDs them,
+// then copies only the kept rows of the columns the projections leave,
+// once; the results, row positions and errors are those of the operators
+// run apart. The job's status and stats show the chain under the first
+// filter's name; the fused operators have no vertex of their own. A
+// [Stream.Map] (which copies nothing it does not compute) ends a chain.
 func (s *Stream) Filter(name string, pred Expr, opts ...Option) *Stream {
 	n := &node{name: name, kind: kindOperator, filter: pred}
 	n.newOp = func() actors.Operator { return operators.NewFilter(pred) }
@@ -224,7 +223,7 @@ func (o Option) applyMap(n *node) { o(n) }
 // Map computes columns with expressions over its input batch; the options
 // configure the operator.
 func (s *Stream) Map(name string, args ...MapArg) *Stream {
-	n := &node{name: name, kind: kindOperator, mapOp: true}
+	n := &node{name: name, kind: kindOperator}
 	var opts []Option
 	for _, a := range args {
 		switch a := a.(type) {
@@ -453,9 +452,8 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 	g := &actors.JobGraph{Name: p.name, MaxParallelism: p.maxParallelism}
 	chainOf := map[*node]*node{}  // fused operator -> its chain's filter
 	chains := map[*node][]*node{} // filter -> its chain, itself first
-	hasMap := map[*node]bool{}
 	for _, n := range p.nodes {
-		if n.filter == nil && n.project == nil && !n.mapOp {
+		if n.filter == nil && n.project == nil {
 			continue
 		}
 		if len(n.inputs) == 1 && n.inputs[0].key == nil && n.inputs[0].from != nil {
@@ -465,10 +463,9 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 				head = h
 			}
 			if c, ok := chains[head]; ok && c[len(c)-1] == up && up.consumers == 1 &&
-				up.parallelism == n.parallelism && (n.filter == nil || !hasMap[head]) {
+				up.parallelism == n.parallelism {
 				chains[head] = append(c, n)
 				chainOf[n] = head
-				hasMap[head] = hasMap[head] || n.mapOp
 				continue
 			}
 		}
@@ -489,13 +486,10 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 		}
 		stages := make([]operators.Stage, len(c))
 		for i, n := range c {
-			switch {
-			case n.filter != nil:
+			if n.filter != nil {
 				stages[i] = operators.FilterStage(n.filter)
-			case n.project != nil:
+			} else {
 				stages[i] = operators.ProjectStage(n.project...)
-			default:
-				stages[i] = operators.MapStage(n.assigns...)
 			}
 		}
 		if _, err := operators.NewFused(stages...); err != nil {

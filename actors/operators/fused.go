@@ -19,16 +19,14 @@ type stageKind uint8
 const (
 	stageFilter stageKind = iota + 1
 	stageProject
-	stageMap
 )
 
-// Stage is one operator of a [Fused] chain, made by [FilterStage],
-// [ProjectStage] or [MapStage].
+// Stage is one operator of a [Fused] chain, made by [FilterStage] or
+// [ProjectStage].
 type Stage struct {
 	kind    stageKind
 	pred    expr.Expr
 	columns []string
-	assign  []Assignment
 }
 
 // FilterStage is a [Filter] on pred.
@@ -37,30 +35,23 @@ func FilterStage(pred expr.Expr) Stage { return Stage{kind: stageFilter, pred: p
 // ProjectStage is a [Project] to columns.
 func ProjectStage(columns ...string) Stage { return Stage{kind: stageProject, columns: columns} }
 
-// MapStage is a [Map] applying assigns.
-func MapStage(assigns ...Assignment) Stage { return Stage{kind: stageMap, assign: assigns} }
-
-// Fused runs a chain of stateless operators, each fed by the one before it
-// alone, as one operator whose output is that of the last, row for row and
-// position for position (lineage), as if they ran one after another:
-//
-//   - the filters and projections before the first map are the chain's
-//     head: every predicate is evaluated over the input batch (through the
-//     projections before it, which copy nothing) and the masks are ANDed,
-//     so a row is kept where every predicate is true (a null drops it, as
-//     in [Filter]); then only the columns of the head's last projection
-//     are gathered, once, from the kept rows;
-//   - the maps and projections after it run over the gathered rows.
+// Fused runs a chain of filters and projections, each fed by the one
+// before it alone, as one operator whose output is that of the last, row
+// for row and position for position (lineage), as if they ran one after
+// another: every predicate is evaluated over the input batch (through the
+// projections before it, which copy nothing) and the masks are ANDed, so a
+// row is kept where every predicate is true (a null drops it, as in
+// [Filter]); then only the columns of the last projection are gathered,
+// once, from the kept rows.
 //
 // A predicate that fails over the whole batch (an overflow, a division by
-// zero) may fail on rows an earlier filter drops: the head then runs
+// zero) may fail on rows an earlier filter drops: the chain then runs
 // again filter by filter, each predicate over the rows the filters before
-// it kept, and the chain fails only where the filters run apart would, with
-// their error. A filter after a map is not part of a chain.
+// it kept, and fails only where the filters run apart would, with their
+// error.
 type Fused struct {
 	base
 	head []fusedStage
-	tail []fusedStage
 }
 
 type fusedStage struct {
@@ -68,52 +59,27 @@ type fusedStage struct {
 	pred    boundCache
 	columns []string
 	proj    projection
-	m       *Map
 }
 
-// NewFused returns the operator running stages in order. The chain must
-// start with a filter or projection and have no filter after a map.
+// NewFused returns the operator running stages in order.
 func NewFused(stages ...Stage) (*Fused, error) {
 	f := &Fused{}
-	if len(stages) == 0 || stages[0].kind == stageMap {
-		return nil, errors.New("fused chain: must start with a filter or projection")
+	if len(stages) == 0 {
+		return nil, errors.New("fused chain: no stages")
 	}
 	for _, s := range stages {
 		fs := fusedStage{kind: s.kind}
 		switch s.kind {
 		case stageFilter:
-			if len(f.tail) > 0 {
-				return nil, fmt.Errorf("fused chain: filter %s after a map", s.pred)
-			}
 			fs.pred = boundCache{e: s.pred}
 		case stageProject:
 			fs.columns = s.columns
-		case stageMap:
-			fs.m = NewMap(s.assign...)
 		default:
 			return nil, errors.New("fused chain: zero Stage")
 		}
-		if len(f.tail) > 0 || s.kind == stageMap {
-			f.tail = append(f.tail, fs)
-		} else {
-			f.head = append(f.head, fs)
-		}
+		f.head = append(f.head, fs)
 	}
 	return f, nil
-}
-
-func (f *Fused) Open(ctx context.Context, oc actors.OperatorContext) error {
-	if err := f.base.Open(ctx, oc); err != nil {
-		return err
-	}
-	for i := range f.tail {
-		if f.tail[i].m != nil {
-			if err := f.tail[i].m.Open(ctx, oc); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 func (f *Fused) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
@@ -167,10 +133,6 @@ func (f *Fused) Process(ctx context.Context, in arrow.RecordBatch, out actors.Em
 			return fmt.Errorf("filter: %w", err)
 		}
 	}
-	res, err := f.runTail(ctx, res)
-	if err != nil {
-		return err
-	}
 	if mask == nil {
 		actors.EmitSameRows(out, res)
 	} else {
@@ -200,8 +162,8 @@ func (s *fusedStage) evalMask(ctx context.Context, rec arrow.RecordBatch) (*arra
 	return mask, nil
 }
 
-// stepwise runs the head one filter after another, each over the rows the
-// ones before kept, then the tail.
+// stepwise runs the chain one filter after another, each over the rows the
+// ones before kept.
 func (f *Fused) stepwise(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
 	cur := in
 	cur.Retain()
@@ -234,11 +196,7 @@ func (f *Fused) stepwise(ctx context.Context, in arrow.RecordBatch, out actors.E
 		cur = next
 	}
 	cur.Retain()
-	res, err := f.runTail(ctx, cur)
-	if err != nil {
-		return err
-	}
-	actors.EmitTaken(out, res, rows)
+	actors.EmitTaken(out, cur, rows)
 	return nil
 }
 
@@ -258,25 +216,4 @@ func keptRows(rows []int32, mask *array.Boolean) []int32 {
 		}
 	}
 	return kept
-}
-
-// runTail runs the maps and projections after the head over rec, which it
-// takes over, and returns the result (handed over).
-func (f *Fused) runTail(ctx context.Context, rec arrow.RecordBatch) (arrow.RecordBatch, error) {
-	for i := range f.tail {
-		s := &f.tail[i]
-		var next arrow.RecordBatch
-		var err error
-		if s.kind == stageMap {
-			next, err = s.m.apply(ctx, rec)
-		} else {
-			next, err = s.proj.apply(rec, s.columns)
-		}
-		rec.Release()
-		if err != nil {
-			return nil, err
-		}
-		rec = next
-	}
-	return rec, nil
 }

@@ -175,16 +175,6 @@ func NewMap(assigns ...Assignment) *Map {
 }
 
 func (m *Map) Process(ctx context.Context, in arrow.RecordBatch, out actors.Emitter) error {
-	rec, err := m.apply(ctx, in)
-	if err != nil {
-		return err
-	}
-	actors.EmitSameRows(out, rec)
-	return nil
-}
-
-// apply returns the mapped batch (handed over); in is borrowed.
-func (m *Map) apply(ctx context.Context, in arrow.RecordBatch) (arrow.RecordBatch, error) {
 	vals := make([]arrow.Array, len(m.Assign))
 	defer func() {
 		for _, v := range vals {
@@ -196,11 +186,11 @@ func (m *Map) apply(ctx context.Context, in arrow.RecordBatch) (arrow.RecordBatc
 	for i := range m.Assign {
 		b, err := m.bound[i].get(in.Schema())
 		if err != nil {
-			return nil, fmt.Errorf("map %s: %w", m.Assign[i].Name, err)
+			return fmt.Errorf("map %s: %w", m.Assign[i].Name, err)
 		}
 		v, err := b.Eval(ctx, m.mem, in)
 		if err != nil {
-			return nil, fmt.Errorf("map %s = %s: %w", m.Assign[i].Name, m.Assign[i].Expr, err)
+			return fmt.Errorf("map %s = %s: %w", m.Assign[i].Name, m.Assign[i].Expr, err)
 		}
 		vals[i] = v
 	}
@@ -225,7 +215,8 @@ func (m *Map) apply(ctx context.Context, in arrow.RecordBatch) (arrow.RecordBatc
 	for i, t := range m.target {
 		cols[t] = vals[i]
 	}
-	return array.NewRecordBatch(m.out, cols, in.NumRows()), nil
+	actors.EmitSameRows(out, array.NewRecordBatch(m.out, cols, in.NumRows()))
+	return nil
 }
 
 // BatchFunc is a user function over one batch. in is borrowed; the returned
