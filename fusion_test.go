@@ -176,6 +176,9 @@ func TestFusedChainEquivalence(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if fused && (g.Vertex("op0") == nil || g.Vertex("op1") != nil) {
+					t.Errorf("the chain is not one vertex named after its first filter")
+				}
 				err = Run(ctx, p, WithNATS(nc), WithAllocator(mem), WithoutCheckpoints(), WithLogger(testutil.TestLogger(t)))
 				return rows, len(g.Vertices), err
 			}
