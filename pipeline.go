@@ -157,6 +157,16 @@ func (p *Pipeline) Source(name string, src Source, opts ...Option) *Stream {
 }
 
 // Filter keeps the rows for which pred is true; a null result drops the row.
+//
+// A filter starts a fused chain: the filters and projections after it,
+// each the only consumer of the one before, without KeyBy and with the
+// same parallelism, run in the filter's instances as one operator. The
+// chain evaluates its filters' predicates over the input and ANDs them,
+// then copies only the kept rows of the columns the projections leave,
+// once; the results, row positions and errors are those of the operators
+// run apart. The job's status and stats show the chain under the first
+// filter's name; the fused operators have no vertex of their own. A
+// [Stream.Map] (which copies nothing it does not compute) ends a chain.
 func (s *Stream) Filter(name string, pred Expr, opts ...Option) *Stream {
 	n := &node{name: name, kind: kindOperator, filter: pred}
 	n.newOp = func() actors.Operator { return operators.NewFilter(pred) }
@@ -173,7 +183,7 @@ func (s *Stream) Project(name string, columns ...string) *Stream {
 // is a variant rather than a change of Project because the columns are
 // plain strings: no option type can share their variadic list without
 // giving up type checking. A projection right after a [Stream.Filter] with
-// the same parallelism is fused into it.
+// the same parallelism is fused into it (see [Stream.Filter]).
 func (s *Stream) ProjectWith(name string, columns []string, opts ...Option) *Stream {
 	columns = slices.Clone(columns)
 	if columns == nil {
@@ -435,35 +445,60 @@ func sameFields(a, b *arrow.Schema) bool {
 	return true
 }
 
-// graph builds the job graph. env is nil when only validating. A filter
-// whose only consumer is a projection on the same instances is fused with
-// it, so only the projected columns are copied.
+// graph builds the job graph. env is nil when only validating. Chains of
+// stateless operators starting with a filter are fused (see
+// [Stream.Filter]) into one vertex named after the filter.
 func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 	g := &actors.JobGraph{Name: p.name, MaxParallelism: p.maxParallelism}
-	fusedInto := map[*node]*node{} // projection -> filter vertex
+	chainOf := map[*node]*node{}  // fused operator -> its chain's filter
+	chains := map[*node][]*node{} // filter -> its chain, itself first
 	for _, n := range p.nodes {
-		if n.project != nil && len(n.inputs) == 1 {
+		if n.filter == nil && n.project == nil {
+			continue
+		}
+		if len(n.inputs) == 1 && n.inputs[0].key == nil && n.inputs[0].from != nil {
 			up := n.inputs[0].from
-			if up != nil && up.filter != nil && up.consumers == 1 && n.inputs[0].key == nil && up.parallelism == n.parallelism {
-				fusedInto[n] = up
+			head := up
+			if h, ok := chainOf[up]; ok {
+				head = h
 			}
+			if c, ok := chains[head]; ok && c[len(c)-1] == up && up.consumers == 1 &&
+				up.parallelism == n.parallelism {
+				chains[head] = append(c, n)
+				chainOf[n] = head
+				continue
+			}
+		}
+		if n.filter != nil {
+			chains[n] = []*node{n}
 		}
 	}
 	vertexOf := func(n *node) string {
-		for {
-			if f, ok := fusedInto[n]; ok {
-				n = f
-				continue
-			}
-			return n.name
+		if h, ok := chainOf[n]; ok {
+			return h.name
 		}
+		return n.name
 	}
-	fusedCols := map[*node][]string{}
-	for proj, f := range fusedInto {
-		fusedCols[f] = proj.project
+	fused := map[*node][]operators.Stage{}
+	for head, c := range chains {
+		if len(c) < 2 {
+			continue
+		}
+		stages := make([]operators.Stage, len(c))
+		for i, n := range c {
+			if n.filter != nil {
+				stages[i] = operators.FilterStage(n.filter)
+			} else {
+				stages[i] = operators.ProjectStage(n.project...)
+			}
+		}
+		if _, err := operators.NewFused(stages...); err != nil {
+			return nil, fmt.Errorf("operator %q: %w", head.name, err)
+		}
+		fused[head] = stages
 	}
 	for _, n := range p.nodes {
-		if _, ok := fusedInto[n]; ok {
+		if _, ok := chainOf[n]; ok {
 			continue
 		}
 		v := &actors.Vertex{Name: n.name, Parallelism: n.parallelism, EventTime: n.eventTime, IdleTimeout: n.idle}
@@ -494,9 +529,11 @@ func (p *Pipeline) graph(env *runEnv) (*actors.JobGraph, error) {
 					v.NewOperator = n.join.build(env, n, vertexOf(n.inputs[0].from), vertexOf(n.inputs[1].from))
 				}
 			}
-			if cols, ok := fusedCols[n]; ok {
-				pred := n.filter
-				v.NewOperator = func() actors.Operator { return operators.NewFilter(pred, cols...) }
+			if stages, ok := fused[n]; ok {
+				v.NewOperator = func() actors.Operator {
+					op, _ := operators.NewFused(stages...) // checked above
+					return op
+				}
 			}
 		}
 		g.Vertices = append(g.Vertices, v)

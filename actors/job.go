@@ -310,6 +310,7 @@ func (p *jobPart) teardown() {
 	case <-p.stopped:
 	case <-time.After(wait):
 		p.log.Error("job actor did not stop in time", "waited", wait)
+		p.node.stuck.Store(true)
 	}
 	for _, s := range p.shells {
 		s.releaseQueued()

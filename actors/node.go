@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -64,6 +65,10 @@ type Node struct {
 	cfg    NodeConfig
 	log    *slog.Logger
 	system *actor.ActorSystem
+	sys    *nodeSystem
+	// stuck is set when a job's actors did not stop in time: the system is
+	// then not reused.
+	stuck atomic.Bool
 
 	mu    sync.Mutex
 	parts map[string]*jobPart // by job name
@@ -115,9 +120,8 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 		parts: map[string]*jobPart{},
 		subs:  map[*nats.Subscription]*jobPart{},
 	}
-	n.system = actor.NewActorSystem(
-		actor.WithLoggerFactory(logging.ProtoactorLoggerFactory(log, cfg.ActorLogs)),
-	)
+	n.sys = acquireSystem(log, cfg.ActorLogs)
+	n.system = n.sys.sys
 	// Messages left in the mailbox of a stopped instance, or sent to it
 	// after it stopped, end here: release the batches they carry.
 	n.deadLetters = n.system.EventStream.Subscribe(func(evt any) {
@@ -221,7 +225,10 @@ func (n *Node) Stats(job string) []InstanceStats {
 // stopped: cancel their contexts first.
 func (n *Node) Close() {
 	n.system.EventStream.Unsubscribe(n.deadLetters)
-	n.system.Shutdown()
+	n.mu.Lock()
+	idle := len(n.parts) == 0
+	n.mu.Unlock()
+	releaseSystem(n.sys, idle && !n.stuck.Load())
 }
 
 func (n *Node) trackSub(s *nats.Subscription, p *jobPart) {

@@ -339,25 +339,26 @@ func divisibleBits(a []int64, d int64, negate bool, out []byte) {
 	if negate {
 		flip = 0xff
 	}
-	pack := func(test func(x int64) bool) {
-		full := len(a) / 8
+	// The tests are written out in each loop (a test passed as a func value
+	// is an indirect call per row).
+	full := len(a) / 8
+	k := bits.TrailingZeros64(ud)
+	if ud&(ud-1) == 0 { // a power of two (1 and math.MinInt64 included)
+		mask := ud - 1
 		for i := range full {
 			v := a[i*8 : i*8+8 : i*8+8]
-			out[i] = (b2u(test(v[0])) | b2u(test(v[1]))<<1 | b2u(test(v[2]))<<2 | b2u(test(v[3]))<<3 |
-				b2u(test(v[4]))<<4 | b2u(test(v[5]))<<5 | b2u(test(v[6]))<<6 | b2u(test(v[7]))<<7) ^ flip
+			out[i] = (b2u(uint64(v[0])&mask == 0) | b2u(uint64(v[1])&mask == 0)<<1 |
+				b2u(uint64(v[2])&mask == 0)<<2 | b2u(uint64(v[3])&mask == 0)<<3 |
+				b2u(uint64(v[4])&mask == 0)<<4 | b2u(uint64(v[5])&mask == 0)<<5 |
+				b2u(uint64(v[6])&mask == 0)<<6 | b2u(uint64(v[7])&mask == 0)<<7) ^ flip
 		}
 		if rest := a[full*8:]; len(rest) > 0 {
 			var b uint8
 			for j, x := range rest {
-				b |= b2u(test(x)) << j
+				b |= b2u(uint64(x)&mask == 0) << j
 			}
 			out[full] = b ^ flip
 		}
-	}
-	k := bits.TrailingZeros64(ud)
-	if ud&(ud-1) == 0 { // a power of two (1 and math.MinInt64 included)
-		mask := ud - 1
-		pack(func(x int64) bool { return uint64(x)&mask == 0 })
 		return
 	}
 	d0 := ud >> k
@@ -367,5 +368,23 @@ func divisibleBits(a []int64, d int64, negate bool, out []byte) {
 	}
 	add := (uint64(math.MaxInt64) / d0) &^ (uint64(1)<<k - 1)
 	limit := bits.RotateLeft64(2*add, -k)
-	pack(func(x int64) bool { return bits.RotateLeft64(uint64(x)*m+add, -k) <= limit })
+	// x is divisible by d when rotr(x·m + add, k) <= limit.
+	for i := range full {
+		v := a[i*8 : i*8+8 : i*8+8]
+		out[i] = (b2u(bits.RotateLeft64(uint64(v[0])*m+add, -k) <= limit) |
+			b2u(bits.RotateLeft64(uint64(v[1])*m+add, -k) <= limit)<<1 |
+			b2u(bits.RotateLeft64(uint64(v[2])*m+add, -k) <= limit)<<2 |
+			b2u(bits.RotateLeft64(uint64(v[3])*m+add, -k) <= limit)<<3 |
+			b2u(bits.RotateLeft64(uint64(v[4])*m+add, -k) <= limit)<<4 |
+			b2u(bits.RotateLeft64(uint64(v[5])*m+add, -k) <= limit)<<5 |
+			b2u(bits.RotateLeft64(uint64(v[6])*m+add, -k) <= limit)<<6 |
+			b2u(bits.RotateLeft64(uint64(v[7])*m+add, -k) <= limit)<<7) ^ flip
+	}
+	if rest := a[full*8:]; len(rest) > 0 {
+		var b uint8
+		for j, x := range rest {
+			b |= b2u(bits.RotateLeft64(uint64(x)*m+add, -k) <= limit) << j
+		}
+		out[full] = b ^ flip
+	}
 }

@@ -28,6 +28,9 @@ import (
 //	BenchmarkNexmark/<q>/engine-ckpt  the same with checkpoints every 100 ms
 //	BenchmarkNexmark/<q>/reference    the tightest honest loop in plain Go (reference_test.go)
 //	BenchmarkNexmark/q2/engine-one-filter  q2 written as one filter (buildOneFilter)
+//	BenchmarkNexmark/startup  q0 run over no events: the fixed cost of a
+//	                          run (node and job start and stop), in ns/op,
+//	                          part of every engine op
 //
 // One op is the whole query over all the events; each reports events/s.
 // The engine's source hands over the prebuilt batches (retained, not
@@ -45,6 +48,13 @@ func BenchmarkNexmark(b *testing.B) {
 	recs := benchBatches(b, n)
 	srv := natstest.RunJetStream(b)
 	nc := natstest.Connect(b, srv)
+	b.Run("startup", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := runEngine(context.Background(), queries.Build, "q0", nil, meshflow.WithoutCheckpoints(), meshflow.WithNATS(nc)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	for _, q := range allQueries {
 		b.Run(q, func(b *testing.B) {
 			want := int64(-1)
