@@ -378,18 +378,43 @@ func cmpShortScalar[O int32 | int64](want bool, a binaryValues[O], s []byte, out
 	if len(s) == 8 {
 		mask = math.MaxUint64
 	}
-	size, data, offs := O(len(s)), a.data, a.offs
+	if n == 0 {
+		return
+	}
+	size, data, offs := O(len(s)), a.data, a.offs[:n+1]
+	// Offsets never decrease: the values starting with 8 bytes left in the
+	// data come first, compared 8 at a time without a branch; the last few
+	// with bytes.Equal.
 	last := O(len(data) - 8) // the last start with 8 bytes left
-	var acc uint8
-	for i := range n {
-		start := offs[i]
-		var eq bool
-		if start <= last {
-			eq = offs[i+1]-start == size && binary.LittleEndian.Uint64(data[start:])&mask == word
-		} else {
-			eq = bytes.Equal(data[start:offs[i+1]], s)
+	words := n
+	if last < 0 {
+		words = 0
+	}
+	for words > 0 && offs[words-1] > last {
+		words--
+	}
+	ne := b2u(!want)
+	full := words &^ 7
+	if full > 0 {
+		base := unsafe.Pointer(unsafe.SliceData(data))
+		for i := 0; i < full; i += 8 {
+			o := (*[9]O)(offs[i : i+9])
+			var acc uint8
+			for j := range 8 {
+				start := o[j]
+				// Well-formed offsets have 0 <= start <= last here, 8
+				// bytes left; clamped all the same, so that offsets
+				// forged in an IPC frame never read outside the data.
+				w := *(*uint64)(unsafe.Add(base, min(max(start, 0), last)))
+				eq := b2u(o[j+1]-start == size) & b2u(w&mask == word)
+				acc |= (eq ^ ne) << j
+			}
+			out[i>>3] = acc
 		}
-		acc |= b2u(eq == want) << (i & 7)
+	}
+	var acc uint8
+	for i := full; i < n; i++ {
+		acc |= b2u(bytes.Equal(data[offs[i]:offs[i+1]], s) == want) << (i & 7)
 		if i&7 == 7 {
 			out[i>>3], acc = acc, 0
 		}
