@@ -460,6 +460,11 @@ func TestSessionsMerge(t *testing.T) {
 			"1@0-19:3", 0},
 		{"fired, updated within lateness", 100, []step{add([]int64{1}, []int64{0}), at(30), add([]int64{1}, []int64{5}), at(31)},
 			"1@0-10:1 1@0-15:2", 0},
+		// 12+gap is not at the watermark 15: 12 is not late; but [0,15),
+		// which it would extend, closed at 15 (no lateness) and is
+		// forgotten: 12 begins a session of its own, overlapping it.
+		{"after the session it would extend closed", 0, []step{add([]int64{1, 1}, []int64{0, 5}), at(15), add([]int64{1}, []int64{12}), at(100)},
+			"1@0-15:2 1@12-22:1", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
