@@ -125,6 +125,21 @@ func (s *instance) onIdleCheck(c actor.Context, m *idleCheckMsg) {
 	if m.gen != s.gen || s.src == nil || s.finished || s.idl.out {
 		return
 	}
+	if s.blocked() {
+		// Backpressure holds the source back: it is not reading because
+		// its outputs are full, not because its input has nothing. Time
+		// spent so does not count towards idleness (at the granularity
+		// of the checks), so a slow consumer never makes a source's rows
+		// late.
+		now := s.timers.now()
+		s.idl.lastData = now
+		for i := range s.idl.parts {
+			if !s.idl.parts[i].idle {
+				s.idl.parts[i].lastData = now
+			}
+		}
+		return
+	}
 	if len(s.idl.parts) > 0 {
 		s.partitionsIdleCheck(c)
 		return
