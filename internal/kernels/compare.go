@@ -397,19 +397,18 @@ func cmpShortScalar[O int32 | int64](want bool, a binaryValues[O], s []byte, out
 	full := words &^ 7
 	if full > 0 {
 		base := unsafe.Pointer(unsafe.SliceData(data))
+		// Well-formed offsets have 0 <= start <= last here, 8 bytes left;
+		// clamped all the same, so that offsets forged in an IPC frame
+		// never read outside the data. The 8 tests are written out (a
+		// loop shifts by a variable).
+		eq := func(start, end O) uint8 {
+			w := *(*uint64)(unsafe.Add(base, min(max(start, 0), last)))
+			return b2u(end-start == size) & b2u(w&mask == word)
+		}
 		for i := 0; i < full; i += 8 {
 			o := (*[9]O)(offs[i : i+9])
-			var acc uint8
-			for j := range 8 {
-				start := o[j]
-				// Well-formed offsets have 0 <= start <= last here, 8
-				// bytes left; clamped all the same, so that offsets
-				// forged in an IPC frame never read outside the data.
-				w := *(*uint64)(unsafe.Add(base, min(max(start, 0), last)))
-				eq := b2u(o[j+1]-start == size) & b2u(w&mask == word)
-				acc |= (eq ^ ne) << j
-			}
-			out[i>>3] = acc
+			out[i>>3] = (eq(o[0], o[1]) | eq(o[1], o[2])<<1 | eq(o[2], o[3])<<2 | eq(o[3], o[4])<<3 |
+				eq(o[4], o[5])<<4 | eq(o[5], o[6])<<5 | eq(o[6], o[7])<<6 | eq(o[7], o[8])<<7) ^ (0 - ne)
 		}
 	}
 	var acc uint8
