@@ -72,7 +72,8 @@ type runningMaxes struct {
 	state persistence.Store
 	wm    int64           // last watermark, ms
 	maxes map[int64]int64 // window start -> highest price seen
-	sel   []int32
+	rows  []int32         // the rows selectCandidates looks at
+	sel   []int32         // the rows kept
 }
 
 // candidatesWatermarkKey is the key of the watermark in the instance's
@@ -169,22 +170,43 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	if !ok1 || !ok2 {
 		return fmt.Errorf("candidates: price of %s, date_time of %s", col("price").DataType(), col("date_time").DataType())
 	}
+	// The bids only: a row of another type, or without one, is dropped.
 	offs, data := typ.ValueOffsets(), typ.ValueBytes()
-	prices, times := pc.Int64Values(), tc.TimestampValues()
-	ynull, pnull, tnull := typ.NullN() > 0, pc.NullN() > 0, tc.NullN() > 0
-	// One pass keeps the bids at or above the running maximum of their
-	// window, raised as it goes; the events come nearly in time order, so
-	// the window of the row before is tried first. A second pass over the
-	// kept rows drops those below their window's maximum at the batch's
-	// end.
+	ynull := typ.NullN() > 0
+	c.rows = c.rows[:0]
+	for i := range n {
+		if isBid(offs, data, i) && !(ynull && typ.IsNull(i)) {
+			c.rows = append(c.rows, int32(i))
+		}
+	}
+	if c.selectCandidates(c.rows, tc, pc) == 0 {
+		return nil
+	}
+	rec, err := c.gather(in, bidColsSchema)
+	if err != nil {
+		return err
+	}
+	out.Emit(rec)
+	return nil
+}
+
+// selectCandidates sets c.sel to those of rows that may be at their
+// window's maximum, and returns how many: the rows at or above the
+// running maximum of their window (raised as it goes), then, in a second
+// pass over those, the ones still at or above their window's maximum at
+// the batch's end; rows late for their window and rows without a time
+// are kept whatever their value, rows without a value dropped unless
+// late. The events come nearly in time order, so the window of the row
+// before is tried first.
+func (c *runningMaxes) selectCandidates(rows []int32, tc *array.Timestamp, vc *array.Int64) int {
+	times, vals := tc.TimestampValues(), vc.Int64Values()
+	tnull, vnull := tc.NullN() > 0, vc.NullN() > 0
 	c.sel = c.sel[:0]
 	start, end, m, late := int64(1), int64(0), int64(0), false // no window yet
-	for i := range n {
-		if !isBid(offs, data, i) || ynull && typ.IsNull(i) {
-			continue
-		}
+	for _, r := range rows {
+		i := int(r)
 		if tnull && tc.IsNull(i) {
-			c.sel = append(c.sel, int32(i))
+			c.sel = append(c.sel, r)
 			continue
 		}
 		if t := int64(times[i]); t < start || t >= end {
@@ -200,10 +222,10 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 		}
 		switch {
 		case late:
-			c.sel = append(c.sel, int32(i))
-		case prices[i] >= m && !(pnull && pc.IsNull(i)):
-			m = prices[i]
-			c.sel = append(c.sel, int32(i))
+			c.sel = append(c.sel, r)
+		case vals[i] >= m && !(vnull && vc.IsNull(i)):
+			m = vals[i]
+			c.sel = append(c.sel, r)
 		}
 	}
 	if start <= end && !late {
@@ -213,22 +235,14 @@ func (c *maxCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	for _, i := range c.sel {
 		if !tnull || !tc.IsNull(int(i)) {
 			w := floorDiv(int64(times[i]), c.size) * c.size
-			if !c.late(w) && prices[i] < c.maxes[w] {
+			if !c.late(w) && vals[i] < c.maxes[w] {
 				continue
 			}
 		}
 		kept = append(kept, i)
 	}
 	c.sel = kept
-	if len(c.sel) == 0 {
-		return nil
-	}
-	rec, err := c.gather(in, bidColsSchema)
-	if err != nil {
-		return err
-	}
-	out.Emit(rec)
-	return nil
+	return len(kept)
 }
 
 // gather returns the rows c.sel of in as a batch of schema (columns of
@@ -321,49 +335,11 @@ func (c *hotCandidates) Process(_ context.Context, in arrow.RecordBatch, out mes
 	if !ok1 || !ok2 {
 		return fmt.Errorf("candidates: %s of %s, %s of %s: want a timestamp and an int64", c.time, in.Column(ti[0]).DataType(), c.value, in.Column(vi[0]).DataType())
 	}
-	times, vals := tc.TimestampValues(), vc.Int64Values()
-	tnull, vnull := tc.NullN() > 0, vc.NullN() > 0
-	c.sel = c.sel[:0]
-	start, end, m, late := int64(1), int64(0), int64(0), false // no window yet
+	c.rows = c.rows[:0]
 	for i := range n {
-		if tnull && tc.IsNull(i) {
-			c.sel = append(c.sel, int32(i))
-			continue
-		}
-		if t := int64(times[i]); t < start || t >= end {
-			if start <= end && !late {
-				c.maxes[start] = m
-			}
-			start = floorDiv(t, c.size) * c.size
-			end, late = start+c.size, c.late(start)
-			var ok bool
-			if m, ok = c.maxes[start]; !ok {
-				m = math.MinInt64
-			}
-		}
-		switch {
-		case late:
-			c.sel = append(c.sel, int32(i))
-		case vals[i] >= m && !(vnull && vc.IsNull(i)):
-			m = vals[i]
-			c.sel = append(c.sel, int32(i))
-		}
+		c.rows = append(c.rows, int32(i))
 	}
-	if start <= end && !late {
-		c.maxes[start] = m
-	}
-	kept := c.sel[:0]
-	for _, i := range c.sel {
-		if !tnull || !tc.IsNull(int(i)) {
-			w := floorDiv(int64(times[i]), c.size) * c.size
-			if !c.late(w) && vals[i] < c.maxes[w] {
-				continue
-			}
-		}
-		kept = append(kept, i)
-	}
-	c.sel = kept
-	if len(c.sel) == 0 {
+	if c.selectCandidates(c.rows, tc, vc) == 0 {
 		return nil
 	}
 	rec, err := c.gather(in, s)
