@@ -51,12 +51,12 @@ type joinRow struct {
 }
 
 // lineSink is a transactional sink (parallelism 1): the lines line makes
-// of its rows are staged in its Store at each checkpoint and committed
-// when it completes (or at restore, for what the restored checkpoint
+// of its rows are staged in its Store at each checkpoint and committed to
+// out when it completes (or at restore, for what the restored checkpoint
 // staged). While fail is positive, a completion fails (and counts down).
 type lineSink struct {
 	line func(rec arrow.RecordBatch, i int) string
-	out  *lineCollector
+	out  interface{ commit(lines []string) }
 	fail *atomic.Int64
 	// complete, when set, replaces fail: a completion fails with its
 	// error, and is told of the completions that commit.

@@ -93,7 +93,7 @@ func TestWindowKeyGroups(t *testing.T) {
 					[]meshflow.Aggregate{meshflow.Count().As("n"), meshflow.Sum("v").As("total"), meshflow.Max("v")},
 					meshflow.Parallelism(tc.parallelism)).
 					To("out", meshflow.ToOperator(func() meshflow.Operator {
-						return &winTxSink{out: out, ends: tc.ends, unkeyed: !tc.keyed, fail: fail}
+						return winTxSink(out, tc.ends, !tc.keyed, fail)
 					}))
 				return p
 			}

@@ -279,7 +279,7 @@ func testWindowRandom(t *testing.T, w meshflow.Windows, size, gap int64, starts 
 		KeyBy("key").
 		Window("agg", w.AllowedLateness(lateness*time.Millisecond).LateRowsTo("late.rows"), randAggs(), meshflow.Parallelism(2)).
 		To("out", meshflow.ToOperator(func() meshflow.Operator {
-			return &winTxSink{out: out, fail: &failures, ends: starts == nil}
+			return winTxSink(out, starts == nil, false, &failures)
 		}))
 	wait := runAsync(t, ctx, p, opts...)
 	nb := 0

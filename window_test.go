@@ -3,7 +3,6 @@ package meshflow_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -25,7 +24,6 @@ import (
 	"github.com/meshflow/meshflow/actors/natsio"
 	"github.com/meshflow/meshflow/internal/natstest"
 	"github.com/meshflow/meshflow/internal/testutil"
-	"github.com/meshflow/meshflow/persistence"
 )
 
 var winSchema = arrow.NewSchema([]arrow.Field{
@@ -59,45 +57,22 @@ func (c *winCollector) commit(lines []string) {
 	}
 }
 
-// winTxSink is a transactional sink of window rows (parallelism 1): rows
-// are staged in its Store at each checkpoint and committed, in order,
-// when it completes (or at restore, for what the restored checkpoint
-// staged). While fail is positive, a completion fails (and counts down).
-type winTxSink struct {
-	out *winCollector
-	// ends names windows key@start-end (for sessions), not key@start.
-	ends bool
-	// unkeyed: the window has no key columns (its rows are named @start).
-	unkeyed bool
-	fail    *atomic.Int64
-	st      persistence.Store
-	buf     []string
-	on      bool
-}
-
-func (s *winTxSink) Open(ctx context.Context, oc meshflow.OperatorContext) error {
-	s.st, s.on = oc.State(), oc.Checkpointing()
-	if id := oc.RestoredCheckpoint(); id != 0 {
-		return s.commit(ctx, id)
-	}
-	return nil
-}
-
-func (s *winTxSink) Close(context.Context) error { return nil }
-
-func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.Emitter) error {
-	var lines []string
+// winTxSink is a transactional sink of window rows (a lineSink): each
+// row is the line "key@start|agg=value ...", with "key@start-end" for
+// sessions (ends) and "@start" for a window without key columns
+// (unkeyed).
+func winTxSink(out *winCollector, ends, unkeyed bool, fail *atomic.Int64) *lineSink {
 	k := 1 // the key columns
-	if s.unkeyed {
+	if unkeyed {
 		k = 0
 	}
-	for i := range int(in.NumRows()) {
+	line := func(in arrow.RecordBatch, i int) string {
 		key := ""
 		if k > 0 {
 			key = in.Column(0).(*array.String).Value(i)
 		}
 		l := fmt.Sprintf("%s@%d", key, int64(in.Column(k).(*array.Timestamp).Value(i)))
-		if s.ends {
+		if ends {
 			l += fmt.Sprintf("-%d", int64(in.Column(k+1).(*array.Timestamp).Value(i)))
 		}
 		l += "|"
@@ -108,48 +83,13 @@ func (s *winTxSink) Process(_ context.Context, in arrow.RecordBatch, _ meshflow.
 			}
 			l += in.ColumnName(c) + "=" + v + " "
 		}
-		lines = append(lines, l)
+		return l
 	}
-	if !s.on {
-		s.out.commit(lines)
-		return nil
+	s := &lineSink{line: line, fail: fail}
+	if out != nil {
+		s.out = out
 	}
-	s.buf = append(s.buf, lines...)
-	return nil
-}
-
-func (s *winTxSink) PrepareCheckpoint(ctx context.Context, id uint64) error {
-	var b persistence.Batch
-	b.Put(fmt.Appendf(nil, "stage/%020d", id), []byte(strings.Join(s.buf, "\n")))
-	s.buf = s.buf[:0]
-	return s.st.Apply(ctx, &b)
-}
-
-func (s *winTxSink) CheckpointComplete(ctx context.Context, id uint64) error {
-	if s.fail.Load() > 0 {
-		s.fail.Add(-1)
-		return errors.New("commit refused (test)")
-	}
-	return s.commit(ctx, id)
-}
-
-func (s *winTxSink) commit(ctx context.Context, upTo uint64) error {
-	var del persistence.Batch
-	err := s.st.Scan(ctx, []byte("stage/"), func(k, v []byte) error {
-		id, err := strconv.ParseUint(strings.TrimPrefix(string(k), "stage/"), 10, 64)
-		if err != nil || id > upTo {
-			return err
-		}
-		if len(v) > 0 {
-			s.out.commit(strings.Split(string(v), "\n"))
-		}
-		del.Delete(k)
-		return nil
-	})
-	if err != nil || del.Len() == 0 {
-		return err
-	}
-	return s.st.Apply(ctx, &del)
+	return s
 }
 
 // TestWindowAggregates runs Window in a job: shuffled, out-of-order events
@@ -308,7 +248,7 @@ func testWindowAggregates(t *testing.T, w meshflow.Windows, size int64, starts f
 		Window("agg", w.AllowedLateness(lateness*time.Millisecond).LateRowsTo("late.rows"),
 			[]meshflow.Aggregate{meshflow.Count().As("n"), meshflow.Sum("v").As("total"), meshflow.Max("v")},
 			meshflow.Parallelism(2)).
-		To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{out: out, fail: &failures} }))
+		To("out", meshflow.ToOperator(func() meshflow.Operator { return winTxSink(out, false, false, &failures) }))
 	if err := meshflow.Run(ctx, p, opts...); err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +359,7 @@ func TestWindowValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := meshflow.NewPipeline("windows")
-			tc.build(p).To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
+			tc.build(p).To("out", meshflow.ToOperator(func() meshflow.Operator { return winTxSink(nil, false, false, nil) }))
 			err := p.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), `"w"`) && !strings.Contains(err.Error(), "key column") {
 				t.Fatalf("Validate: %v, want an error with %q", err, tc.want)
@@ -432,7 +372,7 @@ func TestWindowValidate(t *testing.T) {
 	w := p.Source("s", meshflow.FromJSON(winSchema)).KeyBy("key").
 		Window("w", meshflow.SessionWindows(time.Second, "ts"), []meshflow.Aggregate{meshflow.Count(), meshflow.Avg("v").As("mean"),
 			meshflow.CountDistinct("key"), WeightedAvg("wavg", "v", "v")})
-	w.To("out", meshflow.ToOperator(func() meshflow.Operator { return &winTxSink{} }))
+	w.To("out", meshflow.ToOperator(func() meshflow.Operator { return winTxSink(nil, false, false, nil) }))
 	if err := p.Validate(); err != nil {
 		t.Fatal(err)
 	}
