@@ -1,17 +1,14 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,40 +36,7 @@ func natsServer(t *testing.T) string {
 	if !haveBinary("nats-server") && os.Getenv("CI") == "" {
 		t.Skip("nats-server is not on PATH or in $(go env GOPATH)/bin (bash scripts/install-nats.sh installs it); under CI this test fails instead")
 	}
-	cmd := exec.Command(natstest.Binary(t, "nats-server"), "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", "-1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	urls := make(chan string, 1)
-	re := regexp.MustCompile(`Listening for client connections on (127\.0\.0\.1:[0-9]+)`)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- "nats://" + m[1]
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		<-exited
-	})
-	select {
-	case url := <-urls:
-		return url
-	case err := <-exited:
-		t.Fatalf("nats-server exited: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("nats-server did not listen within 30 s")
-	}
-	return ""
+	return natstest.RunServerProcess(t)
 }
 
 // haveBinary says whether natstest.Binary finds name.

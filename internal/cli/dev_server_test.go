@@ -1,15 +1,11 @@
 package cli
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -18,46 +14,11 @@ import (
 	"github.com/meshflow/meshflow/internal/testutil"
 )
 
-// runNATSServer starts the real nats-server binary, JetStream on, its store
-// in a temporary directory, requiring user and password; it is stopped when
-// the test ends. It returns the URL clients connect to.
+// runNATSServer starts the real nats-server binary in its own process,
+// requiring user and password.
 func runNATSServer(t *testing.T, user, password string) string {
 	t.Helper()
-	cmd := exec.Command(natstest.Binary(t, "nats-server"), "-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", "-1",
-		"--user", user, "--pass", password)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	urls := make(chan string, 1)
-	re := regexp.MustCompile(`Listening for client connections on (127\.0\.0\.1:[0-9]+)`)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := re.FindStringSubmatch(sc.Text()); m != nil {
-				urls <- "nats://" + m[1]
-			}
-		}
-		_, _ = io.Copy(io.Discard, stderr)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		<-exited
-	})
-	select {
-	case url := <-urls:
-		return url
-	case err := <-exited:
-		t.Fatalf("nats-server exited: %v", err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("nats-server did not listen within 30 s")
-	}
-	return ""
+	return natstest.RunServerProcess(t, "--user", user, "--pass", password)
 }
 
 // TestDevOnExistingServer runs `meshflow dev --server` on a real

@@ -8,11 +8,14 @@
 package natstest
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +97,48 @@ func Binary(t testing.TB, name string) string {
 		}
 	}
 	t.Fatalf("%s not found on PATH or in $(go env GOPATH)/bin: run bash scripts/install-nats.sh", name)
+	return ""
+}
+
+// RunServerProcess starts the real nats-server binary (see [Binary]) in
+// its own process, JetStream on, its store in a temporary directory, on a
+// random loopback port, with args added to its command line (for example
+// "--user", u, "--pass", p). It is stopped (SIGINT) when the test ends.
+// It returns the URL clients connect to.
+func RunServerProcess(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(Binary(t, "nats-server"), append([]string{"-js", "-sd", t.TempDir(), "-a", "127.0.0.1", "-p", "-1"}, args...)...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	urls := make(chan string, 1)
+	re := regexp.MustCompile(`Listening for client connections on (127\.0\.0\.1:[0-9]+)`)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := re.FindStringSubmatch(sc.Text()); m != nil {
+				urls <- "nats://" + m[1]
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		<-exited
+	})
+	select {
+	case url := <-urls:
+		return url
+	case err := <-exited:
+		t.Fatalf("nats-server exited: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("nats-server did not listen within 30 s")
+	}
 	return ""
 }
